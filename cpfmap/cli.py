@@ -1,0 +1,152 @@
+"""Command line: serve | validate | ... as `run(argv, stdin, stdout, stderr) -> int`.
+
+`main()` only wires the real streams: for commands that speak CPF on stdout, the real
+stdout file descriptor is kept for replies and fd 1 is pointed at stderr, so a stray print
+from any library (even C code) cannot reach RAS.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import IO, Callable
+
+from . import __version__, spec
+from .clock import RealClock
+from .engine import Engine
+from .errors import MappingError
+from .redact import Redactor, RedactingFilter
+from .rpc import Server, engine_handlers
+from .transport import LiveTransport, RetryPolicy, Transport
+
+CPF_COMMANDS = ("serve",)
+log = logging.getLogger("cpfmap")
+
+
+class Streams:
+    def __init__(self, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str]) -> None:
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+
+    def out(self, text: str) -> None:
+        self.stdout.write(text.encode("utf-8"))
+        self.stdout.flush()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cpfmap", description="Declarative connector engine for the Parallels "
+                                                           "RAS Custom Provider Framework.")
+    p.add_argument("--version", action="version", version=f"cpfmap {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="speak CPF on stdin/stdout (what RAS launches)")
+    serve.add_argument("mapping", help="mapping file, pack folder or pack name")
+    _logging_options(serve)
+    validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
+    validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    return p
+
+
+def _logging_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-file", help="also append the log to this file")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor) -> None:
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(getattr(args, "log_level", "INFO"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(stderr)]
+    if getattr(args, "log_file", None):
+        handlers.append(logging.FileHandler(Path(args.log_file), encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        handler.addFilter(RedactingFilter(redactor))
+        log.addHandler(handler)
+
+
+def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
+        transport: Transport | None = None, clock=None) -> int:
+    streams = Streams(stdin, stdout, stderr)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    command: Callable = COMMANDS[args.command]
+    with contextlib.redirect_stdout(stderr):
+        return command(args, streams, transport=transport, clock=clock)
+
+
+def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport | None = None, clock=None) -> int:
+    redactor = Redactor()
+    setup_logging(args, streams.stderr, redactor)
+    clock = clock or RealClock()
+    try:
+        mapping = spec.load(args.mapping)
+    except MappingError as exc:
+        streams.stderr.write(f"cpfmap: the mapping cannot be loaded:\n{exc.report()}\n")
+        streams.stderr.flush()
+        broken = MappingError(exc.findings)
+        broken.message = f"mapping failed to load: {exc.message}"
+        return Server({m: _never for m in _methods()}, redactor, broken).serve(streams.stdin, streams.stdout)
+    conn = mapping.connection
+    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+    engine = Engine(mapping, transport, clock, redactor)
+    log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
+    try:
+        return Server(engine_handlers(engine), redactor).serve(streams.stdin, streams.stdout)
+    finally:
+        with contextlib.suppress(Exception):
+            engine.disconnect({})
+        transport.close()
+
+
+def _methods() -> tuple:
+    from .rpc import PARAMS
+    return tuple(PARAMS)
+
+
+def _never(params: dict) -> None:
+    raise AssertionError("unreachable: a broken mapping answers every request with its error")
+
+
+def cmd_validate(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    results = {}
+    for target in args.mappings:
+        results[target] = spec.check(target)
+    errors = sum(1 for fs in results.values() for f in fs if f.severity == "error")
+    if args.format == "json":
+        streams.out(json.dumps({t: [f.as_dict() for f in fs] for t, fs in results.items()}, indent=2) + "\n")
+        return 1 if errors else 0
+    for target, findings in results.items():
+        for finding in findings:
+            streams.out(finding.format() + "\n")
+        bad = sum(1 for f in findings if f.severity == "error")
+        streams.out(f"{target}: {'FAILED' if bad else 'ok'} ({bad} errors, {len(findings) - bad} warnings)\n")
+    return 1 if errors else 0
+
+
+COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "validate": cmd_validate}
+
+
+def _protected_stdout() -> IO[bytes]:
+    """Keep the real stdout for replies; send everything else written to fd 1 to stderr."""
+    sys.stdout.flush()
+    reply_fd = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    return os.fdopen(reply_fd, "wb", buffering=0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    stderr = io.TextIOWrapper(sys.stderr.buffer, encoding="utf-8", errors="replace", line_buffering=True) \
+        if hasattr(sys.stderr, "buffer") else sys.stderr
+    speaks_cpf = bool(argv) and argv[0] in CPF_COMMANDS
+    stdout = _protected_stdout() if speaks_cpf else sys.stdout.buffer
+    sys.exit(run(argv, sys.stdin.buffer, stdout, stderr))

@@ -1,0 +1,248 @@
+"""Compile validated mapping data into the frozen model, collecting findings.
+
+Syntax errors in templates and JMESPath, names a template uses that nothing defines,
+tables whose results are not CPF values, references to missing fragments, tables or poll
+rules, and functionality levels the methods cannot serve: all reported here.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+import jmespath.exceptions
+
+from . import model as m
+from .extract import Expression, Table
+from .templating import Templates, has_template
+
+PARAMS = {
+    "provider/connect": ("settings",), "provider/disconnect": (), "guests/list": (), "guests/get": ("id",),
+    "guests/convert": ("id", "is_template"), "guests/clone": ("id", "name", "snapshot", "is_link_clone"),
+    "guests/snapshots/create": ("id", "name"), "guests/snapshots/delete": ("id", "name"),
+    "guests/snapshots/revert": ("id", "name"), "guests/snapshots/exists": ("id", "name"),
+    "control": ("id", "control"),
+}
+TASK_METHODS = ("guests/convert", "guests/clone", "guests/snapshots/create", "guests/snapshots/delete",
+                "guests/snapshots/revert")
+SNAPSHOT_METHODS = ("guests/snapshots/create", "guests/snapshots/delete", "guests/snapshots/revert",
+                    "guests/snapshots/exists")
+RESULT_METHODS = ("guests/list", "guests/get", "guests/snapshots/exists")
+BASIC_CONTROLS = ("start", "stop", "reset", "restart")
+ROOTS = {"settings", "params", "auth", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+         "true", "false", "none", "True", "False", "None"}
+
+
+class Compiler:
+    def __init__(self, located) -> None:
+        self.located = located
+        self.findings: list = []
+        self.tables: dict[str, Table] = {}
+        self.templates = Templates({"translate": self._translate, "string_id": _string_id})
+        self.settings: set[str] = set()
+        self.used_settings: set[str] = set()
+
+    # ------------------------------------------------------------ helpers
+
+    def error(self, path: tuple, message: str, severity: str = "error") -> None:
+        self.findings.append(self.located.finding(path, message, severity))
+
+    def _translate(self, value: Any, table: str) -> Any:
+        return self.tables[table].translate(value)
+
+    def template(self, raw: str, path: tuple, known: set, *, url: bool = False) -> m.Template | None:
+        where = _where(path)
+        try:
+            compiled = self.templates.compile(str(raw), where, path=url)
+        except jinja2.TemplateSyntaxError as exc:
+            self.error(path, f"template syntax: {exc.message} in `{raw}`")
+            return None
+        self._check_names(compiled, path, known)
+        return compiled
+
+    def _check_names(self, compiled: m.Template, path: tuple, known: set) -> None:
+        for name in sorted(compiled.names - known - ROOTS):
+            hint = _suggest(name, known | {"settings", "params"})
+            self.error(path, f"`{name}` is not defined here (known: {', '.join(sorted(known)) or 'none'})"
+                             f"{hint}")
+        for name in re.findall(r"\bsettings\.(\w+)", compiled.source):
+            self.used_settings.add(name)
+            if name not in self.settings:
+                self.error(path, f"`settings.{name}` is not a declared setting"
+                                 f"{_suggest(name, self.settings)}")
+        for name in re.findall(r"""translate\(\s*['"]([^'"]+)['"]""", compiled.source):
+            if name not in self.tables:
+                self.error(path, f"no table `{name}`{_suggest(name, set(self.tables))}")
+
+    def expression(self, raw: str, path: tuple) -> Expression | None:
+        try:
+            return Expression.compile(str(raw), _where(path))
+        except jmespath.exceptions.JMESPathError as exc:
+            self.error(path, f"JMESPath syntax: {str(exc).splitlines()[0]} in `{raw}`")
+            return None
+
+    def value(self, raw: Any, path: tuple, known: set) -> m.Value:
+        if isinstance(raw, dict) and set(raw) == {"jmespath"}:
+            expr = self.expression(raw["jmespath"], path + ("jmespath",))
+            return m.JmesValue(expr) if expr else m.Literal(None)
+        if isinstance(raw, dict):
+            return m.DictValue(tuple((str(k), self.value(v, path + (k,), known)) for k, v in raw.items()))
+        if isinstance(raw, list):
+            return m.ListValue(tuple(self.value(v, path + (i,), known) for i, v in enumerate(raw)))
+        if has_template(raw):
+            compiled = self.template(raw, path, known)
+            return m.TemplateValue(compiled) if compiled else m.Literal(None)
+        return m.Literal(raw)
+
+    def templates_of(self, raw: dict | None, path: tuple, known: set) -> tuple:
+        out = []
+        for key, text in (raw or {}).items():
+            compiled = self.template(str(text), path + (key,), known)
+            if compiled:
+                out.append((str(key), compiled))
+        return tuple(out)
+
+    # ------------------------------------------------------------- pieces
+
+    def request(self, raw: dict, path: tuple, known: set) -> m.RequestSpec:
+        opt = lambda key: self.value(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
+        body = raw.get("body")
+        if sum(k in raw for k in ("json", "form", "body")) > 1:
+            self.error(path, "a request has one body: json, form or body")
+        return m.RequestSpec(
+            method=raw["method"], path=self.template(raw["path"], path + ("path",), known, url=True)
+            or self.templates.compile("/", "?", path=True),
+            query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
+            body=self.template(body, path + ("body",), known) if body is not None else None,
+            content_type=raw.get("content_type"))
+
+    def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
+        spec = raw if isinstance(raw, dict) else {"jmespath": raw}
+        expr = self.expression(spec["jmespath"], path + (("jmespath",) if isinstance(raw, dict) else ()))
+        if expr is None:
+            return None
+        required = spec.get("required")
+        return m.Extraction(expr, spec.get("from", "body"), spec.get("default"),
+                            self.template(required, path + ("required",), known) if required else None)
+
+    def extractions(self, raw: dict | None, path: tuple, known: set) -> tuple:
+        out = []
+        for name, spec in (raw or {}).items():
+            compiled = self.extraction(spec, path + (name,), known)
+            if compiled:
+                out.append((str(name), compiled))
+        return tuple(out)
+
+    def steps(self, raw: list, path: tuple, known: set, fragments: dict, depth: int = 0) -> tuple:
+        out: list = []
+        for index, item in enumerate(raw or []):
+            here = path + (index,)
+            if "use" in item:
+                out.extend(self._use(item, here, known, fragments, depth))
+            else:
+                out.append(self.step(item, here, known))
+        return tuple(out)
+
+    def _use(self, item: dict, here: tuple, known: set, fragments: dict, depth: int) -> tuple:
+        name = item["use"]
+        if name not in fragments:
+            self.error(here + ("use",), f"no fragment `{name}`{_suggest(name, set(fragments))}")
+            return ()
+        if depth > 8:
+            self.error(here + ("use",), f"fragment `{name}` uses itself")
+            return ()
+        extra = set(item) - {"use"}
+        if extra:
+            self.error(here, f"a `use` step takes no other keys ({', '.join(sorted(extra))})")
+        return self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
+
+    def step(self, raw: dict, path: tuple, known: set) -> m.Step:
+        when = self.template(raw["when"], path + ("when",), known) if "when" in raw else None
+        kinds = [k for k in ("request", "set", "fail") if k in raw]
+        if len(kinds) != 1:
+            self.error(path, "a step has exactly one of: request, set, fail, use")
+        request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
+        if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error")):
+            self.error(path, "extract, accept, cache, paginate and on_error go with a request")
+        if raw.get("cache") and request and request.method != "GET":
+            self.error(path + ("cache",), "only GET replies can be cached")
+        rules = tuple(self.error_rule(r, path + ("on_error", i), known) for i, r in enumerate(raw.get("on_error", [])))
+        extract = self.extractions(raw.get("extract"), path + ("extract",), known)
+        sets = tuple((str(k), self.value(v, path + ("set", k), known)) for k, v in (raw.get("set") or {}).items())
+        known.update(name for name, _ in extract + sets)
+        for rule in raw.get("on_error", []):
+            known.update(map(str, (rule.get("set") or {}).keys()))
+        return m.Step(
+            where=_where(path), name=raw.get("name", ""), when=when, request=request,
+            accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
+            cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",)),
+            extract=extract, set=sets,
+            fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
+            on_error=rules)
+
+    def error_rule(self, raw: dict, path: tuple, known: set) -> m.ErrorRule:
+        if ("fail" in raw) == ("set" in raw):
+            self.error(path, "an on_error rule has either `fail` or `set`")
+        if "match" in raw:
+            try:
+                re.compile(raw["match"])
+            except re.error as exc:
+                self.error(path + ("match",), f"bad regular expression: {exc}")
+        fail = self.template(raw["fail"], path + ("fail",), known | {"error"}) if "fail" in raw else None
+        sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
+        return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets)
+
+    def paginate(self, raw: dict | None, path: tuple) -> m.Paginate | None:
+        if not raw:
+            return None
+        items = self.expression(raw["items"], path + ("items",))
+        cursor = self.expression(raw["cursor"], path + ("cursor",)) if "cursor" in raw else None
+        if raw["type"] in ("cursor", "next_link") and cursor is None:
+            self.error(path, f"paginate type {raw['type']} needs `cursor`")
+        keys = ("size", "limit_param", "offset_param", "page_param", "first_page", "cursor_param", "max_pages")
+        return m.Paginate(raw["type"], items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
+
+    def operation(self, name: str, raw: dict, path: tuple, fragments: dict, params: tuple) -> m.Operation:
+        known = {"params"} | set()
+        steps = self.steps(raw.get("steps", []), path + ("steps",), known, fragments)
+        for ref in _param_refs(raw):
+            if ref not in params:
+                self.error(path, f"`params.{ref}` is not a parameter of {name} (has: {', '.join(params) or 'none'})")
+        task = self.task(raw["task"], path + ("task",), known) if "task" in raw else None
+        result = self.value(raw["result"], path + ("result",), known) if "result" in raw else None
+        return m.Operation(name, steps, result, task, raw.get("description", ""))
+
+    def task(self, raw: dict, path: tuple, known: set) -> m.TaskStart:
+        if ("poll" in raw) == ("completed" in raw):
+            self.error(path, "a task has either `poll` (with `handle`) or `completed`")
+        handle = self.templates_of(raw.get("handle"), path + ("handle",), known)
+        completed = self.value(raw["completed"], path + ("completed",), known) if "completed" in raw else None
+        return m.TaskStart(raw.get("poll"), handle, completed, bool(raw.get("wait", False)))
+
+
+def _where(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _suggest(name: str, options: set) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, sorted(options), n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _string_id(value: Any) -> str:
+    from .extract import string_id
+    return string_id(value)
+
+
+def _param_refs(raw: Any) -> set:
+    text = repr(raw)
+    return set(re.findall(r"\bparams\.(\w+)", text)) | set(re.findall(r"var\(\\?'params\.(\w+)", text))
+
+
+def compile_mapping(located) -> tuple:
+    from .sections import build
+    return build(Compiler(located), located.data)

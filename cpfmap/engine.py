@@ -1,0 +1,235 @@
+"""One CPF provider over one compiled mapping: the method handlers behind rpc.py.
+
+render -> send -> check -> extract -> translate happens in steps.py; here each CPF method
+gets its context, its task id, and a reply shaped and checked the way RAS reads it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Mapping
+
+import jsonschema
+
+from . import model as m
+from . import tasks
+from .clock import Clock
+from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
+from .extract import TASK_STATES, normal_mac, string_id, useful_ip
+from .redact import Redactor
+from .session import Backend
+from .spec import SCHEMA_DIR
+from .steps import Cache, StepRunner
+from .transport import Transport
+
+log = logging.getLogger("cpfmap")
+PROTOCOL_VERSION = "1.0.0"
+REPLY_SCHEMAS = {"guests/list": "guests-list", "guests/get": "guests-get", "guests/clone": "guests-clone",
+                 "guests/convert": "task-started", "guests/snapshots/create": "task-started",
+                 "guests/snapshots/delete": "task-started", "guests/snapshots/revert": "task-started",
+                 "guests/snapshots/exists": "snapshots-exists", "tasks/get": "tasks-get"}
+
+
+@functools.lru_cache(maxsize=None)
+def reply_validator(name: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+class Engine:
+    def __init__(self, mapping: m.Mapping_, transport: Transport, clock: Clock,
+                 redactor: Redactor | None = None) -> None:
+        self.mapping = mapping
+        self.transport = transport
+        self.clock = clock
+        self.redactor = redactor or Redactor()
+        self.cache = Cache(clock)
+        self.backend: Backend | None = None
+
+    # ------------------------------------------------------------ provider
+
+    def initialize(self, params: Mapping) -> dict:
+        return {"version": PROTOCOL_VERSION, "capabilities": self.mapping.capabilities.as_reply()}
+
+    def connect(self, params: Mapping) -> dict:
+        settings = self.mapping.coerce_settings(params["settings"])
+        for name in self.mapping.secret_settings():
+            self.redactor.add(settings.get(name))
+        self.disconnect({})
+        backend = Backend(self.mapping, self.transport, self.clock, self.redactor, settings)
+        try:
+            backend.login()
+            op = self.mapping.methods.get("provider/connect")
+            if op is not None:
+                self._runner(backend).run(op.steps, self._context(backend, {}))
+        except AuthError:
+            raise
+        except BackendError as exc:
+            if exc.status in (401, 403):
+                raise AuthError(f"Authentication failed: {exc.message}") from None
+            raise exc.context("Connection failed")
+        self.backend = backend
+        return {}
+
+    def disconnect(self, params: Mapping) -> dict:
+        backend, self.backend = self.backend, None
+        self.cache.clear()
+        if backend is None:
+            return {}
+        op = self.mapping.methods.get("provider/disconnect")
+        try:
+            if op is not None:
+                self._runner(backend).run(op.steps, self._context(backend, {}))
+        finally:
+            backend.logout()
+        return {}
+
+    # ------------------------------------------------------------- methods
+
+    def call(self, method: str, params: Mapping) -> Any:
+        """A mapping-defined method: guests/*, snapshots."""
+        op = self.mapping.methods.get(method)
+        if op is None:
+            raise MethodNotFound(f"{method} is not implemented by mapping {self.mapping.name}")
+        return self._shape(method, self._run(op, params), params)
+
+    def control(self, params: Mapping) -> dict:
+        name = params["control"]
+        op = self.mapping.controls.get(name)
+        if op is None or (name == "suspend" and not self.mapping.capabilities.can_suspend_guests):
+            raise MethodNotFound(f"control {name} is not implemented by mapping {self.mapping.name}")
+        self._run(op, params)
+        return {}
+
+    def task_status(self, params: Mapping) -> dict:
+        rule, values = tasks.decode(params["id"], self.mapping.polls)
+        if rule == tasks.COMPLETED:
+            reply: dict = {"state": "completed", "output": values}
+        else:
+            reply = self._poll(self.mapping.polls[rule], values)
+        return self._checked("tasks/get", reply)
+
+    # ------------------------------------------------------------ internals
+
+    def _connected(self) -> Backend:
+        if self.backend is None:
+            raise BackendError("not connected: RAS must send provider/connect first")
+        return self.backend
+
+    def _runner(self, backend: Backend) -> StepRunner:
+        return StepRunner(backend, self.cache)
+
+    @staticmethod
+    def _context(backend: Backend, params: Mapping) -> dict:
+        return {"settings": backend.settings, "params": dict(params)}
+
+    def _run(self, op: m.Operation, params: Mapping) -> Any:
+        backend = self._connected()
+        context = self._runner(backend).run(op.steps, self._context(backend, params))
+        if op.task is None:
+            return op.result.eval(context) if op.result is not None else {}
+        task_id = self._start_task(op.task, context)
+        if op.task.wait:
+            self._wait(task_id)
+        extra = op.result.eval(context) if op.result is not None else {}
+        if not isinstance(extra, dict):
+            raise BackendError(f"{op.name}: `result` of a task method must be an object")
+        return {"task_id": task_id, **extra}
+
+    def _start_task(self, task: m.TaskStart, context: dict) -> str:
+        if task.completed is not None:
+            return tasks.encode(tasks.COMPLETED, _strings(task.completed.eval(context), "task output"))
+        values = {}
+        for key, template in task.handle:
+            value = template.render(context)
+            if value in (None, ""):
+                raise BackendError(f"the backend gave no `{key}` for the task it should have started")
+            values[key] = string_id(value)
+        try:
+            tasks.decode(tasks.encode(task.poll, values), self.mapping.polls)
+        except CpfmapError as exc:
+            raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
+        return tasks.encode(task.poll, values)
+
+    def _poll(self, rule: m.PollRule, values: dict) -> dict:
+        backend = self._connected()
+        context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values})
+        state = rule.state.eval(context)
+        if state not in TASK_STATES:
+            raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")
+        if state == "completed":
+            output = rule.output.eval(context) if rule.output is not None else {}
+            return {"state": state, "output": _strings(output, "task output")}
+        if state == "failed":
+            message = str(rule.error.render(context)) if rule.error is not None else ""
+            return {"state": state, "error": {"code": 1, "message": message.strip() or "the task failed"}}
+        return {"state": state}
+
+    def _wait(self, task_id: str) -> None:
+        caps = self.mapping.capabilities
+        for _ in range(max(caps.tasks_polling_retries, 1) + 1):
+            reply = self.task_status({"id": task_id})
+            if reply["state"] == "failed":
+                raise BackendError(reply["error"]["message"])
+            if reply["state"] == "completed":
+                return
+            self.clock.sleep(caps.tasks_polling_rate)
+        raise BackendError(f"the backend task did not finish within "
+                           f"{caps.tasks_polling_rate * caps.tasks_polling_retries}s")
+
+    # --------------------------------------------------------------- replies
+
+    def _shape(self, method: str, result: Any, params: Mapping) -> Any:
+        if method == "guests/list":
+            result = _shape_list(result)
+        elif method == "guests/get":
+            result = _shape_guest(result, params)
+        elif method == "guests/clone" and isinstance(result, dict) and result.get("clone_id") is not None:
+            result["clone_id"] = string_id(result["clone_id"])
+        elif method.startswith("provider/"):
+            return result
+        return self._checked(method, result)
+
+    def _checked(self, method: str, result: Any) -> Any:
+        name = REPLY_SCHEMAS.get(method)
+        if name is None:
+            return result
+        error = next(iter(reply_validator(name).iter_errors(result)), None)
+        if error is not None:
+            where = "/".join(map(str, error.absolute_path)) or "reply"
+            raise BackendError(f"{method}: the reply built from the backend's answer is not what RAS accepts "
+                               f"({where}: {error.message})")
+        return result
+
+
+def _strings(output: Any, what: str) -> dict:
+    if output is None:
+        return {}
+    if not isinstance(output, dict):
+        raise BackendError(f"{what} must be an object, got {output!r}")
+    return {str(k): string_id(v) for k, v in output.items() if v is not None}
+
+
+def _shape_list(result: Any) -> Any:
+    if isinstance(result, dict) and isinstance(result.get("guests"), list):
+        ids = [string_id(i) for i in result["guests"] if i is not None]
+        result = dict(result, guests=list(dict.fromkeys(ids)))
+    return result
+
+
+def _shape_guest(result: Any, params: Mapping) -> Any:
+    """One normal form for every mapping: string id, lower-case colon MACs, no loopback IPs."""
+    if not isinstance(result, dict):
+        return result
+    out = dict(result)
+    out["id"] = string_id(out.get("id") if out.get("id") is not None else params.get("id"))
+    for key, clean in (("mac_addresses", normal_mac), ("ip_addresses", useful_ip)):
+        value = out.get(key)
+        if value is None:
+            out[key] = []
+        elif isinstance(value, list):
+            out[key] = list(dict.fromkeys(v for v in (clean(x) for x in value if x is not None) if v))
+    if isinstance(out.get("name"), (int, float)) and not isinstance(out.get("name"), bool):
+        out["name"] = string_id(out["name"])
+    return out

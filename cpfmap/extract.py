@@ -1,0 +1,262 @@
+"""JMESPath with the functions real APIs need, and checked translation tables.
+
+Expressions are compiled once, when the mapping loads. `var('name.path')` reads the
+template context (settings, params, earlier step variables) from inside an expression,
+so a filter can compare against a request parameter:
+    data[?type=='qemu' && to_string(vmid)==var('params.id')] | [0]
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import jmespath
+import jmespath.exceptions
+from jmespath import functions
+
+from .errors import BackendError
+
+GUEST_STATES = ("powered_off", "powering_off", "powered_on", "powering_on", "suspended", "suspending")
+TASK_STATES = ("running", "completed", "failed")
+TABLE_KINDS = {"guest_state": GUEST_STATES, "task_state": TASK_STATES, "any": None}
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.I)
+
+
+def string_id(value: Any) -> str:
+    """An id as RAS wants it: 101 -> "101", 101.0 -> "101", "x" -> "x"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def normal_mac(value: Any) -> str | None:
+    """00-15-5D-8A-3C-FF or 00155d8a3cff -> 00:15:5d:8a:3c:ff; None if not a MAC."""
+    text = str(value).strip()
+    if not _MAC.match(text):
+        return None
+    digits = re.sub(r"[^0-9a-fA-F]", "", text).lower()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def useful_ip(value: Any) -> str | None:
+    """The address as text, or None for noise RAS must not see (loopback, link-local, unspecified)."""
+    try:
+        addr = ipaddress.ip_address(str(value).strip().split("%")[0])
+    except ValueError:
+        return None
+    if addr.is_loopback or addr.is_link_local or addr.is_unspecified:
+        return None
+    return str(addr)
+
+
+def _unique(items: list) -> list:
+    out: list = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+class Functions(functions.Functions):
+    """Our JMESPath functions; an instance carries the context `var()` reads."""
+
+    def __init__(self, context: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._context = context or {}
+
+    @functions.signature({"types": ["string"]})
+    def _func_var(self, name):
+        value: Any = self._context
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    @functions.signature({"types": ["string"]})
+    def _func_lower(self, s):
+        return s.lower()
+
+    @functions.signature({"types": ["string"]})
+    def _func_upper(self, s):
+        return s.upper()
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_split(self, s, sep):
+        return s.split(sep) if s else []
+
+    @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
+    def _func_regex_match(self, pattern, s):
+        return s is not None and re.search(pattern, s) is not None
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string", "null"]})
+    def _func_regex_replace(self, pattern, replacement, s):
+        return None if s is None else re.sub(pattern, replacement, s)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
+    def _func_regex_find(self, pattern, s):
+        match = re.search(pattern, s) if s is not None else None
+        if not match:
+            return None
+        return match.group(1) if match.groups() else match.group(0)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
+    def _func_regex_find_all(self, pattern, s):
+        if s is None:
+            return []
+        return [m.group(1) if m.groups() else m.group(0) for m in re.finditer(pattern, s)]
+
+    @functions.signature({"types": ["array"]})
+    def _func_unique(self, items):
+        return _unique(items)
+
+    @functions.signature({"types": []})
+    def _func_string_id(self, value):
+        return None if value is None else string_id(value)
+
+    @functions.signature({"types": ["array"]})
+    def _func_string_ids(self, items):
+        return [string_id(item) for item in items if item is not None]
+
+    @functions.signature({"types": ["object"]})
+    def _func_items(self, obj):
+        return [[key, value] for key, value in obj.items()]
+
+    @functions.signature({"types": ["array"]})
+    def _func_from_items(self, pairs):
+        return {str(pair[0]): pair[1] for pair in pairs if isinstance(pair, list) and len(pair) == 2}
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string"]})
+    def _func_get(self, obj, key):
+        return None if obj is None else obj.get(key)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_parse_kv(self, s, sep, assign):
+        """'virtio=BC:24:11:00:00:01,bridge=vmbr0' -> {"virtio": "BC:..", "bridge": "vmbr0"}."""
+        out: dict = {}
+        for part in (s or "").split(sep):
+            key, found, value = part.partition(assign)
+            if key.strip():
+                out[key.strip()] = value.strip() if found else None
+        return out
+
+    @functions.signature({"types": ["array"]})
+    def _func_macs(self, items):
+        return _unique([m for m in (normal_mac(i) for i in items if i is not None) if m])
+
+    @functions.signature({"types": ["array"]})
+    def _func_ips(self, items):
+        return _unique([a for a in (useful_ip(i) for i in items if i is not None) if a])
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A compiled JMESPath expression and where it came from."""
+
+    source: str
+    where: str
+    parsed: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def compile(cls, source: str, where: str) -> "Expression":
+        """Raises jmespath.exceptions.ParseError on bad syntax."""
+        return cls(source, where, jmespath.compile(source))
+
+    def search(self, data: Any, context: Mapping[str, Any] | None = None) -> Any:
+        options = jmespath.Options(custom_functions=Functions(context))
+        try:
+            return self.parsed.search(data, options=options)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise BackendError(f"{self.where}: `{self.source}` failed on the backend's data: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One field condition of a table rule: a value, any of several, absent (null), or a regex."""
+
+    values: tuple = ()
+    regex: str | None = None
+    absent: bool = False
+
+    def matches(self, present: bool, value: Any) -> bool:
+        if self.absent and (not present or value in (None, "")):
+            return True
+        if not present or value is None:
+            return False
+        if self.regex is not None:
+            return re.search(self.regex, table_key(value)) is not None
+        return table_key(value) in self.values
+
+
+def table_key(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return string_id(value)
+
+
+@dataclass(frozen=True)
+class Rule:
+    when: tuple  # ((field, Matcher), ...)
+    then: Any
+
+    def matches(self, obj: Mapping) -> bool:
+        return all(m.matches(name in obj, obj.get(name)) for name, m in self.when)
+
+
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class Table:
+    """backend value(s) -> CPF value. A value with no entry is an error unless a default is set."""
+
+    name: str
+    kind: str
+    map: tuple = ()        # ((key, value), ...)
+    rules: tuple = ()      # (Rule, ...)
+    default: Any = _NO_DEFAULT
+
+    def translate(self, value: Any) -> Any:
+        if self.rules:
+            if not isinstance(value, Mapping):
+                raise BackendError(f"table `{self.name}` translates objects, got {value!r}")
+            for rule in self.rules:
+                if rule.matches(value):
+                    return rule.then
+            shown = {name: value.get(name) for rule in self.rules for name, _ in rule.when}
+        else:
+            key = table_key(value) if value is not None else None
+            for entry, result in self.map:
+                if entry == key:
+                    return result
+            shown = value
+        if self.default is not _NO_DEFAULT:
+            return self.default
+        raise BackendError(f"backend value {shown!r} has no entry in table `{self.name}`")
+
+
+# ------------------------------------------------------- HTTP replies
+
+def extract_value(extraction: Any, response: Any, context: Mapping[str, Any]) -> Any:
+    if extraction.source == "status":
+        data: Any = response.status
+    elif extraction.source == "headers":
+        data = {k.lower(): v for k, v in response.headers}
+    else:
+        data = body_of(response)
+    value = extraction.expression.search(data, context)
+    if value is None:
+        value = extraction.default
+    if value is None and extraction.required is not None:
+        raise BackendError(str(extraction.required.render(context)))
+    return value
+
+
+def body_of(response: Any) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BackendError(f"the backend answered HTTP {response.status} with a body that is not JSON: "
+                           f"{response.text(120)!r}") from None

@@ -1,0 +1,151 @@
+"""Load a mapping: resolve, read YAML (with `extends`), validate against the schema,
+compile every template and expression, and check it means something.
+
+Everything that can be wrong with a mapping is reported here, before the first request,
+as findings with file, line and column.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jsonschema.exceptions
+
+from .errors import Finding, MappingError
+from .source import Source, json_path, load_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = ROOT / "schemas"
+PACKS_DIR = ROOT / "mappings"
+DEFAULT_MAPPING = "mapping.yaml"
+
+
+@lru_cache(maxsize=None)
+def schema(name: str = "mapping.schema.json") -> dict:
+    return json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+
+
+def resolve(target: str | Path) -> Path:
+    """A mapping file, a pack directory (its mapping.yaml) or a pack name under mappings/."""
+    path = Path(target)
+    if path.is_dir():
+        path = path / DEFAULT_MAPPING
+    elif not path.exists() and (PACKS_DIR / str(target)).is_dir():
+        path = PACKS_DIR / str(target) / DEFAULT_MAPPING
+    if not path.is_file():
+        packs = sorted(p.name for p in PACKS_DIR.iterdir() if p.is_dir()) if PACKS_DIR.is_dir() else []
+        hint = f"; packs: {', '.join(packs)}" if packs else ""
+        raise MappingError(Finding(f"no mapping at `{target}` (a file, a pack folder or a pack name{hint})",
+                                   str(target)))
+    return path
+
+
+class Located:
+    """Merged data from a chain of files; finds the file and line of any path."""
+
+    def __init__(self, data: Any, sources: list[Source]) -> None:
+        self.data = data
+        self.sources = sources  # the most derived file first
+
+    def finding(self, path: tuple, message: str, severity: str = "error") -> Finding:
+        for source in self.sources:
+            if tuple(path) in source.marks:
+                return source.finding(path, message, severity)
+        return self.sources[0].finding(path, message, severity)
+
+
+def read(target: str | Path) -> Located:
+    """YAML of the mapping and every file it extends, merged."""
+    return _read(resolve(target), ())
+
+
+def _read(path: Path, seen: tuple) -> Located:
+    data, source = load_yaml(path)
+    if not isinstance(data, dict):
+        raise MappingError(source.finding((), "a mapping is a YAML object (key: value lines)"))
+    parent = data.get("extends")
+    if parent is None:
+        return Located(data, [source])
+    if not isinstance(parent, str):
+        raise MappingError(source.finding(("extends",), "`extends` names a mapping file"))
+    base_path = (path.parent / parent).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise MappingError(source.finding(("extends",), f"`extends` loops back to {parent}"))
+    if not base_path.is_file():
+        raise MappingError(source.finding(("extends",), f"`extends`: no file {base_path}"))
+    base = _read(base_path, seen + (path.resolve(),))
+    merged = merge(base.data, {k: v for k, v in data.items() if k != "extends"})
+    return Located(merged, [source] + base.sources)
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Objects merge key by key; anything else is replaced; null removes a key."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value) if key in out else value
+    return out
+
+
+# ------------------------------------------------------------- schema check
+
+def schema_findings(located: Located) -> list[Finding]:
+    validator = jsonschema.Draft202012Validator(schema())
+    findings = []
+    for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
+        if error.context:
+            error = jsonschema.exceptions.best_match(error.context)
+        findings.append(located.finding(tuple(error.absolute_path), _explain(error)))
+    return findings
+
+
+def _explain(error: jsonschema.exceptions.ValidationError) -> str:
+    where = json_path(tuple(error.absolute_path))
+    if error.validator == "additionalProperties":
+        allowed = list((error.schema.get("properties") or {}).keys())
+        extra = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
+        parts = []
+        for key in extra:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(allowed)}"
+            parts.append(f"unknown key `{key}`{hint}")
+        return f"{where}: " + "; ".join(parts)
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def load(target: str | Path):
+    """The compiled mapping, or MappingError with every finding."""
+    from .compiler import compile_mapping
+    located = read(target)
+    problems = schema_findings(located)
+    if problems:
+        raise MappingError(problems)
+    mapping, findings = compile_mapping(located)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise MappingError(findings)
+    return mapping
+
+
+def check(target: str | Path) -> list[Finding]:
+    """Every finding (errors and warnings) for `validate`."""
+    from .compiler import compile_mapping
+    try:
+        located = read(target)
+    except MappingError as exc:
+        return exc.findings
+    problems = schema_findings(located)
+    if problems:
+        return problems
+    return compile_mapping(located)[1]

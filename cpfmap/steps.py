@@ -1,0 +1,155 @@
+"""Run the steps of an operation: render -> send -> check -> extract, with `when`,
+`set`, `fail`, `on_error` fallbacks, pagination and a TTL cache for GET replies."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from . import model as m
+from .clock import Clock
+from .errors import BackendError, TransportError
+from .extract import body_of, extract_value
+from .session import Backend, message_of
+from .transport import HttpResponse
+
+log = logging.getLogger("cpfmap")
+
+
+class Cache:
+    """GET replies by URL, for `cache: seconds`; any write empties it."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.entries: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any:
+        hit = self.entries.get(key)
+        if hit and hit[0] > self.clock.now():
+            return hit[1]
+        self.entries.pop(key, None)
+        return None
+
+    def put(self, key: str, ttl: float, value: Any) -> None:
+        self.entries[key] = (self.clock.now() + ttl, value)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class StepRunner:
+    def __init__(self, backend: Backend, cache: Cache) -> None:
+        self.backend = backend
+        self.cache = cache
+
+    def run(self, steps: tuple, context: dict) -> dict:
+        """Run steps in order, adding their variables to context; returns context."""
+        for step in steps:
+            if step.when is not None and not step.when.render(context):
+                continue
+            if step.fail is not None:
+                raise BackendError(str(step.fail.render(context)))
+            for name, value in step.set:
+                context[name] = value.eval(context)
+            if step.request is not None:
+                self._request(step, context)
+        return context
+
+    def _request(self, step: m.Step, context: dict) -> None:
+        try:
+            response = self._fetch(step, context)
+        except TransportError as exc:
+            self._refused(step, context, 0, exc.message, exc)
+            return
+        if isinstance(response, HttpResponse) and not step.accepts(response.status):
+            message = message_of(response, self.backend.mapping.connection.error_message)
+            self._refused(step, context, response.status, message, None)
+            return
+        for name, extraction in step.extract:
+            context[name] = self._extract(extraction, response, context)
+
+    def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
+        if isinstance(response, HttpResponse):
+            return extract_value(extraction, response, context)
+        value = extraction.expression.search(response, context)  # joined pages
+        if value is None:
+            value = extraction.default
+        if value is None and extraction.required is not None:
+            raise BackendError(str(extraction.required.render(context)))
+        return value
+
+    def _refused(self, step: m.Step, context: dict, status: int, message: str,
+                 exc: TransportError | None) -> None:
+        error = {"status": status, "message": message}
+        for rule in step.on_error:
+            if rule.covers(status, message):
+                ctx = dict(context, error=error)
+                if rule.fail is not None:
+                    raise BackendError(str(rule.fail.render(ctx)))
+                context.update(rule.set.eval(ctx) if rule.set else {})
+                return
+        if exc is not None:
+            raise exc
+        error = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
+        error.status = status
+        raise error
+
+    def _label(self, step: m.Step, context: dict) -> str:
+        try:
+            path = str(step.request.path.render(dict(context, auth={})))
+        except BackendError:
+            path = step.request.path.source
+        return step.name or f"{step.request.method} {path}"
+
+    # ------------------------------------------------------------ fetching
+
+    def _fetch(self, step: m.Step, context: dict) -> Any:
+        if step.paginate is not None:
+            return self._pages(step, context)
+        request = self.backend.build(step.request, context)
+        key = request.url if step.request.method == "GET" else ""
+        if step.cache and key:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        if step.request.method not in ("GET", "HEAD"):
+            self.cache.clear()
+        response = self.backend.send(step.request, context, retry_safe=step.idempotent)
+        if step.cache and key and step.accepts(response.status):
+            self.cache.put(key, step.cache, response)
+        return response
+
+    def _pages(self, step: m.Step, context: dict) -> Any:
+        """Every page's items joined into one list (the body extractions read)."""
+        spec = step.paginate
+        items: list = []
+        cursor: Any = None
+        for number in range(spec.max_pages):
+            query, url = self._page_position(spec, number, len(items), cursor)
+            response = self.backend.send(step.request, context, query=query, url=url,
+                                         retry_safe=step.idempotent)
+            if not step.accepts(response.status):
+                return response
+            body = body_of(response)
+            page = spec.items.search(body, context) or []
+            if not isinstance(page, list):
+                raise BackendError(f"paginate.items `{spec.items.source}` gave {type(page).__name__}, not a list")
+            items.extend(page)
+            cursor = spec.cursor.search(body, context) if spec.cursor else None
+            if self._last_page(spec, page, cursor):
+                return items
+        raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
+
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any) -> tuple:
+        if spec.type == "offset":
+            return [(spec.offset_param, str(seen)), (spec.limit_param, str(spec.size))], None
+        if spec.type == "page":
+            return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(spec.size))], None
+        if spec.type == "cursor":
+            return ([(spec.cursor_param, str(cursor))] if number else []), None
+        return [], (self.backend.within_base(str(cursor)) if number else None)
+
+    @staticmethod
+    def _last_page(spec: m.Paginate, page: list, cursor: Any) -> bool:
+        if spec.type in ("offset", "page"):
+            return len(page) < spec.size
+        return cursor in (None, "")

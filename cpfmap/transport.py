@@ -1,0 +1,197 @@
+"""HTTP requests and responses, the Transport interface and the live transport.
+
+A Transport is anything with `send(HttpRequest) -> HttpResponse` that raises
+TransportError when no HTTP answer came back. This is the only module that imports
+`requests`; its exceptions are mapped here, at the boundary, onto our error tree.
+"""
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from .clock import Clock, RealClock
+from .errors import TransportError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Tls:
+    verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    timeout: tuple[float, float] = (10.0, 60.0)
+    tls: Tls = field(default_factory=Tls)
+    retry_safe: bool = False   # the mapping says repeating it is harmless
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lower), None)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    reason: str = ""
+    elapsed: float = 0.0
+
+    def header(self, name: str) -> str | None:
+        lower = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lower), None)
+
+    def json(self) -> Any:
+        """The body as JSON; None for an empty body; raises ValueError if not JSON."""
+        if not self.body.strip():
+            return None
+        return json.loads(self.body.decode("utf-8-sig"))
+
+    def text(self, limit: int = 400) -> str:
+        return self.body[:limit].decode("utf-8", "replace")
+
+
+class Transport(Protocol):
+    def send(self, request: HttpRequest) -> HttpResponse: ...
+    def close(self) -> None: ...
+
+
+class FunctionTransport:
+    """A transport that is just a function: the in-process fake for unit tests."""
+
+    def __init__(self, handler: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.handler = handler
+        self.sent: list[HttpRequest] = []
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        self.sent.append(request)
+        return self.handler(request)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: float = 0.5
+
+
+class LiveTransport:
+    """One pooled requests.Session; timeouts on every request; retries only where safe."""
+
+    def __init__(self, retry: RetryPolicy = RetryPolicy(), clock: Clock | None = None) -> None:
+        self.session = requests.Session()
+        self.retry = retry
+        self.clock = clock or RealClock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        attempt = 1
+        while True:
+            try:
+                response = self._send_once(request)
+            except TransportError as exc:
+                if not self._may_retry(request, exc, attempt):
+                    raise
+            else:
+                if response.status not in RETRY_STATUSES or not self._repeatable(request) \
+                        or attempt >= self.retry.attempts:
+                    return response
+            self.clock.sleep(self.retry.backoff * (2 ** (attempt - 1)))
+            attempt += 1
+
+    def _repeatable(self, request: HttpRequest) -> bool:
+        return request.method in SAFE_RETRY_METHODS or request.retry_safe
+
+    def _may_retry(self, request: HttpRequest, exc: TransportError, attempt: int) -> bool:
+        if attempt >= self.retry.attempts:
+            return False
+        # A request that never left (no connection) is safe to repeat whatever its method.
+        return self._repeatable(request) or getattr(exc, "not_sent", False)
+
+    def _send_once(self, request: HttpRequest) -> HttpResponse:
+        prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
+                                    data=request.body).prepare()
+        # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
+        # must not override the mapping's TLS settings. Proxies from the environment still apply.
+        proxies = requests.utils.get_environ_proxies(request.url)
+        try:
+            raw = self.session.send(prepared, timeout=request.timeout, verify=_verify(request.tls),
+                                    cert=_cert(request.tls), proxies=proxies, allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise _transport_error(request, exc) from None
+        headers = tuple((k, v) for k, v in raw.headers.items())
+        return HttpResponse(raw.status_code, headers, raw.content, raw.reason or "",
+                            raw.elapsed.total_seconds())
+
+
+def _verify(tls: Tls) -> bool | str:
+    if not tls.verify:
+        return False
+    return tls.ca_file or True
+
+
+def _cert(tls: Tls) -> str | tuple[str, str] | None:
+    if tls.client_cert and tls.client_key:
+        return (tls.client_cert, tls.client_key)
+    return tls.client_cert or None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        item = todo.pop()
+        if item in seen:
+            continue
+        seen.append(item)
+        todo.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            value = getattr(item, attr, None)
+            if isinstance(value, BaseException):
+                todo.append(value)
+    return seen
+
+
+def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestException) -> TransportError:
+    where = f"{request.method} {request.url.split('?')[0]}"
+    chain = _chain(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in chain):
+        reason = next((str(e) for e in chain if isinstance(e, ssl.SSLError)), str(exc))
+        error = TransportError(f"TLS error talking to {where}: {_short(reason)}")
+    elif isinstance(exc, requests.exceptions.ConnectTimeout):
+        error = TransportError(f"timed out connecting to {where} (after {request.timeout[0]:g}s)")
+        error.not_sent = True  # type: ignore[attr-defined]
+    elif isinstance(exc, requests.exceptions.Timeout):
+        error = TransportError(f"no answer from {where} within {request.timeout[1]:g}s")
+    elif any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
+        error = TransportError(f"cannot connect to {where}: {_short(str(exc))}")
+        error.not_sent = True  # type: ignore[attr-defined]
+    else:
+        error = TransportError(f"connection to {where} failed: {_short(str(exc))}")
+    return error
+
+
+def _short(text: str) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,308 @@
+"""Source of schemas/mapping.schema.json (run `python tools/schema_src.py` to regenerate).
+
+Written as Python so shared pieces (a request, a step, a value) are defined once; the
+JSON file is what editors, validators and the engine read. A test fails when it is stale.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "schemas" / "mapping.schema.json"
+
+
+def prop(description: str, example=None, **schema) -> dict:
+    out = {"description": description, **schema}
+    if example is not None:
+        out["examples"] = [example]
+    return out
+
+
+def obj(description: str, properties: dict, required=(), example=None, **extra) -> dict:
+    out = prop(description, example, type="object", properties=properties, additionalProperties=False, **extra)
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+REF = lambda name: {"$ref": f"#/$defs/{name}"}  # noqa: E731
+TEMPLATE = "a Jinja2 template (sandboxed, strict: an undefined name is an error)"
+
+DEFS = {
+    "template": prop(f"Text or {TEMPLATE}. A string that is exactly one `{{{{ expression }}}}` yields the "
+                     "expression's own value (number, list, object), not text.",
+                     "{{ settings.host }}", type="string"),
+    "value": prop("A value built when the method runs: literals are kept as they are; strings are "
+                  f"{TEMPLATE}; an object `{{jmespath: EXPR}}` evaluates JMESPath over the variables "
+                  "(settings, params, step variables); objects and lists are built member by member.",
+                  {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
+    "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions: var(name), "
+                     "lower, upper, split, regex_match, regex_replace, regex_find, regex_find_all, unique, "
+                     "string_id, string_ids, items, from_items, get, parse_kv, macs, ips.",
+                     "data[?type=='qemu'].vmid", type="string", minLength=1),
+    "statuses": prop("HTTP status codes.", [200, 201], type="array", items={"type": "integer", "minimum": 100,
+                                                                             "maximum": 599}),
+    "request": obj("An HTTP request. Path is joined to connection.base_url; every value inserted into "
+                   "the path is percent-encoded.", {
+                       "method": prop("HTTP method.", "GET", type="string",
+                                      enum=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
+                       "path": prop(f"URL path below base_url, {TEMPLATE}; an absolute URL is allowed "
+                                    "only if it starts with base_url.",
+                                    "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
+                       "query": prop("Query parameters: name -> value (a list repeats the name; null "
+                                     "or an empty string drops it).", {"type": "vm"}, type="object"),
+                       "headers": prop("Extra headers for this request (templates).",
+                                       {"Accept": "application/json"}, type="object",
+                                       additionalProperties={"type": "string"}),
+                       "json": prop("A JSON body (value).", {"name": "{{ params.name }}"}),
+                       "form": prop("A form-encoded body: name -> value (null drops it).",
+                                    {"newid": "{{ newid }}"}, type="object"),
+                       "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
+                       "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                   }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
+    "extraction": prop("A step variable: a JMESPath expression over the reply body, or an object "
+                       "with options.", "data.name", oneOf=[
+                           REF("jmespath"),
+                           obj("An extraction with options.", {
+                               "jmespath": REF("jmespath"),
+                               "from": prop("What the expression reads: the JSON `body` (default), "
+                                            "the `headers` (lower-case names) or the `status` code.",
+                                            "headers", enum=["body", "headers", "status"]),
+                               "default": prop("Value used when the expression yields null.", []),
+                               "required": prop("If the expression yields null: fail with this "
+                                                f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
+                                                type="string"),
+                           }, required=["jmespath"])]),
+    "on_error": obj("What to do when the backend refuses a request (status not accepted, or no answer "
+                    "when status lists 0). The first rule that matches applies.", {
+                        "status": prop("Statuses this rule covers (0: no HTTP answer at all); any if "
+                                       "absent.", [500], type="array",
+                                       items={"type": "integer", "minimum": 0, "maximum": 599}),
+                        "match": prop("A regular expression searched in the backend's error message.",
+                                      "does not exist", type="string"),
+                        "fail": prop(f"Fail the call with this message ({TEMPLATE}; `error.status`, "
+                                     "`error.message` hold the backend's answer).",
+                                     "Guest {{ params.id }} not found", type="string"),
+                        "set": prop("Carry on, setting these step variables (values) instead.",
+                                    {"ips": []}, type="object"),
+                    }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
+    "paginate": obj("Fetch every page of a list and extract from all items joined.", {
+        "type": prop("offset: offset/limit parameters; page: page number; cursor: a token from each "
+                     "reply; next_link: a URL from each reply.", "offset",
+                     enum=["offset", "page", "cursor", "next_link"]),
+        "items": REF("jmespath"),
+        "size": prop("Items per page (offset, page).", 100, type="integer", minimum=1),
+        "limit_param": prop("Query name for the page size.", "limit", type="string"),
+        "offset_param": prop("Query name for the offset (offset).", "offset", type="string"),
+        "page_param": prop("Query name for the page number (page).", "page", type="string"),
+        "first_page": prop("Number of the first page (page).", 1, type="integer", minimum=0),
+        "cursor": prop("JMESPath to the next cursor, or to the next URL (next_link); null ends.",
+                       "next_cursor", type="string"),
+        "cursor_param": prop("Query name for the cursor (cursor).", "cursor", type="string"),
+        "max_pages": prop("Safety limit on pages.", 1000, type="integer", minimum=1),
+    }, required=["type", "items"], example={"type": "offset", "items": "items", "size": 50}),
+    "step": obj("One step of a method: a request, a computed variable, a check or a fragment.", {
+        "name": prop("Name for messages.", "resolve node", type="string"),
+        "use": prop("Insert the steps of this fragment (see `fragments`).", "resolve_node", type="string"),
+        "when": prop(f"Run the step only if this ({TEMPLATE}) is true.", "{{ params.snapshot }}",
+                     type="string"),
+        "request": REF("request"),
+        "accept": REF("statuses"),
+        "idempotent": prop("Repeating this request is harmless, so it may be retried like a GET.",
+                           True, type="boolean"),
+        "cache": prop("Seconds a GET reply may be reused (any write clears the cache).", 5,
+                      type="number", minimum=0),
+        "paginate": REF("paginate"),
+        "extract": prop("Step variables from the reply: name -> extraction.", {"node": "data.node"},
+                        type="object", additionalProperties=REF("extraction")),
+        "set": prop("Step variables computed from values: name -> value.", {"newid": "{{ nextid | int }}"},
+                    type="object"),
+        "fail": prop(f"Fail the call with this message ({TEMPLATE}); use with `when`.",
+                     "Guest {{ params.id }} not found", type="string"),
+        "on_error": prop("Rules for a refused request.", type="array", items=REF("on_error")),
+    }, example={"request": {"method": "GET", "path": "/version"}}),
+    "steps": prop("Steps run in order; variables of earlier steps are visible to later ones.",
+                  type="array", items=REF("step")),
+    "task": obj("The method starts long work: how to build the self-contained task id.", {
+        "poll": prop("Name of the poll rule under `tasks` that polls this task.", "pve", type="string"),
+        "handle": prop("Values carried inside the task id (strings), checked against the poll rule's "
+                       "handle patterns.", {"upid": "{{ upid }}", "node": "{{ node }}"}, type="object",
+                       additionalProperties=REF("template")),
+        "completed": prop("The work is already done (synchronous backend): the task reports completed "
+                          "with this output (values).", {"clone_id": "{{ newid }}"}, type="object"),
+        "wait": prop("Poll the task before replying, so its failure is reported (controls).", True,
+                     type="boolean"),
+    }, example={"poll": "pve", "handle": {"upid": "{{ upid }}", "node": "{{ node }}"}}),
+    "operation": obj("What one CPF method (or control) does.", {
+        "description": prop("What this does on the backend.", "Stop the VM (hard).", type="string"),
+        "steps": REF("steps"),
+        "task": REF("task"),
+        "result": prop("The CPF result (value). For task methods, extra members beside task_id "
+                       "(clone_id).", {"guests": "{{ ids }}"}),
+    }, example={"steps": [{"request": {"method": "GET", "path": "/version"}}]}),
+    "handle_key": obj("One value carried in a task id.", {
+        "pattern": prop("Regular expression the whole value must match (forged ids are refused).",
+                        "^[A-Za-z0-9-]+$", type="string"),
+        "required": prop("The id must carry this key.", True, type="boolean"),
+    }, required=["pattern"]),
+    "poll_rule": obj("How to poll one kind of backend task.", {
+        "description": prop("What kind of task.", "A PVE worker task (UPID).", type="string"),
+        "handle": prop("The values a task id carries, each with the pattern it must match.",
+                       {"upid": {"pattern": "^UPID:[^/]+$"}}, type="object",
+                       additionalProperties=REF("handle_key")),
+        "steps": REF("steps"),
+        "state": prop("running, completed or failed (value; `task.<key>` holds the handle).",
+                      "{{ poll | translate('pve_task') }}"),
+        "error": prop(f"Message of a failed task ({TEMPLATE}).", "{{ poll.exitstatus }}", type="string"),
+        "output": prop("Output of a completed task (value); {} if absent.", {"clone_id": "{{ task.clone_id }}"}),
+    }, required=["handle", "steps", "state"]),
+    "matcher": prop("A condition on one field: a value, a list of values, null (absent or empty), or "
+                    "{regex: PATTERN}.", "running"),
+    "table": obj("A translation table: backend value(s) -> CPF value.", {
+        "kind": prop("What the values are, checked at load: guest_state (the six CPF states), "
+                     "task_state (running, completed, failed) or any.", "guest_state",
+                     enum=["guest_state", "task_state", "any"]),
+        "map": prop("Single value -> result (keys compared as text).", {"running": "powered_on"},
+                    type="object"),
+        "rules": prop("Ordered rules over several fields of an object; the first whose `when` all "
+                      "match wins.", type="array", items=obj("One rule.", {
+                          "when": prop("field -> matcher; all must match.", {"status": "running"},
+                                       type="object", additionalProperties=REF("matcher")),
+                          "then": prop("The result.", "powered_on"),
+                      }, required=["when", "then"])),
+        "default": prop("Result for a value with no entry; without it such a value is an error.",
+                        "powered_off"),
+    }, example={"kind": "guest_state", "map": {"running": "powered_on", "stopped": "powered_off"}}),
+    "setting": obj("A RAS custom setting the mapping reads (RAS sends every value as a string).", {
+        "type": prop("The value's type after coercion from RAS's string.", "integer",
+                     enum=["string", "integer", "boolean"]),
+        "required": prop("connect fails without it.", True, type="boolean"),
+        "default": prop("Value when RAS does not send it (or sends an empty string).", 8006),
+        "secret": prop("Never shown in replies, logs or recordings.", True, type="boolean"),
+        "description": prop("What the administrator enters.", "API port of the cluster.", type="string"),
+        "choices": prop("Allowed values.", ["a", "b"], type="array"),
+    }),
+    "auth_scheme": obj("One way to authenticate; the first scheme whose `when` holds is used.", {
+        "name": prop("Name for messages.", "api-token", type="string"),
+        "when": prop(f"Use this scheme only if true ({TEMPLATE}).", "{{ settings.token_secret != '' }}",
+                     type="string"),
+        "type": prop("none; header: static headers; basic: username/password; bearer: a token; "
+                     "session: a login request whose reply yields credentials.", "session",
+                     enum=["none", "header", "basic", "bearer", "session"]),
+        "headers": prop("header: headers sent on every request (templates).",
+                        {"Authorization": "PVEAPIToken={{ settings.username }}!{{ settings.token_name }}"
+                                          "={{ settings.token_secret }}"}, type="object",
+                        additionalProperties=REF("template")),
+        "username": REF("template"), "password": REF("template"), "token": REF("template"),
+        "login": obj("session: the login request and what it yields.", {
+            "request": REF("request"),
+            "accept": REF("statuses"),
+            "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
+                            "all are secrets.", {"ticket": "data.ticket"}, type="object",
+                            additionalProperties=REF("extraction")),
+        }, required=["request", "extract"]),
+        "inject": obj("session: how credentials go on each later request.", {
+            "headers": prop("Headers (templates over auth.*).",
+                            {"CSRFPreventionToken": "{{ auth.csrf }}"}, type="object",
+                            additionalProperties=REF("template")),
+            "cookies": prop("Cookies (templates over auth.*).", {"PVEAuthCookie": "{{ auth.ticket }}"},
+                            type="object", additionalProperties=REF("template")),
+            "query": prop("Query parameters (templates over auth.*).", {"sid": "{{ auth.sid }}"},
+                          type="object", additionalProperties=REF("template")),
+        }),
+        "ttl": prop("session: seconds a login stays good; log in again before it runs out.", 7000,
+                    type="number", minimum=1),
+        "logout": REF("request"),
+    }, required=["type"]),
+}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://cpfmap.invalid/schemas/mapping.schema.json",
+    "title": "cpfmap mapping",
+    "description": "A declarative CPF provider: what Parallels RAS asks, and the HTTP calls that answer it.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["cpfmap", "metadata", "connection", "methods"],
+    "properties": {
+        "$schema": prop("Editor hint; ignored.", type="string"),
+        "cpfmap": prop("Mapping language version.", 1, const=1),
+        "extends": prop("A mapping file (relative to this one) this one overrides: objects merge key "
+                        "by key, anything else is replaced, null removes a key.", "mapping.yaml",
+                        type="string"),
+        "metadata": obj("About the mapping.", {
+            "name": prop("Short name.", "proxmox-ve", type="string", minLength=1),
+            "version": prop("The mapping's own version.", "1.0.0", type="string"),
+            "description": prop("What it drives, in a sentence.", "Proxmox VE 8/9 via its REST API.",
+                                type="string"),
+            "vendor": prop("Who ships it.", "cpfmap", type="string"),
+            "engine": prop("Engine versions it needs, as >=X.Y.", ">=0.1", type="string",
+                           pattern=r"^>=\d+(\.\d+)*$"),
+        }, required=["name"]),
+        "settings": prop("The RAS custom settings: name -> setting.",
+                         {"host": {"type": "string", "required": True}}, type="object",
+                         additionalProperties=REF("setting")),
+        "connection": obj("How to reach the backend.", {
+            "base_url": prop(f"Base URL ({TEMPLATE}).", "https://{{ settings.host }}:{{ settings.port }}",
+                             type="string"),
+            "verify_tls": prop("Verify the server certificate (value; default true).",
+                               "{{ settings.verify_tls }}"),
+            "ca_file": prop("PEM file of CAs to trust (value; empty: the system's).", "{{ settings.ca_file }}"),
+            "client_cert": prop("PEM client certificate (value).", "{{ settings.client_cert }}"),
+            "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
+            "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
+            "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
+            "headers": prop("Headers sent on every request (templates).", {"Accept": "application/json"},
+                            type="object", additionalProperties=REF("template")),
+            "retries": prop("Attempts for requests that are safe to repeat.", 3, type="integer",
+                            minimum=1, maximum=10),
+            "backoff": prop("Seconds before the first retry; doubles each time.", 0.5, type="number",
+                            minimum=0),
+            "error_message": prop("JMESPath over an error reply's body giving the backend's message.",
+                                  "message", **REF("jmespath")),
+        }, required=["base_url"]),
+        "auth": prop("Authentication schemes, tried in order by their `when`.", type="array",
+                     items=REF("auth_scheme"), minItems=1),
+        "capabilities": obj("What provider/initialize advertises. can_suspend_guests follows from a "
+                            "suspend control; template_method and can_link_clones are checked against "
+                            "the methods present.", {
+                                "guests_polling_rate": prop("Seconds.", 15, type="integer", minimum=3,
+                                                            maximum=900),
+                                "tasks_polling_rate": prop("Seconds.", 3, type="integer", minimum=1,
+                                                           maximum=60),
+                                "tasks_polling_retries": prop("Polls before RAS gives up.", 20, type="integer",
+                                                              minimum=0, maximum=180),
+                                "template_method": prop("none, basic or versioning; highest possible if "
+                                                        "absent.", "basic", enum=["none", "basic", "versioning"]),
+                                "can_link_clones": prop("Advertise linked clones (needs snapshots); "
+                                                        "derived if absent.", True, type="boolean"),
+                                "can_suspend_guests": prop("false hides a suspend control from RAS.",
+                                                           False, type="boolean"),
+                            }),
+        "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
+                          type="object", additionalProperties=REF("steps")),
+        "methods": obj("CPF methods: name -> operation.", {
+            name: REF("operation") for name in (
+                "provider/connect", "provider/disconnect", "guests/list", "guests/get", "guests/convert",
+                "guests/clone", "guests/snapshots/create", "guests/snapshots/delete",
+                "guests/snapshots/revert", "guests/snapshots/exists")
+        }),
+        "controls": obj("guests/control: control -> operation.", {
+            name: REF("operation") for name in ("start", "stop", "reset", "restart", "suspend", "delete")
+        }),
+        "tasks": prop("Poll rules: name -> rule.", type="object", additionalProperties=REF("poll_rule")),
+        "tables": prop("Translation tables: name -> table; use in templates as "
+                       "`value | translate('name')`.", type="object", additionalProperties=REF("table")),
+    },
+    "$defs": DEFS,
+}
+
+
+def render() -> str:
+    return json.dumps(SCHEMA, indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render(), encoding="utf-8")
+    sys.stdout.write(f"wrote {OUT}\n")
