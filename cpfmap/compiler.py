@@ -45,7 +45,9 @@ class Compiler:
     # ------------------------------------------------------------ helpers
 
     def error(self, path: tuple, message: str, severity: str = "error") -> None:
-        self.findings.append(self.located.finding(path, message, severity))
+        finding = self.located.finding(path, message, severity)
+        if finding not in self.findings:  # a fragment is compiled once per use
+            self.findings.append(finding)
 
     def _translate(self, value: Any, table: str) -> Any:
         return self.tables[table].translate(value)
@@ -164,6 +166,8 @@ class Compiler:
         request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
         if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error")):
             self.error(path, "extract, accept, cache, paginate and on_error go with a request")
+        if "wait" in raw and request is None:
+            self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
         if raw.get("cache") and request and request.method != "GET":
             self.error(path + ("cache",), "only GET replies can be cached")
         rules = tuple(self.error_rule(r, path + ("on_error", i), known) for i, r in enumerate(raw.get("on_error", [])))
@@ -178,7 +182,7 @@ class Compiler:
             cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",)),
             extract=extract, set=sets,
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
-            on_error=rules)
+            on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
 
     def error_rule(self, raw: dict, path: tuple, known: set) -> m.ErrorRule:
         if ("fail" in raw) == ("set" in raw):
@@ -217,7 +221,8 @@ class Compiler:
             self.error(path, "a task has either `poll` (with `handle`) or `completed`")
         handle = self.templates_of(raw.get("handle"), path + ("handle",), known)
         completed = self.value(raw["completed"], path + ("completed",), known) if "completed" in raw else None
-        return m.TaskStart(raw.get("poll"), handle, completed, bool(raw.get("wait", False)))
+        when = self.template(raw["when"], path + ("when",), known) if "when" in raw else None
+        return m.TaskStart(raw.get("poll"), handle, completed, when)
 
 
 def _where(path: tuple) -> str:

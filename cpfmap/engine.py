@@ -118,7 +118,10 @@ class Engine:
         return self.backend
 
     def _runner(self, backend: Backend) -> StepRunner:
-        return StepRunner(backend, self.cache)
+        return StepRunner(backend, self.cache, self._wait_for)
+
+    def _wait_for(self, task: m.TaskStart, context: dict) -> None:
+        self._wait(self._start_task(task, context))
 
     @staticmethod
     def _context(backend: Backend, params: Mapping) -> dict:
@@ -130,16 +133,15 @@ class Engine:
         if op.task is None:
             return op.result.eval(context) if op.result is not None else {}
         task_id = self._start_task(op.task, context)
-        if op.task.wait:
-            self._wait(task_id)
         extra = op.result.eval(context) if op.result is not None else {}
         if not isinstance(extra, dict):
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
 
     def _start_task(self, task: m.TaskStart, context: dict) -> str:
-        if task.completed is not None:
-            return tasks.encode(tasks.COMPLETED, _strings(task.completed.eval(context), "task output"))
+        if task.completed is not None or (task.when is not None and not task.when.render(context)):
+            output = task.completed.eval(context) if task.completed is not None else {}
+            return tasks.encode(tasks.COMPLETED, _strings(output, "task output"))
         values = {}
         for key, template in task.handle:
             value = template.render(context)

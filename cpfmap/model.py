@@ -170,6 +170,7 @@ class Step:
     set: tuple = ()       # ((name, Value), ...)
     fail: Template | None = None
     on_error: tuple = ()  # (ErrorRule, ...)
+    wait: "TaskStart | None" = None
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300
@@ -182,7 +183,7 @@ class TaskStart:
     poll: str | None = None
     handle: tuple = ()          # ((key, Template), ...)
     completed: Value | None = None
-    wait: bool = False
+    when: Template | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable
 
 from . import model as m
 from .clock import Clock
@@ -37,9 +37,11 @@ class Cache:
 
 
 class StepRunner:
-    def __init__(self, backend: Backend, cache: Cache) -> None:
+    def __init__(self, backend: Backend, cache: Cache,
+                 waiter: Callable[[m.TaskStart, dict], None] | None = None) -> None:
         self.backend = backend
         self.cache = cache
+        self.waiter = waiter  # polls the backend task a step started (step.wait)
 
     def run(self, steps: tuple, context: dict) -> dict:
         """Run steps in order, adding their variables to context; returns context."""
@@ -66,6 +68,8 @@ class StepRunner:
             return
         for name, extraction in step.extract:
             context[name] = self._extract(extraction, response, context)
+        if step.wait is not None and self.waiter is not None:
+            self.waiter(step.wait, context)
 
     def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
         if isinstance(response, HttpResponse):

@@ -121,6 +121,7 @@ DEFS = {
         "fail": prop(f"Fail the call with this message ({TEMPLATE}); use with `when`.",
                      "Guest {{ params.id }} not found", type="string"),
         "on_error": prop("Rules for a refused request.", type="array", items=REF("on_error")),
+        "wait": REF("wait"),
     }, example={"request": {"method": "GET", "path": "/version"}}),
     "steps": prop("Steps run in order; variables of earlier steps are visible to later ones.",
                   type="array", items=REF("step")),
@@ -131,9 +132,16 @@ DEFS = {
                        additionalProperties=REF("template")),
         "completed": prop("The work is already done (synchronous backend): the task reports completed "
                           "with this output (values).", {"clone_id": "{{ newid }}"}, type="object"),
-        "wait": prop("Poll the task before replying, so its failure is reported (controls).", True,
-                     type="boolean"),
+        "when": prop(f"Start a task only if this ({TEMPLATE}) is true; otherwise the work was not needed "
+                     "and the task reports completed at once (idempotent convert).", "{{ upid is defined }}",
+                     type="string"),
     }, example={"poll": "pve", "handle": {"upid": "{{ upid }}", "node": "{{ node }}"}}),
+    "wait": obj("Wait for the backend task this step started before the next step (or the reply), "
+                "so its failure is reported: e.g. stop a VM, then destroy it.", {
+                    "poll": prop("Name of the poll rule under `tasks`.", "pve", type="string"),
+                    "handle": prop("Values identifying the task (templates).", {"upid": "{{ upid }}"},
+                                   type="object", additionalProperties=REF("template")),
+                }, required=["poll", "handle"], example={"poll": "pve", "handle": {"upid": "{{ upid }}"}}),
     "operation": obj("What one CPF method (or control) does.", {
         "description": prop("What this does on the backend.", "Stop the VM (hard).", type="string"),
         "steps": REF("steps"),

@@ -1,0 +1,97 @@
+"""A real fakepve (third-party PVE API fake) served over TLS on a loopback address, for tests,
+recordings and benchmarks. Each instance gets its own certificate made here."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import tempfile
+import threading
+from pathlib import Path
+
+from fakepve import FakePve, settle
+from fakepve.certs import make_cert
+
+_hosts = itertools.count(11)
+TOKEN_USER = "root@pam"
+TOKEN_NAME = "ras"
+TOKEN_SECRET = "5f0c6d2e-1b7a-4c1e-9a55-3c2d7e8f9a10"
+PASSWORD = "pve-root-pass"
+
+
+def next_host() -> str:
+    n = next(_hosts)
+    return f"127.0.{n // 250}.{n % 250 + 2}"
+
+
+class ServedPve:
+    """FakePve on a private event loop in a daemon thread; stop() when done."""
+
+    def __init__(self, host: str | None = None, time_scale: float = 0.0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cpfmap-pve-"))
+        self.host = host or next_host()
+        self.certfile, keyfile, _ = make_cert(str(self.dir), hosts=(self.host,))
+        self.pve = FakePve(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.pve.time_scale = time_scale
+        self.pve.apitokens[f"{TOKEN_USER}!{TOKEN_NAME}"] = TOKEN_SECRET
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"fakepve-{self.host}")
+        self.thread.start()
+        self.call(self.pve.start(self.certfile, keyfile))
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def settings(self, auth: str = "token", **extra: str) -> dict:
+        out = {"host": self.host, "port": str(self.pve.port), "username": TOKEN_USER,
+               "verify_tls": "true", "ca_file": self.certfile}
+        if auth == "token":
+            out.update(token_name=TOKEN_NAME, token_secret=TOKEN_SECRET)
+        else:
+            out.update(password=PASSWORD)
+        out.update(extra)
+        return out
+
+    def stop(self) -> None:
+        try:
+            self.call(settle())
+            self.call(self.pve.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+AGENT_IFACES = [
+    {"name": "lo", "hardware-address": "00:00:00:00:00:00",
+     "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8},
+                      {"ip-address": "::1", "ip-address-type": "ipv6", "prefix": 128}]},
+    {"name": "eth0", "hardware-address": "bc:24:11:aa:00:01",
+     "ip-addresses": [{"ip-address": "10.0.10.25", "ip-address-type": "ipv4", "prefix": 24},
+                      {"ip-address": "fe80::be24:11ff:feaa:1", "ip-address-type": "ipv6", "prefix": 64}]},
+]
+
+
+def disk(vmid: int, storage: str = "local-lvm", size: str = "32G") -> str:
+    return f"{storage}:vm-{vmid}-disk-0,size={size}"
+
+
+def cluster(pve: FakePve) -> None:
+    """The standard scenario: two nodes, running and stopped VMs, agent and no agent, a
+    template, a container."""
+    pve.add_node("pve2")
+    vm = pve.add_vm(101, "Win11-VDI-01", node="pve1", status="running",
+                    config={"net0": "virtio=BC:24:11:AA:00:01,bridge=vmbr0", "agent": "1",
+                            "scsi0": disk(101), "cores": 2, "memory": 4096})
+    vm.agent = {"interfaces": AGENT_IFACES}
+    pve.add_vm(102, "Win11-VDI-02", node="pve2", status="running",
+               config={"net0": "e1000=BC:24:11:AA:00:02,bridge=vmbr0", "net1": "virtio=BC:24:11:AA:10:02",
+                       "scsi0": disk(102)})
+    pve.add_vm(103, "Win11-Gold", node="pve1", status="stopped",
+               config={"net0": "virtio=BC:24:11:AA:00:03,bridge=vmbr0", "scsi0": disk(103), "agent": "1"})
+    pve.add_vm(900, "Win11-Template", node="pve2", status="stopped", template=True,
+               config={"net0": "virtio=BC:24:11:AA:09:00,bridge=vmbr0", "scsi0": "local-lvm:base-900-disk-0,size=32G",
+                       "template": 1})
+    pve.add_ct(200, "dns-ct", node="pve1", status="running")
