@@ -16,15 +16,17 @@ import sys
 from pathlib import Path
 from typing import IO, Callable
 
-from . import __version__, spec
-from .clock import RealClock
+from . import __version__, cassette, spec, transcript
+from .cassette import RecordingTransport, ReplayTransport
+from .clock import RealClock, VirtualClock
 from .engine import Engine
-from .errors import MappingError
+from .errors import CpfmapError, MappingError
 from .redact import Redactor, RedactingFilter
 from .rpc import Server, engine_handlers
+from .source import read_text
 from .transport import LiveTransport, RetryPolicy, Transport
 
-CPF_COMMANDS = ("serve",)
+CPF_COMMANDS = ("serve", "record", "dry-run")
 log = logging.getLogger("cpfmap")
 
 
@@ -44,7 +46,18 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="speak CPF on stdin/stdout (what RAS launches)")
     serve.add_argument("mapping", help="mapping file, pack folder or pack name")
+    serve.add_argument("--replay", metavar="CASSETTE", help="answer from a recording instead of the backend")
     _logging_options(serve)
+    record = sub.add_parser("record", help="serve CPF against the live backend, recording every HTTP exchange")
+    record.add_argument("mapping", help="mapping file, pack folder or pack name")
+    record.add_argument("--cassette", required=True, help="cassette file to write (VCR.py format, scrubbed)")
+    _logging_options(record)
+    dry = sub.add_parser("dry-run", help="run a CPF session against a recording, no network")
+    dry.add_argument("mapping", help="mapping file, pack folder or pack name")
+    dry.add_argument("--cassette", required=True, help="recording: VCR.py cassette or hand-written responses")
+    dry.add_argument("--session", help="JSON-lines file of CPF requests; prints a transcript")
+    dry.add_argument("--format", choices=("text", "json"), default="text", help="transcript format")
+    _logging_options(dry)
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
     validate.add_argument("--format", choices=("text", "json"), default="text")
@@ -79,23 +92,30 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         return int(exc.code or 0)
     command: Callable = COMMANDS[args.command]
     with contextlib.redirect_stdout(stderr):
-        return command(args, streams, transport=transport, clock=clock)
+        try:
+            return command(args, streams, transport=transport, clock=clock)
+        except MappingError as exc:
+            stderr.write(f"cpfmap: {exc.report()}\n")
+        except CpfmapError as exc:
+            stderr.write(f"cpfmap: {exc.message}\n")
+        except OSError as exc:
+            stderr.write(f"cpfmap: {exc}\n")
+        return 2
 
 
 def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport | None = None, clock=None) -> int:
     redactor = Redactor()
     setup_logging(args, streams.stderr, redactor)
+    mapping = _load_or_report(args.mapping, streams)
+    if isinstance(mapping, Server):
+        return mapping.serve(streams.stdin, streams.stdout)
+    if getattr(args, "replay", None):
+        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
     clock = clock or RealClock()
-    try:
-        mapping = spec.load(args.mapping)
-    except MappingError as exc:
-        streams.stderr.write(f"cpfmap: the mapping cannot be loaded:\n{exc.report()}\n")
-        streams.stderr.flush()
-        broken = MappingError(exc.findings)
-        broken.message = f"mapping failed to load: {exc.message}"
-        return Server({m: _never for m in _methods()}, redactor, broken).serve(streams.stdin, streams.stdout)
     conn = mapping.connection
     transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+    if getattr(args, "cassette", None):
+        transport = RecordingTransport(transport, args.cassette, redactor)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     try:
@@ -104,6 +124,49 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         with contextlib.suppress(Exception):
             engine.disconnect({})
         transport.close()
+
+
+def _load_or_report(target: str, streams: Streams):
+    """The mapping; or, when it is broken, a Server that answers every request with why."""
+    try:
+        return spec.load(target)
+    except MappingError as exc:
+        streams.stderr.write(f"cpfmap: the mapping cannot be loaded:\n{exc.report()}\n")
+        streams.stderr.flush()
+        broken = MappingError(exc.findings)
+        broken.message = f"mapping failed to load: {exc.message}"
+        return Server({m: _never for m in _methods()}, Redactor(), broken)
+
+
+def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    if not args.session:
+        args.replay = args.cassette
+        args.cassette = None
+        return cmd_serve(args, streams)
+    redactor = Redactor()
+    setup_logging(args, streams.stderr, redactor)
+    mapping = spec.load(args.mapping)
+    replay = ReplayTransport(cassette.load(args.cassette))
+    server = Server(engine_handlers(Engine(mapping, replay, VirtualClock(), redactor)), redactor)
+    entries = []
+    for line in read_text(Path(args.session)).split("\n"):
+        if not line.strip():
+            continue
+        before = len(replay.exchanges)
+        reply = server.handle_text(line)
+        http = [transcript.http_entry(q, r, redactor) for q, r in replay.exchanges[before:]]
+        miss = any(h["status"] is None for h in http) and "error" in reply
+        entries.append(transcript.Entry(_request_of(line, redactor), reply, http, miss))
+    render = transcript.render_json if args.format == "json" else transcript.render_text
+    streams.out(render(entries))
+    return 1 if any(e.miss for e in entries) else 0
+
+
+def _request_of(line: str, redactor: Redactor):
+    try:
+        return redactor.scrub(json.loads(line))
+    except ValueError:
+        return redactor(line)
 
 
 def _methods() -> tuple:
@@ -131,7 +194,8 @@ def cmd_validate(args: argparse.Namespace, streams: Streams, **_: object) -> int
     return 1 if errors else 0
 
 
-COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "validate": cmd_validate}
+COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
+                                 "validate": cmd_validate}
 
 
 def _protected_stdout() -> IO[bytes]:

@@ -172,15 +172,18 @@ class Compiler:
             self.error(path + ("cache",), "only GET replies can be cached")
         rules = tuple(self.error_rule(r, path + ("on_error", i), known) for i, r in enumerate(raw.get("on_error", [])))
         extract = self.extractions(raw.get("extract"), path + ("extract",), known)
-        sets = tuple((str(k), self.value(v, path + ("set", k), known)) for k, v in (raw.get("set") or {}).items())
-        known.update(name for name, _ in extract + sets)
+        known.update(name for name, _ in extract)
+        sets = []
+        for key, raw_value in (raw.get("set") or {}).items():  # later keys see earlier ones
+            sets.append((str(key), self.value(raw_value, path + ("set", key), known)))
+            known.add(str(key))
         for rule in raw.get("on_error", []):
             known.update(map(str, (rule.get("set") or {}).keys()))
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
             cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",)),
-            extract=extract, set=sets,
+            extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
 

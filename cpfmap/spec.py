@@ -83,16 +83,17 @@ def _read(path: Path, seen: tuple) -> Located:
     return Located(merged, [source] + base.sources)
 
 
-def merge(base: Any, override: Any) -> Any:
-    """Objects merge key by key; anything else is replaced; null removes a key."""
-    if not (isinstance(base, dict) and isinstance(override, dict)):
-        return override
+def merge(base: dict, override: dict, depth: int = 2) -> dict:
+    """Two levels deep: sections merge by entry, and an entry (a method, a fragment, a
+    setting, a connection option) is replaced whole; null removes it."""
     out = dict(base)
     for key, value in override.items():
         if value is None:
             out.pop(key, None)
+        elif depth > 1 and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, depth - 1)
         else:
-            out[key] = merge(out.get(key), value) if key in out else value
+            out[key] = value
     return out
 
 

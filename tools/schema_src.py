@@ -236,8 +236,10 @@ SCHEMA = {
     "properties": {
         "$schema": prop("Editor hint; ignored.", type="string"),
         "cpfmap": prop("Mapping language version.", 1, const=1),
-        "extends": prop("A mapping file (relative to this one) this one overrides: objects merge key "
-                        "by key, anything else is replaced, null removes a key.", "mapping.yaml",
+        "extends": prop("A mapping file (relative to this one) that this one overrides: each section "
+                        "merges entry by entry, an entry given here (a method, control, fragment, table, "
+                        "setting, connection option) replaces the base's whole, null removes it.",
+                        "mapping.yaml",
                         type="string"),
         "metadata": obj("About the mapping.", {
             "name": prop("Short name.", "proxmox-ve", type="string", minLength=1),

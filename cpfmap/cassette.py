@@ -1,0 +1,355 @@
+"""Recorded HTTP traffic: load, match, replay, record, scrub.
+
+Two forms load:
+- VCR.py cassettes (version 1): `interactions` of request/response, as vcrpy and
+  pytest-recording write them. Ours are written in that form, so they load in vcrpy.
+- A hand-written form for responses taken from an API reference or a curl session:
+      responses:
+        - request: {method: GET, path: /cluster/resources, query: {type: vm}}
+          response: {status: 200, json: {data: []}}
+        - request: {method: GET, path: /tasks/1/status}
+          responses: [{json: {state: running}}, {json: {state: done}}]   # polled in order
+          repeat_last: true
+
+Matching is on method, URL path and query (and body where the hand-written form gives
+one); host and port are ignored, since they come from the settings. A scrubbed value
+(`***`) in a recording matches anything. Identical requests get their recorded answers in
+order; the last one repeats only where the author allows it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import urllib.parse
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import MappingError, ReplayMiss
+from .redact import MASK, Redactor
+from .source import read_text
+from .transport import HttpRequest, HttpResponse, Transport
+
+SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
+
+
+class RecordMode(Enum):
+    NONE = "none"          # replay only
+    ALL = "all"            # record everything, replay nothing
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One interaction, ready to match and replay."""
+
+    method: str
+    path: str
+    query: tuple            # sorted ((name, value), ...)
+    body: Any = None        # for matching: parsed JSON, form pairs or text; None: not matched
+    match_body: bool = False
+    response: HttpResponse = field(default_factory=lambda: HttpResponse(200))
+    source: str = ""
+
+
+def split_url(url: str) -> tuple[str, tuple]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.path or "/", tuple(sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+
+
+def _same(recorded: Any, live: Any) -> bool:
+    if recorded == MASK or (isinstance(recorded, str) and MASK in recorded and _masked_match(recorded, live)):
+        return True
+    if isinstance(recorded, dict) and isinstance(live, dict):
+        return recorded.keys() == live.keys() and all(_same(recorded[k], live[k]) for k in recorded)
+    if isinstance(recorded, (list, tuple)) and isinstance(live, (list, tuple)):
+        return len(recorded) == len(live) and all(_same(a, b) for a, b in zip(recorded, live))
+    return recorded == live or (str(recorded) == str(live) and not isinstance(recorded, (dict, list)))
+
+
+def _masked_match(recorded: str, live: Any) -> bool:
+    pieces = recorded.split(MASK)
+    text = str(live)
+    if not text.startswith(pieces[0]) or not text.endswith(pieces[-1]):
+        return False
+    return True
+
+
+def body_for_match(body: bytes | None, content_type: str | None) -> Any:
+    if not body:
+        return None
+    text = body.decode("utf-8", "replace")
+    if content_type and "json" in content_type:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if content_type and "form" in content_type:
+        return sorted(urllib.parse.parse_qsl(text, keep_blank_values=True))
+    return text
+
+
+def _path_matches(recorded: str, live: str) -> bool:
+    return live == recorded or (recorded.startswith("/") and live.endswith(recorded) and not recorded == "/")
+
+
+class Cassette:
+    def __init__(self, interactions: list[Recorded], repeat_last: set[int] | None = None,
+                 name: str = "cassette") -> None:
+        self.interactions = interactions
+        self.repeat_last = repeat_last or set()  # indexes whose last answer may repeat
+        self.name = name
+        self.used = [False] * len(interactions)
+
+    def answer(self, request: HttpRequest) -> HttpResponse:
+        path, query = split_url(request.url)
+        body = body_for_match(request.body, request.header("Content-Type"))
+        candidates = [i for i, r in enumerate(self.interactions) if self._matches(r, request.method, path, query, body)]
+        fresh = [i for i in candidates if not self.used[i]]
+        if fresh:
+            self.used[fresh[0]] = True
+            return self.interactions[fresh[0]].response
+        repeatable = [i for i in candidates if i in self.repeat_last]
+        if repeatable:
+            return self.interactions[repeatable[-1]].response
+        raise ReplayMiss(self._miss(request.method, path, query, body, bool(candidates)))
+
+    @staticmethod
+    def _matches(r: Recorded, method: str, path: str, query: tuple, body: Any) -> bool:
+        if r.method != method or not _path_matches(r.path, path):
+            return False
+        if not _same(r.query, query):
+            return False
+        return not r.match_body or _same(r.body, body)
+
+    def _miss(self, method: str, path: str, query: tuple, body: Any, exhausted: bool) -> str:
+        shown = f"{method} {path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        if exhausted:
+            return (f"replay miss: {shown}: every recorded answer for it was used already "
+                    f"(the recording has fewer of these requests; allow repeat_last to reuse the last)")
+        nearest = sorted(self.interactions, key=lambda r: _distance(r, method, path, query))[:3]
+        hints = "; ".join(f"{r.method} {r.path}{'?' + urllib.parse.urlencode(r.query) if r.query else ''}"
+                          f" ({_differs(r, method, path, query, body)})" for r in nearest)
+        return f"replay miss: no recorded answer for {shown} in {self.name}" + (f"; nearest: {hints}" if hints else "")
+
+
+def _distance(r: Recorded, method: str, path: str, query: tuple) -> tuple:
+    import difflib
+    return (r.method != method, -difflib.SequenceMatcher(None, r.path, path).ratio(), r.query != query)
+
+
+def _differs(r: Recorded, method: str, path: str, query: tuple, body: Any) -> str:
+    if r.method != method:
+        return f"method {r.method} != {method}"
+    if not _path_matches(r.path, path):
+        return "path differs"
+    if not _same(r.query, query):
+        return f"query {dict(r.query)} != {dict(query)}"
+    if r.match_body and not _same(r.body, body):
+        return "body differs"
+    return "already used"
+
+
+# ------------------------------------------------------------------ loading
+
+def load(path: str | Path) -> Cassette:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: cassette is not valid YAML: {exc}") from None
+    if isinstance(data, dict) and "interactions" in data:
+        return Cassette([_from_vcr(i, n, path) for n, i in enumerate(data["interactions"] or [])], name=str(path))
+    if isinstance(data, dict) and "responses" in data:
+        return _from_hand(data["responses"] or [], path)
+    raise MappingError(f"{path}: not a cassette (expected `interactions` (VCR.py) or `responses` (hand-written))")
+
+
+def _headers(raw: Any) -> tuple:
+    out = []
+    for key, value in (raw or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            out.append((str(key), str(item)))
+    return tuple(out)
+
+
+def _body_bytes(raw: Any) -> bytes:
+    if isinstance(raw, dict):
+        raw = raw.get("string", "")
+    if raw is None:
+        return b""
+    return raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
+
+
+def _from_vcr(item: dict, n: int, path: Path) -> Recorded:
+    try:
+        req, resp = item["request"], item["response"]
+        url_path, query = split_url(req["uri"])
+        status = resp["status"]
+        response = HttpResponse(int(status["code"]), _headers(resp.get("headers")), _body_bytes(resp.get("body")),
+                                str(status.get("message", "")))
+        return Recorded(req["method"].upper(), url_path, query, response=response, source=f"{path}#{n}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MappingError(f"{path}: interaction {n} is malformed ({exc})") from None
+
+
+def _from_hand(entries: list, path: Path) -> Cassette:
+    out: list[Recorded] = []
+    repeat: set[int] = set()
+    for n, entry in enumerate(entries):
+        try:
+            req = entry["request"]
+            answers = entry.get("responses") or [entry["response"]]
+            query = tuple(sorted((str(k), _qtext(v)) for k, v in (req.get("query") or {}).items()))
+            for answer in answers:
+                out.append(Recorded(str(req["method"]).upper(), str(req["path"]), query, _hand_body(req),
+                                    "json" in req or "form" in req or "body" in req, _hand_response(answer),
+                                    f"{path}#responses[{n}]"))
+            if entry.get("repeat_last"):
+                repeat.add(len(out) - 1)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MappingError(f"{path}: responses[{n}] is malformed ({exc}); each needs request "
+                               "{method, path} and response (or responses)") from None
+    return Cassette(out, repeat, str(path))
+
+
+def _qtext(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _hand_body(req: dict) -> Any:
+    if "json" in req:
+        return req["json"]
+    if "form" in req:
+        return sorted((str(k), _qtext(v)) for k, v in req["form"].items())
+    return req.get("body")
+
+
+def _hand_response(answer: dict) -> HttpResponse:
+    status = int(answer.get("status", 200))
+    headers = _headers(answer.get("headers"))
+    if "json" in answer:
+        return HttpResponse(status, headers + (("Content-Type", "application/json"),),
+                            json.dumps(answer["json"]).encode("utf-8"), answer.get("reason", ""))
+    return HttpResponse(status, headers, _body_bytes(answer.get("body")), answer.get("reason", ""))
+
+
+# ---------------------------------------------------------------- transports
+
+class ReplayTransport:
+    """Answers from a cassette; never touches the network."""
+
+    def __init__(self, cassette: Cassette) -> None:
+        self.cassette = cassette
+        self.exchanges: list[tuple[HttpRequest, HttpResponse | None]] = []
+        self.misses = 0
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        try:
+            response = self.cassette.answer(request)
+        except ReplayMiss:
+            self.misses += 1
+            self.exchanges.append((request, None))
+            raise
+        self.exchanges.append((request, response))
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingTransport:
+    """Sends through the live transport and writes every exchange, scrubbed, to a cassette.
+
+    The file is rewritten before each request and at close, with every secret the session
+    knows by then: a login reply is written only once its ticket is known to be secret.
+    """
+
+    def __init__(self, inner: Transport, path: str | Path, redactor: Redactor) -> None:
+        self.inner = inner
+        self.path = Path(path)
+        self.redactor = redactor
+        self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        self.flush()
+        response = self.inner.send(request)
+        self.exchanges.append((request, response))
+        return response
+
+    def close(self) -> None:
+        self.flush()
+        self.inner.close()
+
+    def flush(self) -> None:
+        if not self.exchanges:
+            return
+        text = dump([vcr_interaction(q, r, self.redactor) for q, r in self.exchanges])
+        write_atomic(self.path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
+    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def dump(interactions: Iterable[dict]) -> str:
+    return yaml.safe_dump({"interactions": list(interactions), "version": 1}, sort_keys=False,
+                          allow_unicode=True, width=120)
+
+
+def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor) -> dict:
+    return {
+        "request": {"body": _scrub_body(request.body, request.header("Content-Type"), redactor),
+                    "headers": _scrub_headers(request.headers, redactor),
+                    "method": request.method, "uri": _scrub_url(request.url, redactor)},
+        "response": {"body": {"string": _scrub_body(response.body, response.header("Content-Type"), redactor) or ""},
+                     "headers": _scrub_headers(response.headers, redactor),
+                     "status": {"code": response.status, "message": response.reason}},
+    }
+
+
+def _scrub_headers(headers: tuple, redactor: Redactor) -> dict:
+    out: dict[str, list[str]] = {}
+    for key, value in headers:
+        clean = MASK if key.lower() in SECRET_HEADERS else redactor(value)
+        out.setdefault(key, []).append(clean)
+    return out
+
+
+def _scrub_url(url: str, redactor: Redactor) -> str:
+    parts = urllib.parse.urlsplit(url)
+    pairs = [(k, redactor(v) if redactor(v) == v else MASK) for k, v in urllib.parse.parse_qsl(parts.query, True)]
+    return urllib.parse.urlunsplit(parts._replace(path=redactor(parts.path), query=urllib.parse.urlencode(pairs)))
+
+
+def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor) -> str | None:
+    if not body:
+        return None
+    text = body.decode("utf-8", "replace")
+    if content_type and "form" in content_type:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+        return urllib.parse.urlencode([(k, v if redactor(v) == v else MASK) for k, v in pairs])
+    if content_type and "json" in content_type:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return redactor(text)
+        return json.dumps(_scrub_json(data, redactor), sort_keys=False)
+    return redactor(text)
+
+
+def _scrub_json(data: Any, redactor: Redactor) -> Any:
+    if isinstance(data, str):
+        return MASK if redactor(data) != data else data
+    if isinstance(data, dict):
+        return {k: _scrub_json(v, redactor) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_scrub_json(v, redactor) for v in data]
+    return data
