@@ -58,6 +58,22 @@ def parser() -> argparse.ArgumentParser:
     dry.add_argument("--session", help="JSON-lines file of CPF requests; prints a transcript")
     dry.add_argument("--format", choices=("text", "json"), default="text", help="transcript format")
     _logging_options(dry)
+    conf = sub.add_parser("conformance", help="run RAS's workflows and protocol probes against a provider",
+                          description="conformance [options] MAPPING [--replay FILE]  |  "
+                                      "conformance [options] -- COMMAND [ARGS...]")
+    conf.add_argument("target", nargs="*", help="a mapping (run with this engine), or after -- any provider command")
+    conf.add_argument("--replay", metavar="CASSETTE", help="with a mapping: serve it from a recording")
+    conf.add_argument("--settings", help="JSON or YAML file of the settings sent in provider/connect")
+    conf.add_argument("--guest", help="guest for the power workflow")
+    conf.add_argument("--template-source", help="guest to turn into a template (create-template)")
+    conf.add_argument("--template", help="existing template for create-host and maintenance")
+    conf.add_argument("--clone-name", default="CPF-CONFORMANCE-01", help="name of the host create-host makes")
+    conf.add_argument("--version", type=int, default=1, dest="template_version", help="template version n")
+    conf.add_argument("--workflows", help="comma-separated: connect,inventory,power,create-template,"
+                                          "create-host,maintenance,delete-host,protocol")
+    conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
+    conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
+    conf.add_argument("--junit", help="also write JUnit XML here")
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
     validate.add_argument("--format", choices=("text", "json"), default="text")
@@ -90,6 +106,7 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         args = parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    args.command_mode = "--" in argv
     command: Callable = COMMANDS[args.command]
     with contextlib.redirect_stdout(stderr):
         try:
@@ -194,8 +211,43 @@ def cmd_validate(args: argparse.Namespace, streams: Streams, **_: object) -> int
     return 1 if errors else 0
 
 
+def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    from .conformance import report, runner
+    from .conformance.ras import Options
+    if not args.target:
+        streams.stderr.write("cpfmap conformance: give a mapping, or -- and a provider command\n")
+        return 2
+    if args.command_mode:
+        argv = list(args.target)
+    else:
+        argv = [sys.executable, str(CONNECTOR), "serve", args.target[0], "--log-level", "WARNING"]
+        argv += ["--replay", args.replay] if args.replay else []
+    options = Options(settings=_settings_file(args.settings), guest=args.guest,
+                      template_source=args.template_source, template=args.template, clone_name=args.clone_name,
+                      version=args.template_version, time_scale=args.time_scale)
+    workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
+    checks = runner.run(argv, options, workflows, args.reply_timeout)
+    streams.out(report.table(checks))
+    if args.junit:
+        report.junit(checks, args.junit)
+    return 0 if report.verdict(checks) else 1
+
+
+def _settings_file(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+    data = yaml.safe_load(read_text(Path(path)))
+    if not isinstance(data, dict):
+        raise CpfmapError(f"{path}: settings must be key: value pairs")
+    # RAS sends every setting as a string.
+    return {str(k): ("true" if v is True else "false" if v is False else "" if v is None else str(v))
+            for k, v in data.items()}
+
+
+CONNECTOR = Path(__file__).resolve().parent.parent / "connector.py"
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
-                                 "validate": cmd_validate}
+                                 "validate": cmd_validate, "conformance": cmd_conformance}
 
 
 def _protected_stdout() -> IO[bytes]:

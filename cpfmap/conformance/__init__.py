@@ -1,0 +1,1 @@
+"""Conformance runner: RAS's workflows and protocol probes against any CPF provider."""
