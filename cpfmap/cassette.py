@@ -296,6 +296,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
     with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
         out.write(text)
+    os.chmod(tmp, 0o644)  # scrubbed, meant to be shared (mkstemp makes files private)
     os.replace(tmp, path)
 
 

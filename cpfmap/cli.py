@@ -57,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     dry.add_argument("--cassette", required=True, help="recording: VCR.py cassette or hand-written responses")
     dry.add_argument("--session", help="JSON-lines file of CPF requests; prints a transcript")
     dry.add_argument("--format", choices=("text", "json"), default="text", help="transcript format")
-    _logging_options(dry)
+    _logging_options(dry, "WARNING")
     conf = sub.add_parser("conformance", help="run RAS's workflows and protocol probes against a provider",
                           description="conformance [options] MAPPING [--replay FILE]  |  "
                                       "conformance [options] -- COMMAND [ARGS...]")
@@ -67,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--guest", help="guest for the power workflow")
     conf.add_argument("--template-source", help="guest to turn into a template (create-template)")
     conf.add_argument("--template", help="existing template for create-host and maintenance")
+    conf.add_argument("--host", help="existing host for delete-host")
     conf.add_argument("--clone-name", default="CPF-CONFORMANCE-01", help="name of the host create-host makes")
     conf.add_argument("--version", type=int, default=1, dest="template_version", help="template version n")
     conf.add_argument("--workflows", help="comma-separated: connect,inventory,power,create-template,"
@@ -80,9 +81,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _logging_options(p: argparse.ArgumentParser) -> None:
+def _logging_options(p: argparse.ArgumentParser, level: str = "INFO") -> None:
     p.add_argument("--log-file", help="also append the log to this file")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default=level, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor) -> None:
@@ -223,7 +224,7 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
         argv = [sys.executable, str(CONNECTOR), "serve", args.target[0], "--log-level", "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
     options = Options(settings=_settings_file(args.settings), guest=args.guest,
-                      template_source=args.template_source, template=args.template, clone_name=args.clone_name,
+                      template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
                       version=args.template_version, time_scale=args.time_scale)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
     checks = runner.run(argv, options, workflows, args.reply_timeout)

@@ -31,6 +31,7 @@ class ProviderProcess:
         self.stray: list[str] = []     # stdout lines that are not JSON objects
         self.stderr: list[str] = []
         self.proc: subprocess.Popen | None = None
+        self.sent: list[bytes] = []    # every line written, for recordings
 
     def start(self) -> "ProviderProcess":
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -56,6 +57,7 @@ class ProviderProcess:
     def request(self, request: Any, *, raw: bytes | None = None, timeout: float | None = None) -> Exchange:
         data = raw if raw is not None else json.dumps(request).encode("utf-8") + b"\n"
         started = time.monotonic()
+        self.sent.append(data)
         try:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()

@@ -55,6 +55,7 @@ class Options:
     guest: str | None = None
     template_source: str | None = None
     template: str | None = None
+    host: str | None = None          # an existing host for delete-host
     clone_name: str = "CPF-CONFORMANCE-01"
     version: int = 1
     time_scale: float = 1.0

@@ -13,7 +13,8 @@ ORDER = ("connect", "inventory", "power", "create-template", "create-host", "mai
 
 
 def run(argv: list[str], options: Options, workflows: list[str] | None = None, reply_timeout: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep, cwd: str | None = None) -> list[Check]:
+        sleep: Callable[[float], None] = time.sleep, cwd: str | None = None, keep_sent: bool = False):
+    """Every check; with keep_sent, (checks, the request lines sent)."""
     client = ProviderProcess(argv, reply_timeout=reply_timeout, cwd=cwd).start()
     ras = Ras(client, options, sleep)
     wanted = workflows or list(ORDER) + ["protocol"]
@@ -28,7 +29,7 @@ def run(argv: list[str], options: Options, workflows: list[str] | None = None, r
             run_probes(ras)
     finally:
         _closing(ras)
-    return ras.checks
+    return (ras.checks, client.sent) if keep_sent else ras.checks
 
 
 def _workflow(ras: Ras, name: str) -> None:

@@ -111,7 +111,7 @@ def maintenance(ras: Ras) -> None:
 
 
 def delete_host(ras: Ras) -> None:
-    clone = ras.state.get("clone")
+    clone = ras.state.get("clone") or ras.options.host
     if clone is None:
         raise ras.fail("a host to delete", "create-host did not make one")
     ras.control(clone, "delete")
@@ -146,8 +146,8 @@ def skip_reason(name: str, ras: Ras) -> str | None:
         return "no --template-source given"
     if name in ("create-host", "maintenance") and not (ras.state.get("template") or ras.options.template):
         return "no template (give --template or --template-source)"
-    if name == "delete-host" and not ras.state.get("clone"):
-        return "create-host made no host"
+    if name == "delete-host" and not (ras.state.get("clone") or ras.options.host):
+        return "no host (give --host or run create-host)"
     return None
 
 
