@@ -68,6 +68,8 @@ def load_yaml(path: Path) -> tuple[Any, Source]:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         problem = " ".join(filter(None, [exc.context, exc.problem]))
+        if exc.context_mark is not None and exc.problem_mark is not None and exc.context_mark.line != mark.line:
+            problem += f" (it started at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
         raise MappingError(source_finding(source, line, col, f"YAML syntax: {problem}")) from None
     except yaml.YAMLError as exc:
         raise MappingError(Finding(f"YAML syntax: {exc}", str(path))) from None
@@ -85,8 +87,11 @@ def source_finding(source: Source, line: int, col: int, message: str) -> Finding
     return Finding(message, source.file, line, col, "error", text)
 
 
-def _walk(node: yaml.Node, path: PathKey, source: Source, problems: list[Finding]) -> None:
-    source.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _walk(node: yaml.Node, path: PathKey, source: Source, problems: list[Finding],
+          key_mark: tuple[int, int] | None = None) -> None:
+    block = isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and not node.flow_style
+    # A block collection starts at its first child: point at its key instead.
+    source.marks[path] = key_mark if block and key_mark else (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, path + (index,), source, problems)
@@ -98,4 +103,6 @@ def _walk(node: yaml.Node, path: PathKey, source: Source, problems: list[Finding
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
                 problems.append(source_finding(source, line, col, f"duplicate key `{key}`"))
             seen.add(key)
-            _walk(value_node, path + (key,), source, problems)
+            source.marks[path + (key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk(value_node, path + (key,), source, problems,
+                  (key_node.start_mark.line + 1, key_node.start_mark.column + 1))

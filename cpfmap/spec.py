@@ -105,23 +105,28 @@ def schema_findings(located: Located) -> list[Finding]:
     for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
         if error.context:
             error = jsonschema.exceptions.best_match(error.context)
-        findings.append(located.finding(tuple(error.absolute_path), _explain(error)))
+        path = tuple(error.absolute_path)
+        extra = _unknown_keys(error)
+        for key in extra or [None]:
+            where = path + (key, "<key>") if key is not None else path
+            findings.append(located.finding(where, _explain(error, key)))
     return findings
 
 
-def _explain(error: jsonschema.exceptions.ValidationError) -> str:
+def _unknown_keys(error: jsonschema.exceptions.ValidationError) -> list:
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return []
+    allowed = set((error.schema.get("properties") or {}).keys())
+    return [k for k in error.instance if k not in allowed]
+
+
+def _explain(error: jsonschema.exceptions.ValidationError, key: str | None = None) -> str:
     where = json_path(tuple(error.absolute_path))
-    if error.validator == "additionalProperties":
+    if key is not None:
         allowed = list((error.schema.get("properties") or {}).keys())
-        extra = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
-        parts = []
-        for key in extra:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(allowed)}"
-            parts.append(f"unknown key `{key}`{hint}")
-        return f"{where}: " + "; ".join(parts)
-    if error.validator == "required":
-        return f"{where}: {error.message}"
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(allowed)}"
+        return f"unknown key `{key}` in {where}{hint}"
     return f"{where}: {error.message}"
 
 

@@ -1,0 +1,82 @@
+"""Framing, dispatch and error codes, data-driven from data/protocol.yaml, in-process."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cpfmap import spec
+from cpfmap.clock import VirtualClock
+from cpfmap.engine import Engine
+from cpfmap.redact import Redactor
+from cpfmap.rpc import Server, engine_handlers
+from cpfmap.transport import FunctionTransport
+
+CASES = yaml.safe_load((Path(__file__).parent / "data" / "protocol.yaml").read_text())
+
+
+def no_network(request):
+    raise AssertionError(f"no request may be sent: {request.method} {request.url}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    mapping = spec.load("proxmox-ve")
+    return Server(engine_handlers(Engine(mapping, FunctionTransport(no_network), VirtualClock())), Redactor())
+
+
+def check(case: dict, reply) -> None:
+    if case.get("none"):
+        assert reply is None
+        return
+    assert reply is not None
+    if "code" in case:
+        assert reply["error"]["code"] == case["code"], reply
+        assert case.get("message", "") in reply["error"]["message"]
+    if "result_has" in case:
+        assert case["result_has"] in reply["result"], reply
+    if "id" in case:
+        assert reply["id"] == case["id"]
+    else:
+        assert "id" not in reply
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_protocol_case(server, case):
+    line = server.handle_line(case["line"].encode("utf-8") + b"\n")
+    check(case, json.loads(line) if line is not None else None)
+
+
+def test_serve_loop_bom_crlf_blank_lines_and_order(server):
+    data = b"\xef\xbb\xbf" + b'{"method":"provider/initialize","id":1}\r\n\r\n\n{"method":"x","id":2}\n'
+    out = io.BytesIO()
+    assert server.serve(io.BytesIO(data), out) == 0
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["id"] for r in replies] == [1, 2]
+    assert out.getvalue().endswith(b"\n") and all(line.isascii() for line in out.getvalue().splitlines())
+
+
+def test_invalid_utf8_is_a_parse_error(server):
+    assert json.loads(server.handle_line(b'{"method": "\xff"}\n'))["error"]["code"] == -32700
+
+
+def test_a_defect_in_a_handler_is_an_internal_error_not_a_crash():
+    def boom(params):
+        raise ZeroDivisionError("oops")
+    server = Server({"guests/list": boom}, Redactor())
+    reply = json.loads(server.handle_line(b'{"method": "guests/list"}'))
+    assert reply["error"]["code"] == -32603 and "ZeroDivisionError" in reply["error"]["message"]
+
+
+def test_secrets_are_masked_in_error_messages():
+    redactor = Redactor()
+    redactor.add("s3cr3t-token")
+
+    def leak(params):
+        from cpfmap.errors import BackendError
+        raise BackendError("backend said: bad token s3cr3t-token")
+    reply = json.loads(Server({"guests/list": leak}, redactor).handle_line(b'{"method": "guests/list"}'))
+    assert "s3cr3t-token" not in reply["error"]["message"] and "***" in reply["error"]["message"]
