@@ -161,6 +161,11 @@ def load(path: str | Path) -> Cassette:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise MappingError(f"{path}: cassette is not valid YAML: {exc}") from None
+    return from_data(data, path)
+
+
+def from_data(data: Any, path: Path | str = "<cassette>") -> Cassette:
+    path = Path(path)
     if isinstance(data, dict) and "interactions" in data:
         return Cassette([_from_vcr(i, n, path) for n, i in enumerate(data["interactions"] or [])], name=str(path))
     if isinstance(data, dict) and "responses" in data:

@@ -182,7 +182,7 @@ class Compiler:
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
-            cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",)),
+            cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
             extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
@@ -199,9 +199,11 @@ class Compiler:
         sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
         return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets)
 
-    def paginate(self, raw: dict | None, path: tuple) -> m.Paginate | None:
+    def paginate(self, raw: dict | None, path: tuple, known: set) -> m.Paginate | None:
         if not raw:
             return None
+        if isinstance(raw.get("size"), str):
+            raw = dict(raw, size=self.template(raw["size"], path + ("size",), known))
         items = self.expression(raw["items"], path + ("items",))
         cursor = self.expression(raw["cursor"], path + ("cursor",)) if "cursor" in raw else None
         if raw["type"] in ("cursor", "next_link") and cursor is None:

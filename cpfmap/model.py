@@ -146,7 +146,7 @@ class ErrorRule:
 class Paginate:
     type: str
     items: Expression
-    size: int = 100
+    size: "int | Template" = 100
     limit_param: str = "limit"
     offset_param: str = "offset"
     page_param: str = "page"

@@ -125,10 +125,11 @@ class StepRunner:
     def _pages(self, step: m.Step, context: dict) -> Any:
         """Every page's items joined into one list (the body extractions read)."""
         spec = step.paginate
+        size = spec.size if isinstance(spec.size, int) else _page_size(spec.size.render(context))
         items: list = []
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor)
+            query, url = self._page_position(spec, number, len(items), cursor, size)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
@@ -139,21 +140,27 @@ class StepRunner:
                 raise BackendError(f"paginate.items `{spec.items.source}` gave {type(page).__name__}, not a list")
             items.extend(page)
             cursor = spec.cursor.search(body, context) if spec.cursor else None
-            if self._last_page(spec, page, cursor):
+            if self._last_page(spec, page, cursor, size):
                 return items
         raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
 
-    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any) -> tuple:
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int) -> tuple:
         if spec.type == "offset":
-            return [(spec.offset_param, str(seen)), (spec.limit_param, str(spec.size))], None
+            return [(spec.offset_param, str(seen)), (spec.limit_param, str(size))], None
         if spec.type == "page":
-            return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(spec.size))], None
+            return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(size))], None
         if spec.type == "cursor":
             return ([(spec.cursor_param, str(cursor))] if number else []), None
         return [], (self.backend.within_base(str(cursor)) if number else None)
 
     @staticmethod
-    def _last_page(spec: m.Paginate, page: list, cursor: Any) -> bool:
+    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int) -> bool:
         if spec.type in ("offset", "page"):
-            return len(page) < spec.size
+            return len(page) < size
         return cursor in (None, "")
+
+
+def _page_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise BackendError(f"paginate.size must be a positive whole number, got {value!r}")

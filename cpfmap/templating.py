@@ -120,5 +120,5 @@ class Template:
         except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
             raise BackendError(f"{self.where}: {type(exc).__name__}: {exc} (in `{self.source.strip()}`)") from None
         if isinstance(value, jinja2.Undefined):
-            raise BackendError(f"{self.where}: `{self.source.strip()}` is undefined")
+            raise BackendError(f"{self.where}: {value._undefined_message} (in `{self.source.strip()}`)")
         return value

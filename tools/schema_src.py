@@ -92,7 +92,9 @@ DEFS = {
                      "reply; next_link: a URL from each reply.", "offset",
                      enum=["offset", "page", "cursor", "next_link"]),
         "items": REF("jmespath"),
-        "size": prop("Items per page (offset, page).", 100, type="integer", minimum=1),
+        "size": prop("Items per page (offset, page): a number, or a template such as "
+                     "`{{ settings.page_size }}`.", 100, oneOf=[{"type": "integer", "minimum": 1},
+                                                              {"type": "string", "pattern": "\\{\\{"}]),
         "limit_param": prop("Query name for the page size.", "limit", type="string"),
         "offset_param": prop("Query name for the offset (offset).", "offset", type="string"),
         "page_param": prop("Query name for the page number (page).", "page", type="string"),
