@@ -1,0 +1,82 @@
+"""The live transport against a loopback HTTP server that drops connections: GETs are
+retried with backoff on the injected clock, a POST that may have arrived is never resent,
+and timeouts are reported as code 1 errors."""
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+
+import pytest
+
+from cpfmap.clock import VirtualClock
+from cpfmap.errors import TransportError
+from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
+
+
+class Flaky(http.server.BaseHTTPRequestHandler):
+    drops = 0
+    seen: list = []
+
+    def _answer(self):
+        Flaky.seen.append(self.command)
+        if self.path == "/slow":
+            threading.Event().wait(2)
+        if Flaky.drops > 0:
+            Flaky.drops -= 1
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"ok": true}')
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    Flaky.seen = []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_get_is_retried_with_backoff(server):
+    Flaky.drops = 2
+    clock = VirtualClock()
+    response = LiveTransport(RetryPolicy(3, 0.5), clock).send(HttpRequest("GET", server + "/x"))
+    assert response.status == 200 and Flaky.seen == ["GET"] * 3 and clock.slept == [0.5, 1.0]
+
+
+def test_post_that_may_have_arrived_is_not_resent(server):
+    Flaky.drops = 1
+    with pytest.raises(TransportError):
+        LiveTransport(RetryPolicy(3, 0.5), VirtualClock()).send(HttpRequest("POST", server + "/x", body=b"a=1"))
+    assert Flaky.seen == ["POST"]
+
+
+def test_post_marked_idempotent_is_retried(server):
+    Flaky.drops = 1
+    request = HttpRequest("POST", server + "/x", body=b"a=1", retry_safe=True)
+    assert LiveTransport(RetryPolicy(3, 0), VirtualClock()).send(request).status == 200
+    assert Flaky.seen == ["POST", "POST"]
+
+
+def test_read_timeout_is_a_clear_error(server):
+    with pytest.raises(TransportError, match="no answer from GET .*/slow within 0.3s"):
+        LiveTransport(RetryPolicy(1, 0), VirtualClock()).send(HttpRequest("GET", server + "/slow", timeout=(2, 0.3)))
+
+
+def test_refused_connection_is_retried_even_for_post_then_reported():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clock = VirtualClock()
+    with pytest.raises(TransportError, match="cannot connect"):
+        LiveTransport(RetryPolicy(2, 0.1), clock).send(HttpRequest("POST", f"http://127.0.0.1:{port}/x"))
+    assert clock.slept == [0.1]  # never sent, so safe to try again
