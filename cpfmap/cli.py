@@ -16,15 +16,15 @@ import sys
 from pathlib import Path
 from typing import IO, Callable
 
-from . import __version__, cassette, spec, transcript
+from . import __version__, authoring, cassette, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
-from .errors import CpfmapError, MappingError
+from .errors import CpfmapError, MappingError, ReplayMiss
 from .redact import Redactor, RedactingFilter
 from .rpc import Server, engine_handlers
 from .source import read_text
-from .transport import LiveTransport, RetryPolicy, Transport
+from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
 
 CPF_COMMANDS = ("serve", "record", "dry-run")
 log = logging.getLogger("cpfmap")
@@ -75,6 +75,21 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
+    explain = sub.add_parser("explain", help="show the HTTP requests a method would send, without sending")
+    explain.add_argument("mapping")
+    explain.add_argument("method", help="CPF method, e.g. guests/get or guests/control")
+    explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--settings", help="JSON or YAML settings file (missing ones are shown as <name>)")
+    explain.add_argument("--replay", metavar="CASSETTE", help="run it against a recording and show every exchange")
+    call = sub.add_parser("call", help="connect, run one CPF method, print the reply")
+    call.add_argument("mapping")
+    call.add_argument("method")
+    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    call.add_argument("--settings", required=True, help="JSON or YAML settings file")
+    call.add_argument("--replay", metavar="CASSETTE", help="answer from a recording instead of the backend")
+    call.add_argument("-v", "--verbose", action="store_true", help="print each HTTP exchange with its timing")
+    new = sub.add_parser("new-pack", help="scaffold mappings/NAME/ with a mapping skeleton and README")
+    new.add_argument("name")
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
     validate.add_argument("--format", choices=("text", "json"), default="text")
@@ -164,16 +179,18 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     redactor = Redactor()
     setup_logging(args, streams.stderr, redactor)
     mapping = spec.load(args.mapping)
-    replay = ReplayTransport(cassette.load(args.cassette))
-    server = Server(engine_handlers(Engine(mapping, replay, VirtualClock(), redactor)), redactor)
+    clock = VirtualClock()
+    replay = TracingTransport(ReplayTransport(cassette.load(args.cassette)), clock.now)
+    server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)
     entries = []
     for line in read_text(Path(args.session)).split("\n"):
         if not line.strip():
             continue
         before = len(replay.exchanges)
         reply = server.handle_text(line)
-        http = [transcript.http_entry(q, r, redactor) for q, r in replay.exchanges[before:]]
-        miss = any(h["status"] is None for h in http) and "error" in reply
+        done = replay.exchanges[before:]
+        http = [transcript.http_entry(x.request, x.response, redactor) for x in done]
+        miss = any(isinstance(x.error, ReplayMiss) for x in done) and "error" in reply
         entries.append(transcript.Entry(_request_of(line, redactor), reply, http, miss))
     render = transcript.render_json if args.format == "json" else transcript.render_text
     streams.out(render(entries))
@@ -246,9 +263,53 @@ def _settings_file(path: str | None) -> dict:
             for k, v in data.items()}
 
 
+def cmd_explain(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    if args.replay:
+        args.verbose = True
+        return _call(args, streams, verbose_only=True)
+    mapping = spec.load(args.mapping)
+    params = authoring.parse_params(args.method, args.param)
+    for line in authoring.explain(mapping, args.method, params, _settings_file(args.settings)):
+        streams.out(line + "\n")
+    return 0
+
+
+def cmd_call(args: argparse.Namespace, streams: Streams, transport: Transport | None = None, **_: object) -> int:
+    return _call(args, streams, transport)
+
+
+def _call(args: argparse.Namespace, streams: Streams, transport: Transport | None = None,
+          verbose_only: bool = False) -> int:
+    mapping = spec.load(args.mapping)
+    params = authoring.parse_params(args.method, args.param)
+    if args.replay:
+        transport = ReplayTransport(cassette.load(args.replay))
+    conn = mapping.connection
+    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff))
+    try:
+        connected, reply, exchanges, redactor = authoring.call(
+            mapping, args.method, params, _settings_file(args.settings), transport, bool(args.replay))
+    finally:
+        transport.close()
+    if args.verbose:
+        for exchange in exchanges:
+            streams.out(authoring.show_exchange(exchange, redactor) + "\n")
+    if not verbose_only or "error" in reply:
+        streams.out(json.dumps(reply, indent=2) + "\n")
+    return 0 if "result" in reply else 1
+
+
+def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    folder = authoring.new_pack(args.name)
+    streams.out(f"created {folder}\nnext: edit {folder / 'mapping.yaml'}, then "
+                f"python connector.py validate {folder}\n")
+    return 0
+
+
 CONNECTOR = Path(__file__).resolve().parent.parent / "connector.py"
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
-                                 "validate": cmd_validate, "conformance": cmd_conformance}
+                                 "validate": cmd_validate, "conformance": cmd_conformance, "explain": cmd_explain,
+                                 "call": cmd_call, "new-pack": cmd_new_pack}
 
 
 def _protected_stdout() -> IO[bytes]:

@@ -88,6 +88,36 @@ class FunctionTransport:
         pass
 
 
+@dataclass
+class Exchange:
+    request: HttpRequest
+    response: HttpResponse | None   # None: no answer (the error says why)
+    seconds: float
+    error: Exception | None = None
+
+
+class TracingTransport:
+    """Wraps a transport and keeps every exchange, for transcripts and `call -v`."""
+
+    def __init__(self, inner: Transport, clock: Callable[[], float]) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.exchanges: list[Exchange] = []
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        started = self.clock()
+        try:
+            response = self.inner.send(request)
+        except Exception as exc:
+            self.exchanges.append(Exchange(request, None, self.clock() - started, exc))
+            raise
+        self.exchanges.append(Exchange(request, response, self.clock() - started))
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 3

@@ -20,6 +20,7 @@ from cpfmap.clock import VirtualClock
 from cpfmap.engine import Engine
 from cpfmap.redact import Redactor
 from cpfmap.rpc import Server, engine_handlers
+from cpfmap.transport import TracingTransport
 
 CASES = sorted((Path(__file__).parent / "data" / "cases").glob("*.yaml"))
 
@@ -37,7 +38,7 @@ def load_mapping(case: dict, tmp_path: Path):
 def test_case(path, tmp_path):
     case = yaml.safe_load(path.read_text())
     clock = VirtualClock()
-    replay = ReplayTransport(cassette.from_data(case["cassette"], path))
+    replay = TracingTransport(ReplayTransport(cassette.from_data(case["cassette"], path)), clock.now)
     server = Server(engine_handlers(Engine(load_mapping(case, tmp_path), replay, clock, Redactor())), Redactor())
     for n, step in enumerate(case["session"]):
         clock.time += step.get("advance", 0)
@@ -51,5 +52,6 @@ def test_case(path, tmp_path):
         for key, value in (step.get("result_has") or {}).items():
             assert reply["result"][key] == value, (where, reply)
         if "sent" in step:
-            sent = [f"{q.method} {q.url.split('://', 1)[1].split('/', 1)[1]}" for q, _ in replay.exchanges[before:]]
+            sent = [f"{x.request.method} {x.request.url.split('://', 1)[1].split('/', 1)[1]}"
+                    for x in replay.exchanges[before:]]
             assert sent == step["sent"], where

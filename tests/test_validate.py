@@ -67,17 +67,26 @@ def test_shipped_mapping_validates_with_a_standard_validator(path):
     assert path.read_text().startswith("# yaml-language-server: $schema=")
 
 
-def test_every_schema_property_is_described():
+def test_every_schema_property_has_a_description_and_an_example():
     schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
 
     def walk(node, where):
         if isinstance(node, dict):
             for name, sub in (node.get("properties") or {}).items():
-                assert "description" in sub or "$ref" in sub, f"{where}.{name} has no description"
+                if "$ref" not in sub:
+                    assert "description" in sub and "examples" in sub, f"{where}.{name} lacks description/example"
                 walk(sub, f"{where}.{name}")
             for key in ("items", "additionalProperties"):
                 if isinstance(node.get(key), dict):
                     walk(node[key], where)
             for name, sub in (node.get("$defs") or {}).items():
+                assert "description" in sub and "examples" in sub, f"$defs.{name} lacks description/example"
                 walk(sub, f"$defs.{name}")
     walk(schema, "$")
+
+
+def test_mapping_reference_is_generated_and_up_to_date():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import reference_doc
+    assert (ROOT / "docs" / "mapping-reference.md").read_text() == reference_doc.render(), \
+        "docs/mapping-reference.md is stale: run python tools/reference_doc.py"

@@ -122,11 +122,13 @@ DEFS = {
                     type="object"),
         "fail": prop(f"Fail the call with this message ({TEMPLATE}); use with `when`.",
                      "Guest {{ params.id }} not found", type="string"),
-        "on_error": prop("Rules for a refused request.", type="array", items=REF("on_error")),
+        "on_error": prop("Rules for a refused request.", [{"status": [404], "fail": "Guest {{ params.id }} not found"}],
+                         type="array", items=REF("on_error")),
         "wait": REF("wait"),
     }, example={"request": {"method": "GET", "path": "/version"}}),
     "steps": prop("Steps run in order; variables of earlier steps are visible to later ones.",
-                  type="array", items=REF("step")),
+                  [{"use": "resolve_vm"}, {"request": {"method": "GET", "path": "/vms/{{ params.id }}"},
+                                           "extract": {"vm": "@"}}], type="array", items=REF("step")),
     "task": obj("The method starts long work: how to build the self-contained task id.", {
         "poll": prop("Name of the poll rule under `tasks` that polls this task.", "pve", type="string"),
         "handle": prop("Values carried inside the task id (strings), checked against the poll rule's "
@@ -155,7 +157,7 @@ DEFS = {
         "pattern": prop("Regular expression the whole value must match (forged ids are refused).",
                         "^[A-Za-z0-9-]+$", type="string"),
         "required": prop("The id must carry this key.", True, type="boolean"),
-    }, required=["pattern"]),
+    }, required=["pattern"], example={"pattern": "[0-9a-f]{8}", "required": True}),
     "poll_rule": obj("How to poll one kind of backend task.", {
         "description": prop("What kind of task.", "A PVE worker task (UPID).", type="string"),
         "handle": prop("The values a task id carries, each with the pattern it must match.",
@@ -166,7 +168,10 @@ DEFS = {
                       "{{ poll | translate('pve_task') }}"),
         "error": prop(f"Message of a failed task ({TEMPLATE}).", "{{ poll.exitstatus }}", type="string"),
         "output": prop("Output of a completed task (value); {} if absent.", {"clone_id": "{{ task.clone_id }}"}),
-    }, required=["handle", "steps", "state"]),
+    }, required=["handle", "steps", "state"], example={
+        "handle": {"job": {"pattern": "[0-9a-f]{8}"}},
+        "steps": [{"request": {"method": "GET", "path": "/jobs/{{ task.job }}"}, "extract": {"job": "@"}}],
+        "state": "{{ job.status | translate('job') }}", "error": "{{ job.message }}"}),
     "matcher": prop("A condition on one field: a value, a list of values, null (absent or empty), or "
                     "{regex: PATTERN}.", "running"),
     "table": obj("A translation table: backend value(s) -> CPF value.", {
@@ -176,7 +181,8 @@ DEFS = {
         "map": prop("Single value -> result (keys compared as text).", {"running": "powered_on"},
                     type="object"),
         "rules": prop("Ordered rules over several fields of an object; the first whose `when` all "
-                      "match wins.", type="array", items=obj("One rule.", {
+                      "match wins.", [{"when": {"status": "running", "qmpstatus": "paused"}, "then": "suspended"}],
+                      type="array", items=obj("One rule.", {
                           "when": prop("field -> matcher; all must match.", {"status": "running"},
                                        type="object", additionalProperties=REF("matcher")),
                           "then": prop("The result.", "powered_on"),
@@ -192,7 +198,7 @@ DEFS = {
         "secret": prop("Never shown in replies, logs or recordings.", True, type="boolean"),
         "description": prop("What the administrator enters.", "API port of the cluster.", type="string"),
         "choices": prop("Allowed values.", ["a", "b"], type="array"),
-    }),
+    }, example={"type": "integer", "default": 8006, "description": "API port."}),
     "auth_scheme": obj("One way to authenticate; the first scheme whose `when` holds is used.", {
         "name": prop("Name for messages.", "api-token", type="string"),
         "when": prop(f"Use this scheme only if true ({TEMPLATE}).", "{{ settings.token_secret != '' }}",
@@ -211,7 +217,9 @@ DEFS = {
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
                             "all are secrets.", {"ticket": "data.ticket"}, type="object",
                             additionalProperties=REF("extraction")),
-        }, required=["request", "extract"]),
+        }, required=["request", "extract"], example={
+            "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
+            "extract": {"token": "token"}}),
         "inject": obj("session: how credentials go on each later request.", {
             "headers": prop("Headers (templates over auth.*).",
                             {"CSRFPreventionToken": "{{ auth.csrf }}"}, type="object",
@@ -220,11 +228,11 @@ DEFS = {
                             type="object", additionalProperties=REF("template")),
             "query": prop("Query parameters (templates over auth.*).", {"sid": "{{ auth.sid }}"},
                           type="object", additionalProperties=REF("template")),
-        }),
+        }, example={"headers": {"Authorization": "Bearer {{ auth.token }}"}}),
         "ttl": prop("session: seconds a login stays good; log in again before it runs out.", 7000,
                     type="number", minimum=1),
         "logout": REF("request"),
-    }, required=["type"]),
+    }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
 
 SCHEMA = {
@@ -236,7 +244,7 @@ SCHEMA = {
     "additionalProperties": False,
     "required": ["cpfmap", "metadata", "connection", "methods"],
     "properties": {
-        "$schema": prop("Editor hint; ignored.", type="string"),
+        "$schema": prop("Editor hint; ignored.", "../../schemas/mapping.schema.json", type="string"),
         "cpfmap": prop("Mapping language version.", 1, const=1),
         "extends": prop("A mapping file (relative to this one) that this one overrides: each section "
                         "merges entry by entry, an entry given here (a method, control, fragment, table, "
@@ -251,7 +259,7 @@ SCHEMA = {
             "vendor": prop("Who ships it.", "cpfmap", type="string"),
             "engine": prop("Engine versions it needs, as >=X.Y.", ">=0.1", type="string",
                            pattern=r"^>=\d+(\.\d+)*$"),
-        }, required=["name"]),
+        }, required=["name"], example={"name": "proxmox-ve", "version": "1.0.0", "engine": ">=0.1"}),
         "settings": prop("The RAS custom settings: name -> setting.",
                          {"host": {"type": "string", "required": True}}, type="object",
                          additionalProperties=REF("setting")),
@@ -273,8 +281,10 @@ SCHEMA = {
                             minimum=0),
             "error_message": prop("JMESPath over an error reply's body giving the backend's message.",
                                   "message", **REF("jmespath")),
-        }, required=["base_url"]),
-        "auth": prop("Authentication schemes, tried in order by their `when`.", type="array",
+        }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
+                                            "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
+        "auth": prop("Authentication schemes, tried in order by their `when`.",
+                     [{"type": "bearer", "token": "{{ settings.token }}"}], type="array",
                      items=REF("auth_scheme"), minItems=1),
         "capabilities": obj("What provider/initialize advertises. can_suspend_guests follows from a "
                             "suspend control; template_method and can_link_clones are checked against "
@@ -291,21 +301,29 @@ SCHEMA = {
                                                         "derived if absent.", True, type="boolean"),
                                 "can_suspend_guests": prop("false hides a suspend control from RAS.",
                                                            False, type="boolean"),
-                            }),
+                            }, example={"guests_polling_rate": 15, "tasks_polling_rate": 3,
+                                        "tasks_polling_retries": 100, "template_method": "versioning"}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),
-        "methods": obj("CPF methods: name -> operation.", {
+        "methods": obj("CPF methods: name -> operation.", example={"guests/list": {
+            "steps": [{"request": {"method": "GET", "path": "/vms"}, "extract": {"ids": "string_ids([].id)"}}],
+            "result": {"guests": "{{ ids }}"}}}, properties={
             name: REF("operation") for name in (
                 "provider/connect", "provider/disconnect", "guests/list", "guests/get", "guests/convert",
                 "guests/clone", "guests/snapshots/create", "guests/snapshots/delete",
                 "guests/snapshots/revert", "guests/snapshots/exists")
         }),
-        "controls": obj("guests/control: control -> operation.", {
+        "controls": obj("guests/control: control -> operation.", example={"start": {"steps": [
+            {"request": {"method": "POST", "path": "/vms/{{ params.id }}/start"}}]}}, properties={
             name: REF("operation") for name in ("start", "stop", "reset", "restart", "suspend", "delete")
         }),
-        "tasks": prop("Poll rules: name -> rule.", type="object", additionalProperties=REF("poll_rule")),
+        "tasks": prop("Poll rules: name -> rule.", {"job": {"handle": {"job": {"pattern": "[0-9a-f]{8}"}},
+                                                         "steps": [], "state": "completed"}},
+                      type="object", additionalProperties=REF("poll_rule")),
         "tables": prop("Translation tables: name -> table; use in templates as "
-                       "`value | translate('name')`.", type="object", additionalProperties=REF("table")),
+                       "`value | translate('name')`.", {"power": {"kind": "guest_state",
+                                                                   "map": {"1": "powered_on", "0": "powered_off"}}},
+                       type="object", additionalProperties=REF("table")),
     },
     "$defs": DEFS,
 }

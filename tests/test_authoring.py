@@ -1,0 +1,85 @@
+"""explain, call and new-pack."""
+from __future__ import annotations
+
+import io
+import json
+
+from conftest import ROOT
+from cpfmap import authoring, spec
+from cpfmap.cli import run
+from pve import TOKEN_SECRET
+
+INVENTORY = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.BytesIO(), io.StringIO()
+    code = run(list(argv), io.BytesIO(), out, err)
+    return code, out.getvalue().decode(), err.getvalue()
+
+
+def settings(tmp_path, **values) -> str:
+    path = tmp_path / "settings.yaml"
+    path.write_text("\n".join(f"{k}: {v}" for k, v in values.items()))
+    return str(path)
+
+
+def test_explain_renders_requests_masks_secrets_and_says_what_depends(tmp_path):
+    path = settings(tmp_path, url="https://hv.test", user="admin", password="pw-very-secret")
+    code, out, err = cli("explain", "tests/data/tiny.yaml", "guests/clone", "--param", "id=5",
+                         "--param", "name=VDI 1", "--param", "is_link_clone=true", "--settings", path)
+    assert code == 0, err
+    assert "POST https://hv.test/api/v1/login" in out and '"password": "***"' in out
+    assert "POST https://hv.test/api/v1/machines/5/clone" in out
+    assert '{"name": "VDI 1", "linked": true}' in out          # types kept: a real boolean
+    assert "Authorization: ***" in out and "pw-very-secret" not in out
+    assert "then: a task, polled by rule `op`" in out
+    code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101")
+    assert "GET https://<host>:8006/api2/json/cluster/resources?type=vm" in out
+    assert "needs node from an earlier reply" in out
+
+
+def test_explain_with_replay_shows_every_exchange(tmp_path):
+    path = settings(tmp_path, host="pve1.example.test", username="root@pam", token_name="ras", token_secret="x-123456")
+    code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101", "--settings", path,
+                       "--replay", str(INVENTORY))
+    assert code == 0
+    assert "-> GET https://pve1.example.test:8006/api2/json/nodes/pve1/qemu/101/config  <- 200" in out
+
+
+def test_call_against_a_recording(tmp_path):
+    path = settings(tmp_path, host="pve1.example.test", username="root@pam", token_name="ras", token_secret="x-123456")
+    code, out, _ = cli("call", "proxmox-ve", "guests/get", "--param", "id=102", "--settings", path,
+                       "--replay", str(INVENTORY))
+    assert code == 0 and json.loads(out)["result"]["name"] == "Win11-VDI-02"
+    code, out, _ = cli("call", "proxmox-ve", "guests/get", "--param", "id=4040", "--settings", path,
+                       "--replay", str(INVENTORY))
+    assert code == 1 and json.loads(out) == {"error": {"code": 1, "message": "Guest 4040 not found"}}
+
+
+def test_call_live_verbose_shows_exchanges_with_timing_and_no_secret(pve, settings_file):
+    code, out, _ = cli("call", "proxmox-ve", "guests/list", "-v", "--settings", str(settings_file()))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("-> GET https://") and lines[0].endswith(" ms)") and "/version  <- 200" in lines[0]
+    assert TOKEN_SECRET not in out
+
+
+def test_call_reports_bad_settings_and_bad_params(tmp_path):
+    path = settings(tmp_path, host="h", username="u", port="eighty")
+    code, out, _ = cli("call", "proxmox-ve", "guests/list", "--settings", path)
+    assert code == 1 and "setting `port` must be an integer" in out
+    code, _, err = cli("call", "proxmox-ve", "guests/get", "--param", "oops", "--settings", path)
+    assert code == 2 and "write name=value" in err
+
+
+def test_new_pack_scaffold_validates_clean(tmp_path):
+    folder = authoring.new_pack("my-hv", tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "mapping.yaml", "recordings"]
+    findings = spec.check(folder / "mapping.yaml")
+    assert [f for f in findings if f.severity == "error"] == [], [f.format() for f in findings]
+    mapping = spec.load(folder / "mapping.yaml")
+    assert set(mapping.methods) >= {"guests/list", "guests/get", "guests/clone", "guests/snapshots/exists"}
+    assert mapping.capabilities.template_method == "versioning"
+    code, _, err = cli("new-pack", "Bad Name!")
+    assert code == 2 and "lower-case" in err
