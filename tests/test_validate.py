@@ -16,7 +16,8 @@ from conftest import CONNECTOR, ROOT
 from cpfmap import spec
 
 BROKEN = sorted((Path(__file__).parent / "data" / "broken").glob("*.yaml"))
-MAPPINGS = sorted(p for p in (ROOT / "mappings").glob("*/*.yaml") if "cpfmap" in (yaml.safe_load(p.read_text()) or {}))
+MAPPINGS = sorted(p for p in [*(ROOT / "mappings").glob("*/*.yaml"), *(ROOT / "examples").glob("*/mapping.yaml")]
+                  if "cpfmap" in (yaml.safe_load(p.read_text()) or {}))
 
 
 def expectation(path: Path) -> tuple[int, int, str]:
