@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .errors import MappingError, ReplayMiss
+from .errors import CassetteError, ReplayMiss
 from .redact import MASK, Redactor
 from .source import read_text
 from .transport import HttpRequest, HttpResponse, Transport
@@ -158,9 +158,9 @@ def _differs(r: Recorded, method: str, path: str, query: tuple, body: Any) -> st
 def load(path: str | Path) -> Cassette:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_text(path))
+        data = yaml.safe_load(read_text(path, "cassette"))
     except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: cassette is not valid YAML: {exc}") from None
+        raise CassetteError(f"{path}: cassette is not valid YAML: {exc}") from None
     return from_data(data, path)
 
 
@@ -170,7 +170,7 @@ def from_data(data: Any, path: Path | str = "<cassette>") -> Cassette:
         return Cassette([_from_vcr(i, n, path) for n, i in enumerate(data["interactions"] or [])], name=str(path))
     if isinstance(data, dict) and "responses" in data:
         return _from_hand(data["responses"] or [], path)
-    raise MappingError(f"{path}: not a cassette (expected `interactions` (VCR.py) or `responses` (hand-written))")
+    raise CassetteError(f"{path}: not a cassette (expected `interactions` (VCR.py) or `responses` (hand-written))")
 
 
 def _headers(raw: Any) -> tuple:
@@ -198,7 +198,7 @@ def _from_vcr(item: dict, n: int, path: Path) -> Recorded:
                                 str(status.get("message", "")))
         return Recorded(req["method"].upper(), url_path, query, response=response, source=f"{path}#{n}")
     except (KeyError, TypeError, ValueError) as exc:
-        raise MappingError(f"{path}: interaction {n} is malformed ({exc})") from None
+        raise CassetteError(f"{path}: interaction {n} is malformed ({exc})") from None
 
 
 def _from_hand(entries: list, path: Path) -> Cassette:
@@ -216,7 +216,7 @@ def _from_hand(entries: list, path: Path) -> Cassette:
             if entry.get("repeat_last"):
                 repeat.add(len(out) - 1)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise MappingError(f"{path}: responses[{n}] is malformed ({exc}); each needs request "
+            raise CassetteError(f"{path}: responses[{n}] is malformed ({exc}); each needs request "
                                "{method, path} and response (or responses)") from None
     return Cassette(out, repeat, str(path))
 

@@ -183,7 +183,7 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     replay = TracingTransport(ReplayTransport(cassette.load(args.cassette)), clock.now)
     server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)
     entries = []
-    for line in read_text(Path(args.session)).split("\n"):
+    for line in read_text(Path(args.session), "session file").split("\n"):
         if not line.strip():
             continue
         before = len(replay.exchanges)
@@ -255,7 +255,10 @@ def _settings_file(path: str | None) -> dict:
     if not path:
         return {}
     import yaml
-    data = yaml.safe_load(read_text(Path(path)))
+    try:
+        data = yaml.safe_load(read_text(Path(path), "settings file"))
+    except yaml.YAMLError as exc:
+        raise CpfmapError(f"{path}: settings file is not JSON or YAML: {exc}") from None
     if not isinstance(data, dict):
         raise CpfmapError(f"{path}: settings must be key: value pairs")
     # RAS sends every setting as a string.

@@ -8,6 +8,7 @@
     +-- InternalError         -32603 a defect in the engine itself
     +-- MappingError               load time: a broken mapping (file, line, column)
     +-- ConfigError                 a RAS setting that does not fit the mapping (code 1)
+    +-- CassetteError               a recording that cannot be read (code 1)
     +-- BackendError              1 the backend refused, failed, lied or timed out
         +-- TransportError          no usable HTTP answer (connect, TLS, timeout)
         +-- AuthError               the backend refused the credentials
@@ -62,6 +63,10 @@ class InternalError(CpfmapError):
 
 
 class ConfigError(CpfmapError):
+    code = 1
+
+
+class CassetteError(CpfmapError):
     code = 1
 
 

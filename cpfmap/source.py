@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Finding, MappingError
+from .errors import CpfmapError, Finding, MappingError
 
 PathKey = tuple
 
@@ -43,16 +43,19 @@ def json_path(path: PathKey) -> str:
     return out
 
 
-def read_text(path: Path) -> str:
-    """File text, UTF-8 with or without BOM, any line ending."""
+def read_text(path: Path, what: str = "mapping") -> str:
+    """File text, UTF-8 with or without BOM, any line ending. A mapping that cannot be read is
+    a MappingError (with the file as its location); any other file a CpfmapError."""
     try:
         data = path.read_bytes()
-    except OSError as exc:
-        raise MappingError(Finding(f"cannot read mapping: {exc.strerror or exc}", str(path))) from None
-    try:
         return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    except OSError as exc:
+        problem = f"cannot read {what}: {exc.strerror or exc}"
     except UnicodeDecodeError as exc:
-        raise MappingError(Finding(f"not UTF-8 text ({exc.reason} at byte {exc.start})", str(path))) from None
+        problem = f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if what == "mapping":
+        raise MappingError(Finding(problem, str(path)))
+    raise CpfmapError(f"{path}: {problem}")
 
 
 def load_yaml(path: Path) -> tuple[Any, Source]:

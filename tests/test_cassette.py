@@ -1,0 +1,100 @@
+"""Cassettes: scrubbing everywhere a secret can hide, replay of scrubbed recordings, ordered
+answers for polled requests, and what a miss says."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from cpfmap import cassette
+from cpfmap.cassette import RecordingTransport, ReplayTransport
+from cpfmap.errors import CassetteError, ReplayMiss
+from cpfmap.redact import Redactor
+from cpfmap.transport import FunctionTransport, HttpRequest, HttpResponse
+
+SECRET = "sup3r-s3cret-value"
+TICKET = "PVE:root@pam:ABCDEF::ticket-material"
+
+
+def backend(request: HttpRequest) -> HttpResponse:
+    if request.url.endswith("/login"):
+        return HttpResponse(200, (("Content-Type", "application/json"), ("Set-Cookie", f"t={TICKET}")),
+                            json.dumps({"data": {"ticket": TICKET}}).encode())
+    return HttpResponse(200, (("Content-Type", "application/json"),), json.dumps({"echo": SECRET, "ok": 1}).encode())
+
+
+def test_recording_scrubs_secrets_wherever_they_occur(tmp_path):
+    redactor = Redactor()
+    redactor.add(SECRET)
+    path = tmp_path / "c.yaml"
+    rec = RecordingTransport(FunctionTransport(backend), path, redactor)
+    rec.send(HttpRequest("POST", "https://h/api/login", (("Content-Type", "application/x-www-form-urlencoded"),),
+                         f"username=root&password={SECRET}".encode()))
+    redactor.add(TICKET)  # learnt from the login reply, as the session does
+    rec.send(HttpRequest("GET", f"https://h/api/vms?token={SECRET}&type=vm",
+                         (("Authorization", f"Bearer {SECRET}"), ("Cookie", f"PVEAuthCookie={TICKET}"),
+                          ("X-Trace", f"id-{SECRET}"))))
+    rec.send(HttpRequest("POST", f"https://h/api/keys/{SECRET}", (("Content-Type", "application/json"),),
+                         json.dumps({"key": SECRET, "nested": [{"pw": SECRET}], "n": 1}).encode()))
+    rec.close()
+    text = path.read_text()
+    assert SECRET not in text and TICKET not in text and "ticket-material" not in text
+    data = yaml.safe_load(text)
+    first, second, third = data["interactions"]
+    assert first["request"]["body"] == "username=root&password=%2A%2A%2A"
+    assert json.loads(first["response"]["body"]["string"]) == {"data": {"ticket": "***"}}
+    assert first["response"]["headers"]["Set-Cookie"] == ["***"]
+    assert second["request"]["uri"] == "https://h/api/vms?token=%2A%2A%2A&type=vm"
+    assert second["request"]["headers"]["Authorization"] == ["***"] and second["request"]["headers"]["X-Trace"] == ["id-***"]
+    assert json.loads(third["request"]["body"]) == {"key": "***", "nested": [{"pw": "***"}], "n": 1}
+    assert third["request"]["uri"] == "https://h/api/keys/***"
+    # ...and the scrubbed cassette still replays the same requests
+    replay = ReplayTransport(cassette.load(path))
+    assert replay.send(HttpRequest("GET", "https://other-host:1/api/vms?type=vm&token=anything")).status == 200
+    assert replay.send(HttpRequest("POST", "https://h/api/login", body=b"username=root&password=x")).status == 200
+
+
+HAND = {"responses": [
+    {"request": {"method": "GET", "path": "/tasks/7"},
+     "responses": [{"json": {"s": "running"}}, {"json": {"s": "running"}}, {"json": {"s": "done"}}]},
+    {"request": {"method": "GET", "path": "/jobs/1"}, "responses": [{"json": {"s": "a"}}, {"json": {"s": "b"}}],
+     "repeat_last": True},
+    {"request": {"method": "POST", "path": "/vms", "json": {"name": "x"}}, "response": {"status": 201, "json": {"id": 9}}},
+]}
+
+
+def states(replay, url, n):
+    return [json.loads(replay.send(HttpRequest("GET", url)).body)["s"] for _ in range(n)]
+
+
+def test_polled_requests_get_their_answers_in_order_and_repeat_only_when_allowed():
+    replay = ReplayTransport(cassette.from_data(HAND))
+    assert states(replay, "https://h/api/tasks/7", 3) == ["running", "running", "done"]
+    with pytest.raises(ReplayMiss, match="every recorded answer for it was used already"):
+        replay.send(HttpRequest("GET", "https://h/api/tasks/7"))
+    assert states(replay, "https://h/api/jobs/1", 4) == ["a", "b", "b", "b"]
+
+
+def test_hand_written_body_match_and_miss_diagnostic():
+    replay = ReplayTransport(cassette.from_data(HAND))
+    json_headers = (("Content-Type", "application/json"),)
+    ok = replay.send(HttpRequest("POST", "https://h/api/vms", json_headers, b'{"name": "x"}'))
+    assert ok.status == 201
+    with pytest.raises(ReplayMiss) as info:
+        replay.send(HttpRequest("POST", "https://h/api/vms", json_headers, b'{"name": "y"}'))
+    assert "nearest: POST /vms (body differs)" in str(info.value)
+    with pytest.raises(ReplayMiss) as info:
+        replay.send(HttpRequest("GET", "https://h/api/taks/7"))
+    assert "no recorded answer for GET /api/taks/7" in str(info.value) and "GET /tasks/7" in str(info.value)
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"nothing": 1}, "not a cassette"),
+    ({"responses": [{"request": {"path": "/x"}, "response": {}}]}, "responses[0] is malformed"),
+    ({"interactions": [{"request": {}}]}, "interaction 0 is malformed"),
+])
+def test_malformed_cassettes_are_clear_errors(data, message):
+    with pytest.raises(CassetteError, match=re.escape(message)):
+        cassette.from_data(data)
