@@ -1,0 +1,118 @@
+"""Benchmarks (not tests: timings on shared machines vary). Run from the repo root:
+
+    python tools/bench.py [--quick]
+
+- load: reading, validating and compiling each shipped mapping;
+- replay: CPF calls per second through the engine against a recording (no network), i.e.
+  the engine's own cost per call;
+- poll cycle: what one RAS guest poll (list + get of every guest) costs in HTTP requests,
+  showing the bulk request and cache at work;
+- live: calls per second against fakepve on a loopback address over TLS (needs the test
+  dependencies).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from cpfmap import cassette, spec  # noqa: E402
+from cpfmap.cassette import ReplayTransport  # noqa: E402
+from cpfmap.clock import RealClock, VirtualClock  # noqa: E402
+from cpfmap.engine import Engine  # noqa: E402
+from cpfmap.redact import Redactor  # noqa: E402
+from cpfmap.rpc import Server, engine_handlers  # noqa: E402
+from cpfmap.transport import LiveTransport, TracingTransport  # noqa: E402
+
+RECORDING = ROOT / "mappings/proxmox-ve/recordings/default/inventory"
+MAPPINGS = ["proxmox-ve", "mappings/proxmox-ve/linked.yaml", "examples/tutorial/mapping.yaml"]
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def row(name: str, samples: list[float], unit: str = "ms", per: int = 1) -> str:
+    med = statistics.median(samples) / per
+    if unit == "ms":
+        return f"{name:48} median {med * 1000:8.2f} ms   (min {min(samples) / per * 1000:.2f}, n={len(samples)})"
+    return f"{name:48} {per / statistics.median(samples):10.0f} calls/s"
+
+
+def bench_load(repeat: int) -> None:
+    for target in MAPPINGS:
+        print(row(f"load {target}", timed(lambda: spec.load(target), repeat)))
+
+
+def replay_server(lines: list[str]):
+    mapping = spec.load("proxmox-ve")
+    replay = TracingTransport(ReplayTransport(cassette.load(RECORDING.with_suffix(".yaml"))), VirtualClock().now)
+    server = Server(engine_handlers(Engine(mapping, replay, VirtualClock(), Redactor())), Redactor())
+    for line in lines[:2]:
+        server.handle_text(line)  # initialize, connect
+    return server, replay
+
+
+def bench_replay(repeat: int) -> None:
+    lines = RECORDING.with_suffix(".jsonl").read_text().splitlines()
+    calls = lines[2:]
+
+    samples = []
+    for _ in range(repeat):
+        server, _ = replay_server(lines)   # a fresh cassette: its answers are used up in order
+        started = time.perf_counter()
+        for line in calls:
+            assert "result" in server.handle_text(line)
+        samples.append(time.perf_counter() - started)
+    print(row(f"replay: CPF calls (list, get x {len(calls) - 1})", samples, "calls", len(calls)))
+    server, replay = replay_server(lines)
+    before = len(replay.exchanges)
+    for line in calls:
+        server.handle_text(line)
+    guests = len(calls) - 1
+    print(f"{'poll cycle: HTTP requests for list + get x ' + str(guests):48} {len(replay.exchanges) - before:10d} "
+          f"(cluster list fetched once, cached 2 s)")
+
+
+def bench_live(repeat: int) -> None:
+    try:
+        from pve import ServedPve, cluster
+    except ImportError as exc:
+        print(f"live: skipped ({exc}); pip install -e '.[test]'")
+        return
+    served = ServedPve()
+    cluster(served.pve)
+    try:
+        mapping = spec.load("proxmox-ve")
+        server = Server(engine_handlers(Engine(mapping, LiveTransport(), RealClock(), Redactor())), Redactor())
+        server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": served.settings()}}))
+        get = json.dumps({"method": "guests/get", "params": {"id": "101"}})
+        listing = json.dumps({"method": "guests/list"})
+        print(row("live fakepve: guests/get (4 HTTP requests)", timed(lambda: server.handle_text(get), repeat * 10)))
+        print(row("live fakepve: guests/list", timed(lambda: server.handle_text(listing), repeat * 10)))
+    finally:
+        served.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    repeat = 3 if parser.parse_args().quick else 20
+    bench_load(repeat)
+    bench_replay(repeat)
+    bench_live(repeat)
+
+
+if __name__ == "__main__":
+    main()
