@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import yaml
 
 from .errors import CassetteError, ReplayMiss
+from .extract import string_id
 from .redact import MASK, Redactor
 from .source import read_text
 from .transport import HttpRequest, HttpResponse, Transport
@@ -208,7 +209,7 @@ def _from_hand(entries: list, path: Path) -> Cassette:
         try:
             req = entry["request"]
             answers = entry.get("responses") or [entry["response"]]
-            query = tuple(sorted((str(k), _qtext(v)) for k, v in (req.get("query") or {}).items()))
+            query = tuple(sorted((str(k), string_id(v)) for k, v in (req.get("query") or {}).items()))
             for answer in answers:
                 out.append(Recorded(str(req["method"]).upper(), str(req["path"]), query, _hand_body(req),
                                     "json" in req or "form" in req or "body" in req, _hand_response(answer),
@@ -221,15 +222,11 @@ def _from_hand(entries: list, path: Path) -> Cassette:
     return Cassette(out, repeat, str(path))
 
 
-def _qtext(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
 def _hand_body(req: dict) -> Any:
     if "json" in req:
         return req["json"]
     if "form" in req:
-        return sorted((str(k), _qtext(v)) for k, v in req["form"].items())
+        return sorted((str(k), string_id(v)) for k, v in req["form"].items())
     return req.get("body")
 
 

@@ -13,7 +13,7 @@ import jinja2
 import jmespath.exceptions
 
 from . import model as m
-from .extract import Expression, Table
+from .extract import Expression, Table, string_id
 from .templating import Templates, has_template
 
 PARAMS = {
@@ -38,7 +38,7 @@ class Compiler:
         self.located = located
         self.findings: list = []
         self.tables: dict[str, Table] = {}
-        self.templates = Templates({"translate": self._translate, "string_id": _string_id})
+        self.templates = Templates({"translate": self._translate, "string_id": string_id})
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
 
@@ -241,11 +241,6 @@ def _suggest(name: str, options: set) -> str:
     import difflib
     close = difflib.get_close_matches(name, sorted(options), n=1)
     return f"; did you mean `{close[0]}`?" if close else ""
-
-
-def _string_id(value: Any) -> str:
-    from .extract import string_id
-    return string_id(value)
 
 
 def _param_refs(raw: Any) -> set:

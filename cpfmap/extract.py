@@ -186,14 +186,8 @@ class Matcher:
         if not present or value is None:
             return False
         if self.regex is not None:
-            return re.search(self.regex, table_key(value)) is not None
-        return table_key(value) in self.values
-
-
-def table_key(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return string_id(value)
+            return re.search(self.regex, string_id(value)) is not None
+        return string_id(value) in self.values
 
 
 @dataclass(frozen=True)
@@ -227,7 +221,7 @@ class Table:
                     return rule.then
             shown = {name: value.get(name) for rule in self.rules for name, _ in rule.when}
         else:
-            key = table_key(value) if value is not None else None
+            key = string_id(value) if value is not None else None
             for entry, result in self.map:
                 if entry == key:
                     return result

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import model as m
 from .compiler import BASIC_CONTROLS, PARAMS, RESULT_METHODS, SNAPSHOT_METHODS, TASK_METHODS, Compiler
-from .extract import TABLE_KINDS, Matcher, Rule, Table, _NO_DEFAULT
+from .extract import _NO_DEFAULT, TABLE_KINDS, Matcher, Rule, Table, string_id
 
 
 def build(c: Compiler, data: dict) -> tuple:
@@ -52,14 +52,9 @@ def _tables(c: Compiler, raw: dict) -> dict:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
-        pairs = tuple((_key(k), v) for k, v in (spec.get("map") or {}).items())
+        pairs = tuple((string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
-
-
-def _key(value: Any) -> str:
-    from .extract import table_key
-    return table_key(value)
 
 
 def _matcher(raw: Any) -> Matcher:
@@ -68,7 +63,7 @@ def _matcher(raw: Any) -> Matcher:
     if isinstance(raw, dict) and "regex" in raw:
         return Matcher(regex=str(raw["regex"]))
     values = raw if isinstance(raw, list) else [raw]
-    return Matcher(values=tuple(_key(v) for v in values if v is not None), absent=None in values)
+    return Matcher(values=tuple(string_id(v) for v in values if v is not None), absent=None in values)
 
 
 def _connection(c: Compiler, raw: dict) -> m.Connection:

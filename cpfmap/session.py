@@ -14,19 +14,11 @@ from typing import Any, Mapping
 from . import model as m
 from .clock import Clock
 from .errors import AuthError, BackendError, TransportError
-from .extract import Expression, extract_value
+from .extract import Expression, extract_value, string_id
 from .redact import Redactor
 from .transport import HttpRequest, HttpResponse, Tls, Transport
 
 log = logging.getLogger("cpfmap")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
@@ -38,7 +30,7 @@ def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
     for key, value in mapping.items():
         for item in value if isinstance(value, list) else [value]:
             if item is not None and item != "":
-                out.append((str(key), _text(item)))
+                out.append((str(key), string_id(item)))
     return out
 
 
