@@ -32,7 +32,7 @@ def parse_params(method: str, pairs: list[str]) -> dict:
     return out
 
 
-def placeholder_settings(mapping: m.Mapping_, raw: dict) -> dict:
+def placeholder_settings(mapping: m.CompiledMapping, raw: dict) -> dict:
     """Settings for explain: given ones coerced, the rest their default or `<name>`."""
     out = {}
     for setting in mapping.settings:
@@ -53,7 +53,7 @@ def show_request(request, redactor: Redactor) -> list[str]:
     return lines
 
 
-def explain(mapping: m.Mapping_, method: str, params: dict, raw_settings: dict) -> Iterator[str]:
+def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: dict) -> Iterator[str]:
     """The requests `method` would send, rendered, secrets masked; nothing is sent."""
     redactor = Redactor()
     settings = placeholder_settings(mapping, raw_settings)
@@ -76,7 +76,7 @@ def explain(mapping: m.Mapping_, method: str, params: dict, raw_settings: dict) 
                else "then: a task that reports completed at once")
 
 
-def _operation(mapping: m.Mapping_, method: str, params: dict) -> m.Operation:
+def _operation(mapping: m.CompiledMapping, method: str, params: dict) -> m.Operation:
     if method == "guests/control":
         op = mapping.controls.get(params.get("control", ""))
         if op is None:
@@ -139,7 +139,7 @@ class _Nowhere:
         pass
 
 
-def call(mapping: m.Mapping_, method: str, params: dict, raw_settings: dict, transport: Transport,
+def call(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: dict, transport: Transport,
          replay: bool) -> tuple[dict, dict, list[Exchange], Redactor]:
     """Connect, then one method: (connect reply, reply, exchanges, redactor)."""
     clock = VirtualClock() if replay else RealClock()

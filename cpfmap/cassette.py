@@ -18,6 +18,7 @@ order; the last one repeats only where the author allows it.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -138,7 +139,6 @@ class Cassette:
 
 
 def _distance(r: Recorded, method: str, path: str, query: tuple) -> tuple:
-    import difflib
     return (r.method != method, -difflib.SequenceMatcher(None, r.path, path).ratio(), r.query != query)
 
 

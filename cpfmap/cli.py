@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 from typing import IO, Callable
 
+import yaml
+
 from . import __version__, authoring, cassette, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss
-from .redact import Redactor, RedactingFilter
+from .redact import RedactingFilter, Redactor
 from .rpc import Server, engine_handlers
 from .source import read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
@@ -254,7 +256,6 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
 def _settings_file(path: str | None) -> dict:
     if not path:
         return {}
-    import yaml
     try:
         data = yaml.safe_load(read_text(Path(path), "settings file"))
     except yaml.YAMLError as exc:

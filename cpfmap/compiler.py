@@ -6,6 +6,7 @@ rules, and functionality levels the methods cannot serve: all reported here.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -139,6 +140,8 @@ class Compiler:
         out: list = []
         for index, item in enumerate(raw or []):
             here = path + (index,)
+            if index and "fail" in raw[index - 1] and "when" not in raw[index - 1]:
+                self.error(here, "unreachable: the step before always fails (give it a `when`)", "warning")
             if "use" in item:
                 out.extend(self._use(item, here, known, fragments, depth))
             else:
@@ -238,7 +241,6 @@ def _where(path: tuple) -> str:
 
 
 def _suggest(name: str, options: set) -> str:
-    import difflib
     close = difflib.get_close_matches(name, sorted(options), n=1)
     return f"; did you mean `{close[0]}`?" if close else ""
 

@@ -38,7 +38,7 @@ def reply_validator(name: str) -> jsonschema.protocols.Validator:
 
 
 class Engine:
-    def __init__(self, mapping: m.Mapping_, transport: Transport, clock: Clock,
+    def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock,
                  redactor: Redactor | None = None) -> None:
         self.mapping = mapping
         self.transport = transport

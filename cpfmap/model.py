@@ -5,13 +5,13 @@ context dict (settings, params, auth, task, step variables).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BackendError, ConfigError
 from .extract import Expression, Table
 from .templating import Template, Templates
-
 
 # ---------------------------------------------------------------- values
 
@@ -136,7 +136,6 @@ class ErrorRule:
     set: Value | None = None
 
     def covers(self, status: int, message: str) -> bool:
-        import re
         if self.statuses and status not in self.statuses:
             return False
         return self.match is None or re.search(self.match, message or "") is not None
@@ -271,7 +270,7 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
-class Mapping_:
+class CompiledMapping:
     name: str
     files: tuple
     metadata: Mapping[str, Any]

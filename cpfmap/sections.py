@@ -2,6 +2,7 @@
 functionality levels, capabilities, poll-rule references, unused settings."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import model as m
@@ -27,7 +28,7 @@ def build(c: Compiler, data: dict) -> tuple:
     for name in sorted(c.settings - c.used_settings):
         c.error(("settings", name), f"setting `{name}` is never used", "warning")
     meta = data["metadata"]
-    mapping = m.Mapping_(meta["name"], tuple(s.file for s in c.located.sources), meta, settings, connection,
+    mapping = m.CompiledMapping(meta["name"], tuple(s.file for s in c.located.sources), meta, settings, connection,
                          auth, methods, controls, polls, dict(c.tables), capabilities, c.templates)
     return mapping, c.findings
 
@@ -111,7 +112,6 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
 
 
 def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.PollRule:
-    import re
     handle = []
     for key, spec in raw["handle"].items():
         try:

@@ -55,7 +55,7 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
 
 
 class Backend:
-    def __init__(self, mapping: m.Mapping_, transport: Transport, clock: Clock, redactor: Redactor,
+    def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
                  settings: Mapping[str, Any]) -> None:
         self.mapping = mapping
         self.transport = transport

@@ -154,8 +154,8 @@ class LiveTransport:
         return request.method in SAFE_RETRY_METHODS or request.retry_safe
 
     def _may_retry(self, request: HttpRequest, exc: TransportError, attempt: int) -> bool:
-        if attempt >= self.retry.attempts:
-            return False
+        if attempt >= self.retry.attempts or getattr(exc, "hung", False):
+            return False  # a backend that took the whole read timeout would only take it again
         # A request that never left (no connection) is safe to repeat whatever its method.
         return self._repeatable(request) or getattr(exc, "not_sent", False)
 
@@ -214,6 +214,7 @@ def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestExcep
         error.not_sent = True  # type: ignore[attr-defined]
     elif isinstance(exc, requests.exceptions.Timeout):
         error = TransportError(f"no answer from {where} within {request.timeout[1]:g}s")
+        error.hung = True  # type: ignore[attr-defined]
     elif any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
         error = TransportError(f"cannot connect to {where}: {_short(str(exc))}")
         error.not_sent = True  # type: ignore[attr-defined]

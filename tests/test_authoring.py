@@ -5,9 +5,10 @@ import io
 import json
 
 from conftest import ROOT
+from pve import TOKEN_SECRET
+
 from cpfmap import authoring, spec
 from cpfmap.cli import run
-from pve import TOKEN_SECRET
 
 INVENTORY = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from cpfmap import cassette, spec
 from cpfmap.cassette import ReplayTransport
 from cpfmap.clock import VirtualClock

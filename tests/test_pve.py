@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CONNECTOR, serve_session
 from pve import PASSWORD, TOKEN_SECRET
 
@@ -158,3 +157,54 @@ def test_token_secret_never_reaches_stderr_or_replies(pve, tmp_path):
                                     "--log-level", "DEBUG", "--log-file", str(log))
     assert TOKEN_SECRET not in err and TOKEN_SECRET not in json.dumps(replies)
     assert TOKEN_SECRET not in log.read_text()
+
+
+def test_ticket_expiry_means_a_new_login_not_an_error(pve):
+    import time
+    pve.pve.ticket_ttl = 1  # PVE seconds; the fake checks expiry against wall time
+    proc = subprocess.Popen([sys.executable, str(CONNECTOR), "serve", "proxmox-ve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write((json.dumps(connect(pve, auth="password")) + "\n").encode())
+    proc.stdin.flush()
+    assert "result" in json.loads(proc.stdout.readline())
+    time.sleep(1.5)
+    proc.stdin.write(b'{"method": "guests/list"}\n')
+    proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["result"]["guests"]
+    out, err = proc.communicate(timeout=30)
+    assert "logging in again" in err.decode()
+
+
+def test_a_hung_host_is_a_clear_error_within_the_read_timeout(pve, tmp_path):
+    import time
+    variant = tmp_path / "quick.yaml"
+    variant.write_text(f"extends: {CONNECTOR.parent / 'mappings/proxmox-ve/mapping.yaml'}\ncpfmap: 1\n"
+                       "metadata: {name: pve-quick}\nconnection: {read_timeout: 1}\n")
+    pve.pve.flaky_network(hang_rate=1.0, hang_secs=30)
+    started = time.monotonic()
+    replies, err, code = serve_session(str(variant), [connect(pve), INIT])
+    pve.pve.flaky_network()
+    assert time.monotonic() - started < 15
+    assert replies[0]["error"]["code"] == 1 and "within 1s" in replies[0]["error"]["message"]
+    assert "result" in replies[1] and code == 0
+
+
+def test_clones_go_to_the_node_setting(pve):
+    clone = {"method": "guests/clone", "params": {"id": "900", "name": "VDI-N"}}
+    pve.pve.storages["local-lvm"]["shared"] = 1
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve, node="pve1"), clone])
+    assert "result" in replies[1], err
+    new = pve.pve.vm(int(replies[1]["result"]["clone_id"]))
+    assert new.node == "pve1" and new.name == "VDI-N"
+
+
+def test_conformance_replayed_from_a_recording_of_itself(settings_file, tmp_path):
+    cassette = tmp_path / "conformance.yaml"
+    options = ["--settings", str(settings_file()), "--guest", "101", "--template-source", "103", "--time-scale", "0"]
+    live = subprocess.run([sys.executable, str(CONNECTOR), "conformance", *options, "--", sys.executable,
+                           str(CONNECTOR), "record", "proxmox-ve", "--cassette", str(cassette)],
+                          capture_output=True, text=True, timeout=300)
+    assert live.returncode == 0, live.stdout
+    code, out = conformance(settings_file(), "proxmox-ve", "--replay", str(cassette), "--guest", "101",
+                            "--template-source", "103")
+    assert code == 0, out

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CONNECTOR, ROOT
 from pve import PASSWORD, TOKEN_SECRET, ServedPve, cluster
 
@@ -31,7 +30,8 @@ def session_lines(pve, auth: str) -> bytes:
 
 
 def run(*args: str, data: bytes) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CONNECTOR), *args], input=data, capture_output=True, timeout=120)
+    return subprocess.run([sys.executable, str(CONNECTOR), *args], input=data, capture_output=True, timeout=120,
+                          cwd=ROOT)
 
 
 @pytest.mark.parametrize("auth", ["token", "password"])
@@ -89,3 +89,34 @@ def test_our_cassettes_load_in_vcrpy():
     assert len(requests) == len(responses) > 5
     assert requests[0].method == "GET" and responses[0]["status"]["code"] == 200
     del vcr
+
+
+def test_a_cassette_recorded_by_vcrpy_replays_here(tmp_path):
+    import threading
+
+    import requests
+    import vcr
+
+    sys.path.insert(0, str(ROOT / "examples" / "tutorial"))
+    import tinyvisor
+    server = tinyvisor.make_server("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
+    path = tmp_path / "vcrpy.yaml"
+    try:
+        with vcr.use_cassette(str(path), filter_headers=["authorization"]):
+            token = requests.post(url + "/login", json={"user": "admin", "password": "tiny-secret"}).json()["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            requests.get(url + "/whoami", headers=auth)
+            requests.get(url + "/machines", params={"offset": 0, "limit": 20}, headers=auth)
+            requests.get(url + "/machines/102", headers=auth)
+            requests.get(url + "/machines/102/addresses", headers=auth)
+    finally:
+        server.shutdown()
+    settings = json.dumps({"url": url.rsplit("/api/v1", 1)[0], "user": "admin", "password": "tiny-secret"})
+    session = (f'{{"method":"provider/connect","params":{{"settings":{settings}}}}}\n'
+               '{"method":"guests/list"}\n{"method":"guests/get","params":{"id":"102"}}\n').encode()
+    proc = run("serve", "examples/tutorial/mapping.yaml", "--replay", str(path), data=session)
+    replies = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert replies[1]["result"]["guests"] == ["101", "102", "103", "104"], replies
+    assert replies[2]["result"]["name"] == "web-02"

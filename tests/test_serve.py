@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import CONNECTOR, ROOT, serve_session
 from test_rpc import CASES, check
 

@@ -8,7 +8,6 @@ import sys
 import threading
 
 import pytest
-
 from conftest import CONNECTOR, ROOT
 
 sys.path.insert(0, str(ROOT / "examples" / "tutorial"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import CONNECTOR, ROOT
+
 from cpfmap import spec
 
 BROKEN = sorted((Path(__file__).parent / "data" / "broken").glob("*.yaml"))
@@ -91,3 +91,17 @@ def test_mapping_reference_is_generated_and_up_to_date():
     import reference_doc
     assert (ROOT / "docs" / "mapping-reference.md").read_text() == reference_doc.render(), \
         "docs/mapping-reference.md is stale: run python tools/reference_doc.py"
+
+
+def test_unreachable_steps_and_unused_settings_are_warnings(tmp_path):
+    text = (ROOT / "tests/data/tiny.yaml").read_text()
+    text = text.replace("  provider/connect:\n    steps: [{request: {method: GET, path: /whoami}}]",
+                        "  provider/connect:\n    steps: [{fail: not yet}, {request: {method: GET, path: /whoami}}]")
+    text = text.replace("  verify: {type: boolean, default: true}", "  verify: {type: boolean, default: true}\n"
+                        "  unused: {type: string}")
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    findings = {(f.severity, f.message) for f in spec.check(path)}
+    assert ("warning", "unreachable: the step before always fails (give it a `when`)") in findings
+    assert ("warning", "setting `unused` is never used") in findings
+    assert not any(severity == "error" for severity, _ in findings)

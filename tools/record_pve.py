@@ -18,9 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from pve import ServedPve, cluster  # noqa: E402
+
 from cpfmap.conformance import runner  # noqa: E402
 from cpfmap.conformance.ras import Options  # noqa: E402
-from pve import ServedPve, cluster  # noqa: E402
 
 OUT = ROOT / "mappings" / "proxmox-ve" / "recordings"
 SHOWN_SETTINGS = {"host": "pve1.example.test", "port": "8006", "username": "root@pam", "token_name": "ras",

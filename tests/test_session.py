@@ -1,0 +1,69 @@
+"""Authentication schemes: static headers, basic, bearer, and the choice between schemes by
+settings; credentials go on every request and never into logs or replies."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+from cpfmap import spec
+from cpfmap.clock import VirtualClock
+from cpfmap.engine import Engine
+from cpfmap.redact import Redactor
+from cpfmap.rpc import Server, engine_handlers
+from cpfmap.transport import FunctionTransport, HttpResponse
+
+BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
+SCHEMES = [
+    {"name": "static", "when": "{{ settings.key }}", "type": "header",
+     "headers": {"X-Api-Key": "{{ settings.key }}", "X-Tenant": "acme"}},
+    {"name": "basic", "when": "{{ settings.mode == 'basic' }}", "type": "basic",
+     "username": "{{ settings.user }}", "password": "{{ settings.password }}"},
+    {"name": "bearer", "type": "bearer", "token": "{{ settings.password }}"},
+]
+
+
+@pytest.fixture
+def provider(tmp_path):
+    data = spec.merge(BASE, {"auth": SCHEMES, "settings": {"key": {"type": "string", "secret": True},
+                                                           "mode": {"type": "string"}}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    seen = []
+
+    def backend(request):
+        seen.append(dict(request.headers))
+        return HttpResponse(200, (("Content-Type", "application/json"),), b'{"items": []}')
+    redactor = Redactor()
+    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), VirtualClock(), redactor)),
+                    redactor)
+    return server, seen
+
+
+def connect(server, **settings):
+    settings = {"url": "https://h", "user": "admin", "password": "pw-0123456", **settings}
+    return server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": settings}}))
+
+
+@pytest.mark.parametrize("settings,header,value", [
+    ({"key": "k-abcdef123"}, "X-Api-Key", "k-abcdef123"),
+    ({"mode": "basic"}, "Authorization", "Basic " + base64.b64encode(b"admin:pw-0123456").decode()),
+    ({}, "Authorization", "Bearer pw-0123456"),
+])
+def test_scheme_chosen_by_settings_puts_credentials_on_every_request(provider, settings, header, value):
+    server, seen = provider
+    assert connect(server, **settings) == {"result": {}}
+    server.handle_text('{"method": "guests/list"}')
+    assert len(seen) == 2 and all(h.get(header) == value for h in seen)
+    if header == "X-Api-Key":
+        assert all(h.get("X-Tenant") == "acme" for h in seen)
+
+
+def test_credentials_are_masked_in_error_replies(provider):
+    server, _ = provider
+
+    connect(server, key="k-abcdef123")
+    reply = server.handle_text('{"method": "guests/get", "params": {"id": "k-abcdef123"}}')
+    assert "k-abcdef123" not in json.dumps(reply)
