@@ -25,6 +25,7 @@ from .transport import Transport
 
 log = logging.getLogger("cpfmap")
 PROTOCOL_VERSION = "1.0.0"
+FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
 REPLY_SCHEMAS = {"guests/list": "guests-list", "guests/get": "guests-get", "guests/clone": "guests-clone",
                  "guests/convert": "task-started", "guests/snapshots/create": "task-started",
                  "guests/snapshots/delete": "task-started", "guests/snapshots/revert": "task-started",
@@ -169,16 +170,22 @@ class Engine:
         return {"state": state}
 
     def _wait(self, task_id: str) -> None:
+        """Poll a task the reply depends on: quickly at first, then at RAS's own rate, within
+        RAS's own budget (tasks_polling_rate x tasks_polling_retries)."""
         caps = self.mapping.capabilities
-        for _ in range(max(caps.tasks_polling_retries, 1) + 1):
+        budget = caps.tasks_polling_rate * max(caps.tasks_polling_retries, 1)
+        deadline = self.clock.now() + budget
+        interval = min(FIRST_WAIT, caps.tasks_polling_rate)
+        while True:
             reply = self.task_status({"id": task_id})
             if reply["state"] == "failed":
                 raise BackendError(reply["error"]["message"])
             if reply["state"] == "completed":
                 return
-            self.clock.sleep(caps.tasks_polling_rate)
-        raise BackendError(f"the backend task did not finish within "
-                           f"{caps.tasks_polling_rate * caps.tasks_polling_retries}s")
+            if self.clock.now() + interval > deadline:
+                raise BackendError(f"the backend task did not finish within {budget}s")
+            self.clock.sleep(interval)
+            interval = min(interval * 2, caps.tasks_polling_rate)
 
     # --------------------------------------------------------------- replies
 

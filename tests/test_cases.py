@@ -3,7 +3,7 @@ HTTP answers in the hand-written cassette form, and a CPF session with the expec
 
 Session step keys: request; reply (exact), error_contains (code 1 containing the text),
 result_has (members that must equal), advance (seconds on the virtual clock before it),
-sent (the HTTP requests the step must send, as "METHOD path").
+sent (the HTTP requests the step must send, as "METHOD path"), slept (the waits on the virtual clock).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_case(path, tmp_path):
     server = Server(engine_handlers(Engine(load_mapping(case, tmp_path), replay, clock, Redactor())), Redactor())
     for n, step in enumerate(case["session"]):
         clock.time += step.get("advance", 0)
-        before = len(replay.exchanges)
+        before, slept = len(replay.exchanges), len(clock.slept)
         reply = server.handle_text(json.dumps(step["request"]))
         where = f"{path.name} step {n}: {step['request']['method']}"
         if "reply" in step:
@@ -51,6 +51,8 @@ def test_case(path, tmp_path):
             assert reply["error"]["code"] == 1 and step["error_contains"] in reply["error"]["message"], (where, reply)
         for key, value in (step.get("result_has") or {}).items():
             assert reply["result"][key] == value, (where, reply)
+        if "slept" in step:
+            assert clock.slept[slept:] == step["slept"], where
         if "sent" in step:
             sent = [f"{x.request.method} {x.request.url.split('://', 1)[1].split('/', 1)[1]}"
                     for x in replay.exchanges[before:]]
