@@ -133,6 +133,9 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
             stderr.write(f"cpfmap: {exc.report()}\n")
         except CpfmapError as exc:
             stderr.write(f"cpfmap: {exc.message}\n")
+        except BrokenPipeError:
+            stderr.write("cpfmap: the reader of stdout went away; stopping\n")
+            return 0
         except OSError as exc:
             stderr.write(f"cpfmap: {exc}\n")
         return 2
@@ -331,4 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(sys.stderr, "buffer") else sys.stderr
     speaks_cpf = bool(argv) and argv[0] in CPF_COMMANDS
     stdout = _protected_stdout() if speaks_cpf else sys.stdout.buffer
-    sys.exit(run(argv, sys.stdin.buffer, stdout, stderr))
+    try:
+        sys.exit(run(argv, sys.stdin.buffer, stdout, stderr))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -68,6 +68,8 @@ class Backend:
         self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
                        client_cert=conn.client_cert.eval(base) or None,
                        client_key=conn.client_key.eval(base) or None)
+        if not self.tls.verify:
+            log.warning("TLS certificate verification is off for %s (verify_tls is false)", self.base_url)
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
         self.scheme = self._choose(base)
         self.auth: dict[str, Any] = {}

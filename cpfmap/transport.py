@@ -128,6 +128,8 @@ class LiveTransport:
     """One pooled requests.Session; timeouts on every request; retries only where safe."""
 
     def __init__(self, retry: RetryPolicy = RetryPolicy(), clock: Clock | None = None) -> None:
+        # verify_tls false is the administrator's choice; the session logs it once instead.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.session = requests.Session()
         self.retry = retry
         self.clock = clock or RealClock()

@@ -74,3 +74,17 @@ def test_validate_passes_on_every_shipped_mapping():
 def _is_mapping(path) -> bool:
     data = yaml.safe_load(path.read_text())
     return isinstance(data, dict) and "cpfmap" in data
+
+
+def test_ras_closing_its_end_of_stdout_stops_the_provider_quietly():
+    proc = subprocess.Popen([sys.executable, str(CONNECTOR), "serve", "proxmox-ve"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    try:
+        proc.stdin.write(b'{"method":"provider/initialize"}\n' * 50)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    assert proc.wait(30) == 0
+    err = proc.stderr.read().decode()
+    assert "Traceback" not in err and "went away" in err
