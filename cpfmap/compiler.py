@@ -77,6 +77,13 @@ class Compiler:
             if name not in self.tables:
                 self.error(path, f"no table `{name}`{_suggest(name, set(self.tables))}")
 
+    def condition(self, raw: str, path: tuple, known: set) -> m.Template | None:
+        """A `when`: one {{ expression }}, so its truth is the value's, not a rendered string's."""
+        compiled = self.template(raw, path, known)
+        if compiled is not None and not compiled.native:
+            self.error(path, f"a `when` is one {{{{ expression }}}} (text is always true): `{raw}`")
+        return compiled
+
     def expression(self, raw: str, path: tuple) -> Expression | None:
         try:
             return Expression.compile(str(raw), _where(path))
@@ -162,7 +169,7 @@ class Compiler:
         return self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
 
     def step(self, raw: dict, path: tuple, known: set) -> m.Step:
-        when = self.template(raw["when"], path + ("when",), known) if "when" in raw else None
+        when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
         kinds = [k for k in ("request", "set", "fail") if k in raw]
         if len(kinds) != 1:
             self.error(path, "a step has exactly one of: request, set, fail, use")
@@ -229,7 +236,7 @@ class Compiler:
             self.error(path, "a task has either `poll` (with `handle`) or `completed`")
         handle = self.templates_of(raw.get("handle"), path + ("handle",), known)
         completed = self.value(raw["completed"], path + ("completed",), known) if "completed" in raw else None
-        when = self.template(raw["when"], path + ("when",), known) if "when" in raw else None
+        when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
         return m.TaskStart(raw.get("poll"), handle, completed, when)
 
 

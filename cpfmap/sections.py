@@ -92,6 +92,7 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
             c.error(path, f"auth type {kind} needs `{key}`")
     known = {"settings"}
     tpl = lambda key: c.template(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
+    when = c.condition(raw["when"], path + ("when",), known) if "when" in raw else None
     login = None
     if "login" in raw:
         lp = path + ("login",)
@@ -102,7 +103,7 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
     with_auth = known | {"auth"}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None
     return m.AuthScheme(
-        type=kind, name=raw.get("name", kind), when=tpl("when"),
+        type=kind, name=raw.get("name", kind), when=when,
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         username=tpl("username"), password=tpl("password"), token=tpl("token"), login=login,
         inject_headers=c.templates_of(inject.get("headers"), path + ("inject", "headers"), with_auth),
