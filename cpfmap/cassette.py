@@ -24,7 +24,6 @@ import os
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,11 +36,6 @@ from .source import read_text
 from .transport import HttpRequest, HttpResponse, Transport
 
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
-
-
-class RecordMode(Enum):
-    NONE = "none"          # replay only
-    ALL = "all"            # record everything, replay nothing
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import BackendError, ConfigError
+from .errors import ConfigError
 from .extract import Expression, Table
 from .templating import Template, Templates
 
@@ -292,9 +292,3 @@ class CompiledMapping:
 
     def secret_settings(self) -> tuple:
         return tuple(s.name for s in self.settings if s.secret)
-
-
-def require_bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise BackendError(f"{what} must be true or false, got {value!r}")

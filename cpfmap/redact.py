@@ -22,10 +22,6 @@ class Redactor:
                  base64.b64encode(text.encode()).decode()}
         self._secrets.update(f for f in forms if len(f) >= MIN_SECRET)
 
-    @property
-    def secrets(self) -> frozenset:
-        return frozenset(self._secrets)
-
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in text:

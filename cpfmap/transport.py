@@ -18,7 +18,6 @@ import urllib3.exceptions
 from .clock import Clock, RealClock
 from .errors import TransportError
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 
