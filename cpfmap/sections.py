@@ -28,6 +28,7 @@ def build(c: Compiler, data: dict) -> tuple:
     for name in sorted(c.settings - c.used_settings):
         c.error(("settings", name), f"setting `{name}` is never used", "warning")
     meta = data["metadata"]
+    _check_engine(c, meta.get("engine"))
     mapping = m.CompiledMapping(meta["name"], tuple(s.file for s in c.located.sources), meta, settings, connection,
                          auth, methods, controls, polls, dict(c.tables), capabilities, c.templates)
     return mapping, c.findings
@@ -190,3 +191,13 @@ def _missing(methods: dict, controls: dict, level: str) -> list:
     need = ["guests/convert", "guests/clone"] + (list(SNAPSHOT_METHODS) if level == "versioning" else [])
     out = [n for n in need if n not in methods]
     return out + ([] if "delete" in controls else ["control delete"])
+
+
+def _version(text: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", text))
+
+
+def _check_engine(c: Compiler, need: str | None) -> None:
+    from . import __version__
+    if need and _version(__version__) < _version(need):
+        c.error(("metadata", "engine"), f"this mapping needs cpfmap {need}; this is cpfmap {__version__}")

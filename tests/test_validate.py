@@ -105,3 +105,10 @@ def test_unreachable_steps_and_unused_settings_are_warnings(tmp_path):
     assert ("warning", "unreachable: the step before always fails (give it a `when`)") in findings
     assert ("warning", "setting `unused` is never used") in findings
     assert not any(severity == "error" for severity, _ in findings)
+
+
+def test_a_mapping_for_a_newer_engine_is_refused(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text((ROOT / "tests/data/tiny.yaml").read_text().replace('engine: ">=0.1"', 'engine: ">=99.0"'))
+    findings = [f for f in spec.check(path) if f.severity == "error"]
+    assert findings and "needs cpfmap >=99.0; this is cpfmap 0.1.0" in findings[0].message
