@@ -27,6 +27,7 @@ def run(argv: list[str], options: Options, workflows: list[str] | None = None, r
         if "protocol" in wanted:
             ras.workflow = "protocol"
             run_probes(ras)
+        _disconnect(ras)
     finally:
         _closing(ras)
     return (ras.checks, client.sent) if keep_sent else ras.checks
@@ -42,6 +43,15 @@ def _workflow(ras: Ras, name: str) -> None:
         WORKFLOWS[name](ras)
     except Failed as failed:
         ras.checks.append(failed.check)
+
+
+def _disconnect(ras: Ras) -> None:
+    ras.workflow = "disconnect"
+    if ras.capabilities:
+        try:
+            ras.call("provider/disconnect", None, "empty")
+        except Failed as failed:
+            ras.checks.append(failed.check)
 
 
 def _closing(ras: Ras) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .ras import Failed, Ras
+from .ras import Failed, Ras, schema_problem
 
 
 def connect(ras: Ras) -> None:
@@ -70,10 +70,13 @@ def create_host(ras: Ras) -> None:
     if snapshot:
         params.update(snapshot=snapshot, is_link_clone=ras.links)
     output = ras.start_task("guests/clone", params, "clone", "guests-clone")
-    clone = output.get("clone_id")
-    if not isinstance(clone, str) or not clone:
-        raise ras.fail("completed clone task has output.clone_id", f"output {output}", expected="a string id")
-    announced = output["_started"].get("clone_id")
+    started = output.pop("_started")
+    problem = schema_problem("clone-task-output", output)
+    if problem:
+        raise ras.fail("completed clone task has output.clone_id", problem, reply=output,
+                       expected="schemas/replies/clone-task-output.json")
+    clone = output["clone_id"]
+    announced = started.get("clone_id")
     if announced is not None and announced != clone:
         raise ras.fail("clone_id in the reply matches the task output", f"{announced} != {clone}")
     if clone not in ras.call("guests/list", None, "guests-list")["guests"]:
