@@ -5,21 +5,16 @@ gets its context, its task id, and a reply shaped and checked the way RAS reads 
 """
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from typing import Any, Mapping
 
-import jsonschema
-
 from . import model as m
-from . import tasks
+from . import replies, tasks
 from .clock import Clock
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
 from .extract import TASK_STATES, normal_mac, string_id, useful_ip
 from .redact import Redactor
 from .session import Backend
-from .spec import SCHEMA_DIR
 from .steps import Cache, StepRunner
 from .transport import Transport
 
@@ -30,12 +25,6 @@ REPLY_SCHEMAS = {"guests/list": "guests-list", "guests/get": "guests-get", "gues
                  "guests/convert": "task-started", "guests/snapshots/create": "task-started",
                  "guests/snapshots/delete": "task-started", "guests/snapshots/revert": "task-started",
                  "guests/snapshots/exists": "snapshots-exists", "tasks/get": "tasks-get"}
-
-
-@functools.lru_cache(maxsize=None)
-def reply_validator(name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
 
 
 class Engine:
@@ -204,11 +193,10 @@ class Engine:
         name = REPLY_SCHEMAS.get(method)
         if name is None:
             return result
-        error = next(iter(reply_validator(name).iter_errors(result)), None)
-        if error is not None:
-            where = "/".join(map(str, error.absolute_path)) or "reply"
+        wrong = replies.problem(name, result)
+        if wrong is not None:
             raise BackendError(f"{method}: the reply built from the backend's answer is not what RAS accepts "
-                               f"({where}: {error.message})")
+                               f"({wrong})")
         return result
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import requests
-import requests.adapters
 import urllib3.exceptions
 
 from .clock import Clock, RealClock

@@ -2,15 +2,11 @@
 budget, and waiting for guest states."""
 from __future__ import annotations
 
-import functools
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import jsonschema
-
-from ..spec import SCHEMA_DIR
+from ..replies import problem as schema_problem
 from .client import ProviderProcess
 
 VERSION_NAME = "RAS_TEMPLATE_VERSION_{0}"
@@ -33,20 +29,6 @@ class Failed(Exception):
     def __init__(self, check: Check) -> None:
         super().__init__(check.name)
         self.check = check
-
-
-@functools.lru_cache(maxsize=None)
-def validator(name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
-
-
-def schema_problem(name: str, value: Any) -> str | None:
-    error = next(iter(validator(name).iter_errors(value)), None)
-    if error is None:
-        return None
-    where = "/".join(map(str, error.absolute_path)) or "result"
-    return f"{where}: {error.message}"
 
 
 @dataclass
