@@ -208,3 +208,21 @@ def test_conformance_replayed_from_a_recording_of_itself(settings_file, tmp_path
     code, out = conformance(settings_file(), "proxmox-ve", "--replay", str(cassette), "--guest", "101",
                             "--template-source", "103")
     assert code == 0, out
+
+
+def test_every_workflow_passes_when_pve_tasks_take_time(tmp_path):
+    """PVE time runs (tasks finish after the request, VMs take seconds to start and stop)."""
+    from pve import ServedPve, cluster
+    served = ServedPve(time_scale=0.05)
+    cluster(served.pve)
+    for vm in served.pve.vms:
+        vm.start_secs, vm.stop_secs, vm.shutdown_secs = 4, 2, 3
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(served.settings()))
+    try:
+        proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", "proxmox-ve", "--settings",
+                               str(settings), "--guest", "101", "--template-source", "103", "--time-scale", "0.02"],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        served.stop()
+    assert proc.returncode == 0, proc.stdout
