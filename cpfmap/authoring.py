@@ -11,13 +11,12 @@ from . import model as m
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import BackendError, ConfigError, CpfmapError
-from .redact import MASK, Redactor
+from .redact import Redactor
 from .rpc import PARAMS, Server, engine_handlers
 from .session import Backend
 from .spec import PACKS_DIR
+from .transcript import http_entry
 from .transport import Exchange, TracingTransport, Transport
-
-SECRET_HEADERS = {"authorization", "cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
 
 
 def parse_params(method: str, pairs: list[str]) -> dict:
@@ -45,12 +44,9 @@ def placeholder_settings(mapping: m.CompiledMapping, raw: dict) -> dict:
 
 
 def show_request(request, redactor: Redactor) -> list[str]:
-    lines = [f"{request.method} {redactor(request.url)}"]
-    for key, value in request.headers:
-        lines.append(f"  {key}: {MASK if key.lower() in SECRET_HEADERS else redactor(value)}")
-    if request.body:
-        lines.append(f"  body: {redactor(request.body.decode('utf-8', 'replace'))}")
-    return lines
+    shown = http_entry(request, None, redactor)  # the same masking as dry-run transcripts
+    lines = [f"{shown['method']} {shown['url']}"] + [f"  {k}: {v}" for k, v in shown["headers"].items()]
+    return lines + ([f"  body: {shown['body']}"] if shown["body"] else [])
 
 
 def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: dict) -> Iterator[str]:

@@ -313,7 +313,7 @@ def _scrub_headers(headers: tuple, redactor: Redactor) -> dict:
 
 def _scrub_url(url: str, redactor: Redactor) -> str:
     parts = urllib.parse.urlsplit(url)
-    pairs = [(k, redactor(v) if redactor(v) == v else MASK) for k, v in urllib.parse.parse_qsl(parts.query, True)]
+    pairs = [(k, _masked(v, redactor)) for k, v in urllib.parse.parse_qsl(parts.query, True)]
     return urllib.parse.urlunsplit(parts._replace(path=redactor(parts.path), query=urllib.parse.urlencode(pairs)))
 
 
@@ -323,7 +323,7 @@ def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor
     text = body.decode("utf-8", "replace")
     if content_type and "form" in content_type:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
-        return urllib.parse.urlencode([(k, v if redactor(v) == v else MASK) for k, v in pairs])
+        return urllib.parse.urlencode([(k, _masked(v, redactor)) for k, v in pairs])
     if content_type and "json" in content_type:
         try:
             data = json.loads(text)
@@ -335,9 +335,14 @@ def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor
 
 def _scrub_json(data: Any, redactor: Redactor) -> Any:
     if isinstance(data, str):
-        return MASK if redactor(data) != data else data
+        return _masked(data, redactor)
     if isinstance(data, dict):
         return {k: _scrub_json(v, redactor) for k, v in data.items()}
     if isinstance(data, list):
         return [_scrub_json(v, redactor) for v in data]
     return data
+
+
+def _masked(value: str, redactor: Redactor) -> str:
+    """A value holding a secret is masked whole, so a replay matches it as a wildcard."""
+    return value if redactor(value) == value else MASK

@@ -24,7 +24,7 @@ from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss
 from .redact import RedactingFilter, Redactor
-from .rpc import Server, engine_handlers
+from .rpc import PARAMS, Server, engine_handlers
 from .source import read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
 
@@ -173,7 +173,7 @@ def _load_or_report(target: str, streams: Streams):
         streams.stderr.flush()
         broken = MappingError(exc.findings)
         broken.message = f"mapping failed to load: {exc.message}"
-        return Server({m: _never for m in _methods()}, Redactor(), broken)
+        return Server(dict.fromkeys(PARAMS, _never), Redactor(), broken)
 
 
 def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
@@ -207,11 +207,6 @@ def _request_of(line: str, redactor: Redactor):
         return redactor.scrub(json.loads(line))
     except ValueError:
         return redactor(line)
-
-
-def _methods() -> tuple:
-    from .rpc import PARAMS
-    return tuple(PARAMS)
 
 
 def _never(params: dict) -> None:

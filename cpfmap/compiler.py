@@ -222,7 +222,7 @@ class Compiler:
         return m.Paginate(raw["type"], items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
 
     def operation(self, name: str, raw: dict, path: tuple, fragments: dict, params: tuple) -> m.Operation:
-        known = {"params"} | set()
+        known = {"params"}
         steps = self.steps(raw.get("steps", []), path + ("steps",), known, fragments)
         for ref in _param_refs(raw):
             if ref not in params:

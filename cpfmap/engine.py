@@ -139,7 +139,7 @@ class Engine:
                 raise BackendError(f"the backend gave no `{key}` for the task it should have started")
             values[key] = string_id(value)
         try:
-            tasks.decode(tasks.encode(task.poll, values), self.mapping.polls)
+            tasks.check_handle(self.mapping.polls[task.poll], values)
         except CpfmapError as exc:
             raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
         return tasks.encode(task.poll, values)

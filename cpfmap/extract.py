@@ -240,6 +240,11 @@ def extract_value(extraction: Any, response: Any, context: Mapping[str, Any]) ->
         data = {k.lower(): v for k, v in response.headers}
     else:
         data = body_of(response)
+    return extract_from(extraction, data, context)
+
+
+def extract_from(extraction: Any, data: Any, context: Mapping[str, Any]) -> Any:
+    """The expression over data, else the default; the `required` message if still null."""
     value = extraction.expression.search(data, context)
     if value is None:
         value = extraction.default

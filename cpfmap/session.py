@@ -74,7 +74,6 @@ class Backend:
         self.scheme = self._choose(base)
         self.auth: dict[str, Any] = {}
         self.logged_in_at: float | None = None
-        self.sent = 0
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -165,11 +164,10 @@ class Backend:
         return response
 
     def _send(self, request: HttpRequest) -> HttpResponse:
-        self.sent += 1
         try:
             return self.transport.send(request)
         except TransportError as exc:
-            raise exc.context("backend unreachable") if "unreachable" not in exc.message else exc
+            raise exc.context("backend unreachable")
 
     # --------------------------------------------------------------- auth
 

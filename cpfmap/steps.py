@@ -2,17 +2,14 @@
 `set`, `fail`, `on_error` fallbacks, pagination and a TTL cache for GET replies."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 from . import model as m
 from .clock import Clock
 from .errors import BackendError, TransportError
-from .extract import body_of, extract_value
+from .extract import body_of, extract_from, extract_value
 from .session import Backend, message_of
 from .transport import HttpResponse
-
-log = logging.getLogger("cpfmap")
 
 
 class Cache:
@@ -74,12 +71,7 @@ class StepRunner:
     def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
         if isinstance(response, HttpResponse):
             return extract_value(extraction, response, context)
-        value = extraction.expression.search(response, context)  # joined pages
-        if value is None:
-            value = extraction.default
-        if value is None and extraction.required is not None:
-            raise BackendError(str(extraction.required.render(context)))
-        return value
+        return extract_from(extraction, response, context)  # the items of every page, joined
 
     def _refused(self, step: m.Step, context: dict, status: int, message: str,
                  exc: TransportError | None) -> None:
@@ -109,16 +101,16 @@ class StepRunner:
     def _fetch(self, step: m.Step, context: dict) -> Any:
         if step.paginate is not None:
             return self._pages(step, context)
-        request = self.backend.build(step.request, context)
-        key = request.url if step.request.method == "GET" else ""
-        if step.cache and key:
+        cached = bool(step.cache) and step.request.method == "GET"
+        key = self.backend.build(step.request, context).url if cached else ""
+        if key:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
         if step.request.method not in ("GET", "HEAD"):
             self.cache.clear()
         response = self.backend.send(step.request, context, retry_safe=step.idempotent)
-        if step.cache and key and step.accepts(response.status):
+        if key and step.accepts(response.status):
             self.cache.put(key, step.cache, response)
         return response
 

@@ -42,7 +42,7 @@ def decode(task_id: Any, polls: Mapping[str, PollRule]) -> tuple[str, dict[str, 
     spec = polls.get(rule)
     if spec is None:
         raise _bad(f"this mapping has no task kind `{rule}`")
-    _check_handle(spec, values)
+    check_handle(spec, values)
     return rule, values
 
 
@@ -61,7 +61,8 @@ def _payload(task_id: Any) -> dict:
     return payload
 
 
-def _check_handle(spec: PollRule, values: dict) -> None:
+def check_handle(spec: PollRule, values: dict) -> None:
+    """The keys the rule declares, each value matching its pattern; InvalidParams if not."""
     declared = dict(spec.handle)
     unknown = set(values) - set(declared)
     if unknown:
