@@ -160,7 +160,7 @@ def show_exchange(exchange: Exchange, redactor: Redactor) -> str:
 PACK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,40}$")
 
 
-def new_pack(name: str, root: Path = PACKS_DIR) -> Path:
+def new_pack(name: str, root: Path = Path(".")) -> Path:
     if not PACK_NAME.match(name):
         raise ConfigError(f"pack name {name!r}: use lower-case letters, digits and dashes")
     folder = root / name

@@ -90,8 +90,9 @@ def parser() -> argparse.ArgumentParser:
     call.add_argument("--settings", required=True, help="JSON or YAML settings file")
     call.add_argument("--replay", metavar="CASSETTE", help="answer from a recording instead of the backend")
     call.add_argument("-v", "--verbose", action="store_true", help="print each HTTP exchange with its timing")
-    new = sub.add_parser("new-pack", help="scaffold mappings/NAME/ with a mapping skeleton and README")
+    new = sub.add_parser("new-pack", help="scaffold a pack folder NAME/ with a mapping skeleton and README")
     new.add_argument("name")
+    new.add_argument("--dir", type=Path, default=Path("."), help="folder to create the pack in (default: the current folder)")
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
     validate.add_argument("--format", choices=("text", "json"), default="text")
@@ -238,7 +239,7 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
     if args.command_mode:
         argv = list(args.target)
     else:
-        argv = [sys.executable, str(CONNECTOR), "serve", args.target[0], "--log-level", "WARNING"]
+        argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level", "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
     options = Options(settings=_settings_file(args.settings), guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
@@ -302,13 +303,12 @@ def _call(args: argparse.Namespace, streams: Streams, transport: Transport | Non
 
 
 def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int:
-    folder = authoring.new_pack(args.name)
+    folder = authoring.new_pack(args.name, args.dir)
     streams.out(f"created {folder}\nnext: edit {folder / 'mapping.yaml'}, then "
-                f"python connector.py validate {folder}\n")
+                f"cpfmap validate {folder}\n")
     return 0
 
 
-CONNECTOR = Path(__file__).resolve().parent.parent / "connector.py"
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
                                  "validate": cmd_validate, "conformance": cmd_conformance, "explain": cmd_explain,
                                  "call": cmd_call, "new-pack": cmd_new_pack}

@@ -18,9 +18,9 @@ import jsonschema.exceptions
 from .errors import Finding, MappingError
 from .source import Source, json_path, load_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = ROOT / "schemas"
-PACKS_DIR = ROOT / "mappings"
+PACKAGE = Path(__file__).resolve().parent
+SCHEMA_DIR = PACKAGE / "schemas"
+PACKS_DIR = PACKAGE / "packs"
 DEFAULT_MAPPING = "mapping.yaml"
 
 
@@ -30,7 +30,7 @@ def schema(name: str = "mapping.schema.json") -> dict:
 
 
 def resolve(target: str | Path) -> Path:
-    """A mapping file, a pack directory (its mapping.yaml) or a pack name under mappings/."""
+    """A mapping file, a pack directory (its mapping.yaml) or a pack name (a folder of cpfmap/packs/)."""
     path = Path(target)
     if path.is_dir():
         path = path / DEFAULT_MAPPING

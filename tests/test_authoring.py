@@ -10,7 +10,7 @@ from pve import TOKEN_SECRET
 from cpfmap import authoring, spec
 from cpfmap.cli import run
 
-INVENTORY = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
+INVENTORY = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory.yaml"
 
 
 def cli(*argv: str) -> tuple[int, str, str]:

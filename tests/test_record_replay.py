@@ -11,7 +11,7 @@ import pytest
 from conftest import CONNECTOR, ROOT
 from pve import PASSWORD, TOKEN_SECRET, ServedPve, cluster
 
-RECORDINGS = sorted((ROOT / "mappings").glob("*/recordings/*/*.jsonl"))
+RECORDINGS = sorted((ROOT / "cpfmap" / "packs").glob("*/recordings/*/*.jsonl"))
 
 
 def session_lines(pve, auth: str) -> bytes:
@@ -57,7 +57,7 @@ def test_round_trip_is_byte_identical_and_secret_free(tmp_path, auth):
 
 @pytest.mark.parametrize("session", RECORDINGS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDINGS])
 def test_shipped_recording_replays_without_errors(session):
-    mapping = "proxmox-ve" if session.parent.name == "default" else f"mappings/proxmox-ve/{session.parent.name}.yaml"
+    mapping = "proxmox-ve" if session.parent.name == "default" else f"cpfmap/packs/proxmox-ve/{session.parent.name}.yaml"
     proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", mapping, "--cassette",
                            str(session.with_suffix(".yaml")), "--session", str(session), "--format", "json"],
                           capture_output=True, text=True, timeout=120)
@@ -70,7 +70,7 @@ def test_dry_run_reports_a_replay_miss_with_the_nearest_request(tmp_path):
     session = tmp_path / "s.jsonl"
     session.write_text('{"method":"provider/connect","params":{"settings":{"host":"h","username":"u",'
                        '"token_name":"t","token_secret":"s3cret-value"}}}\n{"method":"guests/snapshots/exists","params":{"id":"101","name":"v1"}}\n')
-    cassette = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
+    cassette = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory.yaml"
     proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", "proxmox-ve", "--cassette", str(cassette),
                            "--session", str(session)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -84,7 +84,7 @@ def test_our_cassettes_load_in_vcrpy():
     import vcr
     from vcr.persisters.filesystem import FilesystemPersister
     from vcr.serializers import yamlserializer
-    path = ROOT / "mappings/proxmox-ve/recordings/default/create-host.yaml"
+    path = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/create-host.yaml"
     requests, responses = FilesystemPersister.load_cassette(str(path), yamlserializer)
     assert len(requests) == len(responses) > 5
     assert requests[0].method == "GET" and responses[0]["status"]["code"] == 200

@@ -66,7 +66,7 @@ def test_stray_prints_never_reach_stdout(tmp_path):
 
 
 def test_validate_passes_on_every_shipped_mapping():
-    mappings = sorted(str(p) for p in (ROOT / "mappings").glob("*/*.yaml") if _is_mapping(p))
+    mappings = sorted(str(p) for p in (ROOT / "cpfmap" / "packs").glob("*/*.yaml") if _is_mapping(p))
     proc = subprocess.run([sys.executable, str(CONNECTOR), "validate", *mappings], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -16,7 +16,7 @@ from conftest import CONNECTOR, ROOT
 from cpfmap import spec
 
 BROKEN = sorted((Path(__file__).parent / "data" / "broken").glob("*.yaml"))
-MAPPINGS = sorted(p for p in [*(ROOT / "mappings").glob("*/*.yaml"), *(ROOT / "examples").glob("*/mapping.yaml")]
+MAPPINGS = sorted(p for p in [*(ROOT / "cpfmap" / "packs").glob("*/*.yaml"), *(ROOT / "examples").glob("*/mapping.yaml")]
                   if "cpfmap" in (yaml.safe_load(p.read_text()) or {}))
 
 
@@ -52,24 +52,24 @@ def test_validate_json_format():
 
 
 def test_schema_is_valid_2020_12_and_up_to_date():
-    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
+    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     sys.path.insert(0, str(ROOT / "tools"))
     import schema_src
-    assert (ROOT / "schemas" / "mapping.schema.json").read_text() == schema_src.render(), \
-        "schemas/mapping.schema.json is stale: run python tools/schema_src.py"
+    assert (ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text() == schema_src.render(), \
+        "cpfmap/schemas/mapping.schema.json is stale: run python tools/schema_src.py"
 
 
 @pytest.mark.parametrize("path", MAPPINGS, ids=[f"{p.parent.name}/{p.name}" for p in MAPPINGS])
 def test_shipped_mapping_validates_with_a_standard_validator(path):
-    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
+    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
     data = spec.read(path).data  # extends merged, as the engine reads it
     jsonschema.Draft202012Validator(schema).validate(data)
     assert path.read_text().startswith("# yaml-language-server: $schema=")
 
 
 def test_every_schema_property_has_a_description_and_an_example():
-    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
+    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
 
     def walk(node, where):
         if isinstance(node, dict):

@@ -30,8 +30,8 @@ from cpfmap.redact import Redactor  # noqa: E402
 from cpfmap.rpc import Server, engine_handlers  # noqa: E402
 from cpfmap.transport import LiveTransport, TracingTransport  # noqa: E402
 
-RECORDING = ROOT / "mappings/proxmox-ve/recordings/default/inventory"
-MAPPINGS = ["proxmox-ve", "mappings/proxmox-ve/linked.yaml", "examples/tutorial/mapping.yaml"]
+RECORDING = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory"
+MAPPINGS = ["proxmox-ve", "cpfmap/packs/proxmox-ve/linked.yaml", "examples/tutorial/mapping.yaml"]
 
 
 def timed(fn, repeat: int) -> list[float]:

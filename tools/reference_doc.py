@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "schemas" / "mapping.schema.json"
+SCHEMA = ROOT / "cpfmap" / "schemas" / "mapping.schema.json"
 OUT = ROOT / "docs" / "mapping-reference.md"
 
 
@@ -58,7 +58,7 @@ def section(title: str, node: dict, level: str = "##") -> list[str]:
 def render() -> str:
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     lines = ["# Mapping language reference", "",
-             "Generated from `schemas/mapping.schema.json` by `python tools/reference_doc.py`; do not edit.",
+             "Generated from `cpfmap/schemas/mapping.schema.json` by `python tools/reference_doc.py`; do not edit.",
              "", schema["description"], "", "## Top level", ""] + table(schema) + [""]
     for name, node in schema["properties"].items():
         if node.get("properties"):

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "schemas" / "mapping.schema.json"
+OUT = Path(__file__).resolve().parent.parent / "cpfmap" / "schemas" / "mapping.schema.json"
 
 
 def prop(description: str, example=None, **schema) -> dict:

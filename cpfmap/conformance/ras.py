@@ -81,7 +81,7 @@ class Ras:
         problem = schema_problem(schema, result) if schema else None
         if problem:
             raise self.fail(f"{method} reply is what RAS accepts", problem, request, reply,
-                            f"schemas/replies/{schema}.json")
+                            f"cpfmap/schemas/replies/{schema}.json")
         self.passed(f"{method} {_brief(params)}".strip(), request, reply)
         return result
 

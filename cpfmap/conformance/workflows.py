@@ -74,7 +74,7 @@ def create_host(ras: Ras) -> None:
     problem = schema_problem("clone-task-output", output)
     if problem:
         raise ras.fail("completed clone task has output.clone_id", problem, reply=output,
-                       expected="schemas/replies/clone-task-output.json")
+                       expected="cpfmap/schemas/replies/clone-task-output.json")
     clone = output["clone_id"]
     announced = started.get("clone_id")
     if announced is not None and announced != clone:
