@@ -20,7 +20,8 @@ import yaml
 
 from . import __version__, authoring, cassette, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
-from .clock import RealClock, VirtualClock
+from .cache import PooledPrefetch
+from .clock import LogicalClock, RealClock
 from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss
 from .redact import RedactingFilter, Redactor
@@ -148,14 +149,19 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     mapping = _load_or_report(args.mapping, streams)
     if isinstance(mapping, Server):
         return mapping.serve(streams.stdin, streams.stdout)
-    if getattr(args, "replay", None):
-        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
-    clock = clock or RealClock()
     conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
-    if getattr(args, "cassette", None):
+    recording = bool(getattr(args, "cassette", None))
+    prefetch = None
+    if getattr(args, "replay", None):
+        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or LogicalClock()
+    elif recording:  # cache decisions on logical time, so that the recording replays the same
+        clock = clock or LogicalClock(RealClock().sleep)
+    elif transport is None:
+        prefetch = PooledPrefetch()
+    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), RealClock())
+    if recording:
         transport = RecordingTransport(transport, args.cassette, redactor)
-    engine = Engine(mapping, transport, clock, redactor)
+    engine = Engine(mapping, transport, clock or RealClock(), redactor, prefetch)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     try:
         return Server(engine_handlers(engine), redactor).serve(streams.stdin, streams.stdout)
@@ -185,7 +191,7 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     redactor = Redactor()
     setup_logging(args, streams.stderr, redactor)
     mapping = spec.load(args.mapping)
-    clock = VirtualClock()
+    clock = LogicalClock()
     replay = TracingTransport(ReplayTransport(cassette.load(args.cassette)), clock.now)
     server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)
     entries = []
