@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
+from fakepve.server import USER, ok
 
 _hosts = itertools.count(11)
 TOKEN_USER = "root@pam"
@@ -23,6 +24,23 @@ def next_host() -> str:
     return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
+class FullListPve(FakePve):
+    """fakepve 0.5.0 leaves qmpstatus out of `GET /nodes/{node}/qemu?full=1`; real PVE lists it
+    for running VMs there (vmstatus with full), and the pack's sweep reads it from that list."""
+
+    async def _qemu_list(self, request):
+        node, user = request.match_info["node"], request[USER]
+        full = request.query.get("full") in ("1", "true")
+        data = []
+        for vm in self.vms:
+            if vm.node == node and self.allowed(user, f"/vms/{vm.vmid}", "VM.Audit"):
+                item = self._vm_status(vm, listing=True)
+                if full and vm.status == "running":
+                    item["qmpstatus"] = vm.qmpstatus
+                data.append(item)
+        return ok(self._complete("/nodes/{node}/qemu", data, node=node))
+
+
 class ServedPve:
     """FakePve on a private event loop in a daemon thread; stop() when done."""
 
@@ -30,7 +48,7 @@ class ServedPve:
         self.dir = Path(tempfile.mkdtemp(prefix="cpfmap-pve-"))
         self.host = host or next_host()
         self.certfile, keyfile, _ = make_cert(str(self.dir), hosts=(self.host,))
-        self.pve = FakePve(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.pve = FullListPve(user="root@pam", password=PASSWORD, host=self.host, port=0)
         self.pve.time_scale = time_scale
         self.pve.apitokens[f"{TOKEN_USER}!{TOKEN_NAME}"] = TOKEN_SECRET
         self.loop = asyncio.new_event_loop()
