@@ -230,16 +230,18 @@ def _entered_addresses(fleet: Fleet, n: int) -> bool:
     return done.is_set()
 
 
-def test_cached_sessions_replay_the_same_however_slowly_they_were_recorded(mapping, tmp_path, monkeypatch):
-    """Record while the wall clock runs minutes per request, then replay: the cache decisions
-    (so the requests, so the replies) are the same, because both count logical time."""
+@pytest.mark.parametrize("seconds_per_reading", [0.0, 100.0], ids=["instant", "slow"])
+def test_cached_sessions_replay_the_same_however_fast_they_were_recorded(mapping, tmp_path, monkeypatch,
+                                                                         seconds_per_reading):
+    """Record while the wall clock stands still or runs minutes per reading, then replay: the
+    cache decisions (so the requests, so the replies) are the same: both count logical time."""
     import io
     import itertools
 
     from cpfmap import cli
     path, cassette = tmp_path / "fleet.yaml", tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(spec.merge(BASE, SWEEP)))
-    ticks = itertools.count(0, 100.0)
+    ticks = itertools.count(0, seconds_per_reading)
     monkeypatch.setattr("cpfmap.clock.time.monotonic", lambda: next(ticks))
     lines = [{"method": "provider/connect", "params": {"settings": {
         "url": "https://fleet.test", "user": "admin", "password": "pw-0123456"}}}]
