@@ -208,6 +208,10 @@ class PooledPrefetch:
         found = self.queues.get(pool)
         return found.qsize() if found is not None else 0
 
+    def busy(self) -> bool:
+        """Some refresh is waiting or running."""
+        return any(found.unfinished_tasks for found in list(self.queues.values()))
+
     def _queue(self, pool: str, limit: int) -> queue.Queue:
         with self.lock:
             found = self.queues.get(pool)
@@ -234,16 +238,22 @@ class PooledPrefetch:
 def _work(jobs: queue.Queue) -> None:
     while True:
         item = jobs.get()
-        if item is None:
-            return
-        job, future = item
-        if not future.set_running_or_notify_cancel():
-            continue
         try:
-            future.set_result(job())
-        except BaseException as exc:  # a refresh that fails leaves the old value in place
-            log.info("prefetch failed: %s", getattr(exc, "message", exc))
-            future.set_exception(exc)
+            if item is None:
+                return
+            _run(*item)
+        finally:
+            jobs.task_done()
+
+
+def _run(job: Callable[[], Fetched], future: Future) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(job())
+    except BaseException as exc:  # a refresh that fails leaves the old value in place
+        log.info("prefetch failed: %s", getattr(exc, "message", exc))
+        future.set_exception(exc)
 
 
 def _drain(jobs: queue.Queue) -> None:
@@ -254,3 +264,4 @@ def _drain(jobs: queue.Queue) -> None:
             return
         if item is not None:
             item[1].cancel()
+        jobs.task_done()
