@@ -13,11 +13,13 @@ MIN_SECRET = 4  # shorter values would mask ordinary text; they are refused as s
 class Redactor:
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._added: set[str] = set()
 
     def add(self, value: object) -> None:
         text = "" if value is None else str(value)
-        if len(text) < MIN_SECRET:
+        if len(text) < MIN_SECRET or text in self._added:  # credentials are added on every request
             return
+        self._added.add(text)
         forms = {text, urllib.parse.quote(text, safe=""), urllib.parse.quote_plus(text),
                  base64.b64encode(text.encode()).decode()}
         self._secrets.update(f for f in forms if len(f) >= MIN_SECRET)

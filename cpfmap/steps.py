@@ -122,7 +122,7 @@ class StepRunner:
         return Fetched(response, None, staggered(key, now, step.cache) if fresh else now, guest)
 
     def _cached(self, step: m.Step, context: dict) -> Fetched | None:
-        key = self.backend.build(step.request, context).url
+        key = self.backend.target(step.request, context)
         guest = SHARED if step.index is not None else _named_guest(key, context)
         entry = self.cache.lookup(key)
         if step.prefetch is not None:
