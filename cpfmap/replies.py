@@ -6,13 +6,12 @@ import functools
 import json
 from typing import Any
 
-import jsonschema
-
 from .spec import SCHEMA_DIR
 
 
 @functools.lru_cache(maxsize=None)
-def validator(name: str) -> jsonschema.protocols.Validator:
+def validator(name: str) -> Any:
+    import jsonschema  # on the first reply, not before a serve process answers initialize
     schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
