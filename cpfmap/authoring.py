@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import model as m
+from . import resources
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import BackendError, ConfigError, CpfmapError
 from .redact import Redactor
 from .rpc import PARAMS, Server, engine_handlers
 from .session import Backend
-from .spec import PACKS_DIR
 from .transcript import http_entry
 from .transport import Exchange, TracingTransport, Transport
 
@@ -166,7 +166,7 @@ def new_pack(name: str, root: Path = Path(".")) -> Path:
     folder = root / name
     if folder.exists():
         raise ConfigError(f"{folder} already exists")
-    template_dir = Path(__file__).resolve().parent / "scaffold"
+    template_dir = resources.data_path("scaffold")
     (folder / "recordings").mkdir(parents=True)
     for source in template_dir.iterdir():
         text = source.read_text(encoding="utf-8").replace("PACKNAME", name)

@@ -15,30 +15,34 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
-from .errors import Finding, MappingError
+from . import resources
+from .errors import Finding, InternalError, MappingError
 from .source import Source, json_path, load_yaml
 
-PACKAGE = Path(__file__).resolve().parent
-SCHEMA_DIR = PACKAGE / "schemas"
-PACKS_DIR = PACKAGE / "packs"
 DEFAULT_MAPPING = "mapping.yaml"
 
 
 @lru_cache(maxsize=None)
 def schema(name: str = "mapping.schema.json") -> dict:
-    return json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    """A schema of schemas/; a missing one is a MappingError, so `serve` answers with it."""
+    try:
+        return json.loads(resources.read_data("schemas", name))
+    except InternalError as exc:
+        raise MappingError(Finding(exc.message, name)) from None
 
 
 def resolve(target: str | Path) -> Path:
-    """A mapping file, a pack directory (its mapping.yaml) or a pack name (a folder of cpfmap/packs/)."""
+    """A mapping file, a pack folder (its default mapping) or a pack reference, NAME or
+    NAME:VARIANT, looked up as catalog.py says."""
+    from . import catalog
     path = Path(target)
     if path.is_dir():
-        path = path / DEFAULT_MAPPING
-    elif not path.exists() and (PACKS_DIR / str(target)).is_dir():
-        path = PACKS_DIR / str(target) / DEFAULT_MAPPING
+        path = catalog.folder_mapping(path)
+    elif not path.exists():
+        path = catalog.mapping_for(str(target)) or path
     if not path.is_file():
-        packs = sorted(p.name for p in PACKS_DIR.iterdir() if p.is_dir()) if PACKS_DIR.is_dir() else []
-        hint = f"; packs: {', '.join(packs)}" if packs else ""
+        names = catalog.discover().names()
+        hint = f"; packs: {', '.join(names)}" if names else ""
         raise MappingError(Finding(f"no mapping at `{target}` (a file, a pack folder or a pack name{hint})",
                                    str(target)))
     return path
@@ -98,8 +102,8 @@ def merge(base: dict, override: dict, depth: int = 2) -> dict:
 
 # ------------------------------------------------------------- schema check
 
-def schema_findings(located: Located) -> list[Finding]:
-    validator = jsonschema.Draft202012Validator(schema())
+def schema_findings(located: Located, schema_name: str = "mapping.schema.json") -> list[Finding]:
+    validator = jsonschema.Draft202012Validator(schema(schema_name))
     findings = []
     for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
         if error.context:
