@@ -168,7 +168,7 @@ def new_pack(name: str, root: Path = Path(".")) -> Path:
         raise ConfigError(f"{folder} already exists")
     template_dir = resources.data_path("scaffold")
     (folder / "recordings").mkdir(parents=True)
-    for source in template_dir.iterdir():
+    for source in (p for p in template_dir.iterdir() if p.is_file()):
         text = source.read_text(encoding="utf-8").replace("PACKNAME", name)
         (folder / source.name.removesuffix(".tmpl")).write_text(text, encoding="utf-8", newline="\n")
     (folder / "recordings" / ".gitkeep").write_text("", encoding="utf-8")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import resources
-from .errors import ConfigError, Finding, MappingError
+from .errors import ConfigError, Finding, InternalError, MappingError
 from .source import load_yaml
 
 ENTRY_POINT_GROUP = "cpfmap.packs"
@@ -114,7 +114,10 @@ def discover(environ: Mapping[str, str] | None = None) -> Catalog:
     for folder in filter(None, environ.get(ENV, "").split(os.pathsep)):
         catalog.packs += _packs_in(Path(folder), ENV, catalog.problems)
     catalog.packs += _entry_point_packs(catalog.problems)
-    catalog.packs += _packs_in(resources.bundled_packs_dir(), "bundled", catalog.problems)
+    try:
+        catalog.packs += _packs_in(resources.bundled_packs_dir(), "bundled", catalog.problems)
+    except InternalError as exc:
+        catalog.problems.append(exc.message)
     return catalog
 
 
@@ -180,7 +183,10 @@ def pack_at(target: str, catalog: Catalog | None = None) -> Pack:
     """A pack by folder path or name (for `packs show` and `pack verify`)."""
     path = Path(target)
     if is_pack_folder(path):
-        return Pack(path.resolve().name, path.resolve(), "path")
+        folder = path.resolve()
+        manifest = Pack(folder.name, folder, "path").manifest() or {}
+        name = manifest.get("name")
+        return Pack(name if isinstance(name, str) else folder.name, folder, "path")
     catalog = catalog or discover()
     pack = catalog.find(target)
     if pack is None:

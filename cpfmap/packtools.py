@@ -30,8 +30,12 @@ def verify(pack: Pack) -> list[Finding]:
         return findings
     if not (pack.folder / "README.md").is_file():
         findings.append(Finding("the pack has no README.md (settings, permissions, limits)", str(pack.folder)))
-    for variant in pack.variants().values():
+    variants = pack.variants().values()
+    for variant in variants:
         findings += _variant_findings(variant)
+    if not any(any(v.recordings.glob("*.jsonl")) for v in variants):
+        findings.append(Finding("the pack ships no recordings (recordings/VARIANT/NAME.jsonl + NAME.yaml): "
+                                "nothing shows it works", str(pack.folder), severity="warning"))
     findings += _stray_recordings(pack)
     findings += checksum_findings(pack.folder)
     return findings

@@ -41,8 +41,9 @@ def resolve(target: str | Path) -> Path:
     elif not path.exists():
         path = catalog.mapping_for(str(target)) or path
     if not path.is_file():
-        names = catalog.discover().names()
-        hint = f"; packs: {', '.join(names)}" if names else ""
+        found = catalog.discover()
+        hint = f"; packs: {', '.join(found.names())}" if found.names() else ""
+        hint += "".join(f"; {problem}" for problem in found.problems)
         raise MappingError(Finding(f"no mapping at `{target}` (a file, a pack folder or a pack name{hint})",
                                    str(target)))
     return path
