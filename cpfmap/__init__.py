@@ -24,7 +24,8 @@ _EXPORTS = {
     "MappingError": "errors", "CompiledMapping": "model", "HttpRequest": "transport",
     "HttpResponse": "transport", "Transport": "transport",
 }
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["CompiledMapping", "CpfmapError", "Finding", "HttpRequest", "HttpResponse", "MappingError", "Pack",
+           "Provider", "Transport", "Variant", "__version__", "check", "find_pack", "load", "packs", "verify_pack"]
 
 
 def __getattr__(name: str) -> Any:

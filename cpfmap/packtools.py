@@ -17,6 +17,7 @@ from . import __version__, spec
 from .api import Provider
 from .catalog import MANIFEST, Pack, Variant
 from .errors import CpfmapError, Finding, MappingError, ReplayMiss
+from .model import CompiledMapping
 from .sections import LEVELS, _version
 from .source import load_yaml, read_text
 
@@ -74,26 +75,26 @@ def engine_fits(requirement: str, version: str = __version__) -> bool:
 
 
 def _variant_findings(variant: Variant) -> list[Finding]:
-    findings = spec.check(variant.mapping)
-    if any(f.severity == "error" for f in findings):
+    mapping, findings = spec.checked(variant.mapping)
+    if mapping is None:
         return findings
-    level = spec.load(variant.mapping).capabilities.template_method
+    level = mapping.capabilities.template_method
     if variant.level is not None and variant.level != level:
         findings.append(Finding(f"variant {variant.name} advertises level {variant.level} in {MANIFEST}, but its "
                                 f"mapping serves {level} (levels: {', '.join(LEVELS)})", str(variant.mapping)))
     for session in sorted(variant.recordings.glob("*.jsonl")):
-        findings += replay_findings(variant, session)
+        findings += replay_findings(mapping, session)
     return findings
 
 
-def replay_findings(variant: Variant, session: Path) -> list[Finding]:
-    """Replay one shipped recording against the variant's mapping."""
+def replay_findings(mapping: CompiledMapping, session: Path) -> list[Finding]:
+    """Replay one shipped recording against a variant's mapping."""
     where = str(session)
     cassette_file = session.with_suffix(".yaml")
     if not cassette_file.is_file():
         return [Finding(f"recording {session.name} has no cassette {cassette_file.name} beside it", where)]
     try:
-        provider = Provider(variant.mapping, recording=cassette_file)
+        provider = Provider(mapping, recording=cassette_file)
         lines = [line for line in read_text(session, "session file").split("\n") if line.strip()]
     except CpfmapError as exc:
         return [Finding(exc.message, where)]

@@ -36,9 +36,9 @@ def resolve(target: str | Path) -> Path:
     NAME:VARIANT, looked up as catalog.py says."""
     from . import catalog
     path = Path(target)
-    if path.is_dir():
+    if catalog.is_pack_folder(path):
         path = catalog.folder_mapping(path)
-    elif not path.exists():
+    elif not path.is_file():
         path = catalog.mapping_for(str(target)) or path
     if not path.is_file():
         found = catalog.discover()
@@ -120,14 +120,19 @@ def schema_findings(located: Located, schema_name: str = "mapping.schema.json") 
 def _unknown_keys(error: jsonschema.exceptions.ValidationError) -> list:
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return []
-    allowed = set((error.schema.get("properties") or {}).keys())
+    allowed = set(_properties(error))
     return [k for k in error.instance if k not in allowed]
+
+
+def _properties(error: jsonschema.exceptions.ValidationError) -> list[str]:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return list((schema.get("properties") or {}).keys())
 
 
 def _explain(error: jsonschema.exceptions.ValidationError, key: str | None = None) -> str:
     where = json_path(tuple(error.absolute_path))
     if key is not None:
-        allowed = list((error.schema.get("properties") or {}).keys())
+        allowed = _properties(error)
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(allowed)}"
         return f"unknown key `{key}` in {where}{hint}"
@@ -150,12 +155,18 @@ def load(target: str | Path):
 
 def check(target: str | Path) -> list[Finding]:
     """Every finding (errors and warnings) for `validate`."""
+    return checked(target)[1]
+
+
+def checked(target: str | Path) -> tuple[Any, list[Finding]]:
+    """(the compiled mapping or None when it has errors, every finding): one compilation for both."""
     from .compiler import compile_mapping
     try:
         located = read(target)
     except MappingError as exc:
-        return exc.findings
+        return None, exc.findings
     problems = schema_findings(located)
     if problems:
-        return problems
-    return compile_mapping(located)[1]
+        return None, problems
+    mapping, findings = compile_mapping(located)
+    return (None if any(f.severity == "error" for f in findings) else mapping), findings
