@@ -135,7 +135,7 @@ def is_pack_folder(path: Path) -> bool:
 def _entry_point_packs(problems: list[str]) -> Iterator[Pack]:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
-        folder = _package_folder(ep.value)
+        folder = _package_folder(ep.module)
         if folder is None or not is_pack_folder(folder):
             problems.append(f"entry point {ep.name} = {ep.value} ({dist}): not an importable package holding a pack")
             continue
