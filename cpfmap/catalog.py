@@ -71,9 +71,10 @@ class Pack:
         if manifest is not None and isinstance(manifest.get("variants"), dict):
             return {name: self._variant(name, spec) for name, spec in manifest["variants"].items()
                     if isinstance(spec, dict)}
-        files = sorted(p for p in self.folder.glob("*.yaml") if p.name != MANIFEST)
-        return {(DEFAULT_VARIANT if p.name == DEFAULT_MAPPING else p.stem): self._variant(p.stem, {"mapping": p.name})
-                for p in files}
+        files = sorted((p for p in self.folder.glob("*.yaml") if p.name != MANIFEST),
+                       key=lambda p: (p.name != DEFAULT_MAPPING, p.name))
+        names = [DEFAULT_VARIANT if p.name == DEFAULT_MAPPING else p.stem for p in files]
+        return {name: self._variant(name, {"mapping": p.name}) for name, p in zip(names, files)}
 
     def _variant(self, name: str, spec: Mapping[str, Any]) -> Variant:
         recordings = spec.get("recordings") or f"recordings/{name}"
@@ -195,18 +196,20 @@ def pack_at(target: str, catalog: Catalog | None = None) -> Pack:
 
 
 def describe(pack: Pack, catalog: Catalog) -> dict[str, Any]:
-    """One pack as `cpfmap packs` lists it."""
+    """One pack as `cpfmap packs` lists it; a manifest that cannot be read is a `problem`."""
+    entry: dict[str, Any] = {"name": pack.name, "version": None, "origin": pack.origin, "folder": str(pack.folder),
+                             "manifest": pack.manifest_path.is_file(), "variants": {}, "provenance": [],
+                             "shadows": [f"{p.folder} ({p.origin})" for p in catalog.shadowed(pack)]}
     try:
         manifest = pack.manifest() or {}
-        variants = {v.name: v.level for v in pack.variants().values()}
+        entry["variants"] = {v.name: v.level for v in pack.variants().values()}
     except MappingError as exc:
-        manifest, variants = {}, {}
-        manifest["problem"] = exc.message
-    shadowed = [f"{p.folder} ({p.origin})" for p in catalog.shadowed(pack)]
-    return {"name": pack.name, "version": manifest.get("version"), "origin": pack.origin, "folder": str(pack.folder),
-            "variants": variants, "provenance": [_provenance(p) for p in manifest.get("provenance") or []
-                                                 if isinstance(p, dict)],
-            "shadows": shadowed, **({"problem": manifest["problem"]} if "problem" in manifest else {})}
+        return {**entry, "problem": exc.message}
+    provenance = manifest.get("provenance")
+    entry["version"] = manifest.get("version")
+    entry["provenance"] = [_provenance(p) for p in provenance if isinstance(p, dict)] \
+        if isinstance(provenance, list) else []
+    return entry
 
 
 def _provenance(entry: Mapping[str, Any]) -> str:

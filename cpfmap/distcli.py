@@ -62,7 +62,8 @@ def _list(args: argparse.Namespace, streams: Streams) -> int:
 
 def _pack_lines(entry: dict[str, Any]) -> str:
     variants = ", ".join(f"{name} ({level or 'level not declared'})" for name, level in entry["variants"].items())
-    lines = [f"{entry['name']} {entry['version'] or '(no pack.yaml)'}  from {entry['origin']}  {entry['folder']}",
+    version = entry["version"] or ("(no version)" if entry["manifest"] else "(no pack.yaml)")
+    lines = [f"{entry['name']} {version}  from {entry['origin']}  {entry['folder']}",
              f"  variants: {variants or 'none'}",
              f"  provenance: {'; '.join(entry['provenance']) or 'not declared'}"]
     lines += [f"  also found (hidden by this one): {where}" for where in entry["shadows"]]

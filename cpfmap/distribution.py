@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +107,19 @@ def source_root() -> Path | None:
     return root if pyproject.is_file() and 'name = "cpfmap"' in pyproject.read_text(encoding="utf-8") else None
 
 
-def build_wheel(dest: Path, run: Runner) -> Path:
+def build_wheel(dest: Path, run: Runner | None = None) -> Path:
+    """cpfmap's wheel, built from a clean copy of the source checkout (a stale build/ folder
+    in the checkout cannot leak into it), offline with this environment's setuptools."""
     root = source_root()
     if root is None:
         raise ConfigError("cpfmap is not running from a source checkout: give its wheel with --wheel FILE")
-    # No build isolation: builds offline with the setuptools of this environment.
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(root)])
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "cpfmap-src"
+        shutil.copytree(root / "cpfmap", copy / "cpfmap", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, copy / name)
+        (run or _run)([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dest),
+                       str(copy)])
     built = sorted(dest.glob(f"cpfmap-{__version__}-*.whl"))
     if not built:
         raise ConfigError(f"building cpfmap's wheel left no cpfmap-{__version__}-*.whl in {dest}")
