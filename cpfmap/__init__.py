@@ -16,16 +16,17 @@ if TYPE_CHECKING:
     from .catalog import Pack, Variant
     from .errors import CpfmapError, Finding, MappingError
     from .model import CompiledMapping
-    from .transport import HttpRequest, HttpResponse, Transport
+    from .transport import FunctionTransport, HttpRequest, HttpResponse, Transport
 
 _EXPORTS = {
     "Provider": "api", "check": "api", "find_pack": "api", "load": "api", "packs": "api", "verify_pack": "api",
     "Pack": "catalog", "Variant": "catalog", "CpfmapError": "errors", "Finding": "errors",
-    "MappingError": "errors", "CompiledMapping": "model", "HttpRequest": "transport",
+    "MappingError": "errors", "CompiledMapping": "model", "FunctionTransport": "transport", "HttpRequest": "transport",
     "HttpResponse": "transport", "Transport": "transport",
 }
-__all__ = ["CompiledMapping", "CpfmapError", "Finding", "HttpRequest", "HttpResponse", "MappingError", "Pack",
-           "Provider", "Transport", "Variant", "__version__", "check", "find_pack", "load", "packs", "verify_pack"]
+__all__ = ["CompiledMapping", "CpfmapError", "Finding", "FunctionTransport", "HttpRequest", "HttpResponse",
+           "MappingError", "Pack", "Provider", "Transport", "Variant", "__version__", "check", "find_pack", "load",
+           "packs", "verify_pack"]
 
 
 def __getattr__(name: str) -> Any:

@@ -57,7 +57,8 @@ def verify_pack(name_or_folder: str) -> list[Finding]:
 class Provider:
     """A CPF provider over a mapping: `call` answers one request as `cpfmap serve` would.
 
-    The backend is `transport` (any object with send(HttpRequest) -> HttpResponse and close()),
+    The backend is `transport` (any object with send(HttpRequest) -> HttpResponse and close(),
+    e.g. FunctionTransport(handler)),
     or a recording (`recording`: a cassette file; polling then runs on a virtual clock), or
     by default the live backend the mapping's settings point at."""
 
@@ -97,7 +98,7 @@ class Provider:
             self.engine.disconnect({})
         except Exception:  # noqa: BLE001 - closing must not mask the caller's own error
             pass
-        self.transport.inner.close()
+        self.transport.close()
 
     def __enter__(self) -> Provider:
         return self

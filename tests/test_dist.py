@@ -359,13 +359,7 @@ def test_embedding_api_takes_any_transport():
         sent.append(request)
         return cpfmap.HttpResponse(401, (), b'{"message": "no"}')
 
-    class Function:
-        send = staticmethod(answer)
-
-        def close(self) -> None:
-            pass
-
-    provider = cpfmap.Provider("proxmox-ve", Function())
+    provider = cpfmap.Provider("proxmox-ve", cpfmap.FunctionTransport(answer))
     settings = {"host": "h", "username": "u", "token_name": "t", "token_secret": "s3cret"}
     reply = provider.call("provider/connect", {"settings": settings})
     assert "error" in reply and "s3cret" not in json.dumps(reply) and sent
