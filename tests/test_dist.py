@@ -366,6 +366,7 @@ def test_embedding_api_takes_any_transport():
 
 
 def test_public_names_resolve():
+    assert set(cpfmap.__all__) == {"__version__", *cpfmap._EXPORTS}
     for name in cpfmap.__all__:
         assert getattr(cpfmap, name) is not None
     with pytest.raises(AttributeError):
