@@ -185,10 +185,10 @@ def edit_manifest(**changes):
     return edit
 
 
-def level(variant: str, value: str):
+def edit_variant(variant: str, key: str, value: str):
     def edit(pack: Path) -> None:
         data = yaml.safe_load((pack / "pack.yaml").read_text())
-        data["variants"][variant]["level"] = value
+        data["variants"][variant][key] = value
         (pack / "pack.yaml").write_text(yaml.safe_dump(data))
     return edit
 
@@ -216,8 +216,9 @@ BREAKAGES = {
     "engine too old": (edit_manifest(engine=">=0.0,<0.1"), "needs cpfmap >=0.0,<0.1"),
     "bad provenance": (edit_manifest(provenance=[{"kind": "rumour", "source": "x"}]), "rumour"),
     "missing variant file": (lambda p: (p / "linked.yaml").unlink(), "no file linked.yaml"),
-    "level overclaimed": (level("linked", "versioning"), "advertises level versioning"),
-    "level underclaimed": (level("default", "basic"), "but its mapping serves versioning"),
+    "variant outside the pack": (edit_variant("linked", "mapping", "../mapping.yaml"), "does not match"),
+    "level overclaimed": (edit_variant("linked", "level", "versioning"), "advertises level versioning"),
+    "level underclaimed": (edit_variant("default", "level", "basic"), "but its mapping serves versioning"),
     "broken mapping": (lambda p: (p / "linked.yaml").write_text("cpfmap: 1\n"), "is a required property"),
     "recording misses": (extra_request, "(guests/snapshots/exists) got a replay miss"),
     "cassette missing": (lambda p: (p / "recordings/default/inventory.yaml").unlink(), "has no cassette"),
