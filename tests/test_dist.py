@@ -7,6 +7,7 @@ rest build and install with --no-index/--no-deps only.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from conftest import ROOT
 
 import cpfmap
 from cpfmap import catalog, distribution, packtools, spec
+from cpfmap.cli import run
 from cpfmap.errors import MappingError
 
 PVE = ROOT / "cpfmap" / "packs" / "proxmox-ve"
@@ -234,6 +236,14 @@ def test_a_sound_copy_verifies(tmp_path):
     packtools.write_checksums(pack)
     findings = packtools.verify(catalog.Pack("proxmox-ve", pack, "path"))
     assert [f.format() for f in findings] == []
+
+
+def test_pack_verify_exits_1_on_a_problem(tmp_path):
+    pack = copy_pack(tmp_path / "proxmox-ve")
+    edit_variant("linked", "level", "versioning")(pack)
+    out, err = io.BytesIO(), io.StringIO()
+    assert run(["pack", "verify", str(pack)], io.BytesIO(), out, err) == 1
+    assert "advertises level versioning" in out.getvalue().decode() and "FAILED (1 errors" in out.getvalue().decode()
 
 
 @pytest.mark.parametrize("case", BREAKAGES)
