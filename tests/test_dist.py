@@ -333,6 +333,11 @@ def test_linux_bundle_installs_offline_and_serves(wheel, tmp_path):
                             input='{"method":"provider/initialize","id":1}\n', capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=60)
     assert json.loads(served.stdout)["result"]["capabilities"]["template_method"] == "versioning"
+    # A bundle built from local wheels only (--find-links DIR --no-index) has the same wheels.
+    again = distribution.bundle(distribution.BundleRequest(
+        tmp_path / "again", distribution.PLATFORMS["linux-x64"], pythons=[f"{sys.version_info[0]}.{sys.version_info[1]}"],
+        wheel=wheel, pip_args=["--find-links", str(out / "wheels"), "--no-index"]))
+    assert sorted(p.name for p in (again / "wheels").iterdir()) == sorted(p.name for p in (out / "wheels").iterdir())
 
 
 @pytest.mark.registry
