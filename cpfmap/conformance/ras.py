@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..contract import snapshot_name
 from ..replies import problem as schema_problem
 from .client import ProviderProcess
 
-VERSION_NAME = "RAS_TEMPLATE_VERSION_{0}"
-LINK_SNAPSHOT = "RAS Template Snapshot"
 
 
 @dataclass
@@ -137,9 +136,7 @@ class Ras:
         return bool(self.capabilities.get("can_link_clones")) and self.level != "none"
 
     def snapshot_name(self, version: int | None = None) -> str | None:
-        if self.level == "versioning":
-            return VERSION_NAME.format(version or self.options.version)
-        return LINK_SNAPSHOT if self.links else None
+        return snapshot_name(self.level, self.links, version or self.options.version)
 
 
 def _brief(params: dict | None) -> str:
