@@ -18,7 +18,7 @@ from typing import IO, Callable
 
 import yaml
 
-from . import __version__, authoring, cassette, spec, transcript
+from . import __version__, authoring, cassette, reference, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
@@ -39,6 +39,10 @@ class Streams:
     def out(self, text: str) -> None:
         self.stdout.write(text.encode("utf-8"))
         self.stdout.flush()
+
+
+MAPPING_HELP = "mapping file, pack folder or pack name"
+PARAM_HELP = "a param of the CPF request, repeatable: --param id=101 (booleans: true/false)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,30 +82,36 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
     explain = sub.add_parser("explain", help="show the HTTP requests a method would send, without sending")
-    explain.add_argument("mapping")
+    explain.add_argument("mapping", help=MAPPING_HELP)
     explain.add_argument("method", help="CPF method, e.g. guests/get or guests/control")
-    explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     explain.add_argument("--settings", help="JSON or YAML settings file (missing ones are shown as <name>)")
     explain.add_argument("--replay", metavar="CASSETTE", help="run it against a recording and show every exchange")
     call = sub.add_parser("call", help="connect, run one CPF method, print the reply")
-    call.add_argument("mapping")
-    call.add_argument("method")
-    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    call.add_argument("mapping", help=MAPPING_HELP)
+    call.add_argument("method", help="CPF method, e.g. guests/list, guests/get or provider/connect")
+    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     call.add_argument("--settings", required=True, help="JSON or YAML settings file")
     call.add_argument("--replay", metavar="CASSETTE", help="answer from a recording instead of the backend")
     call.add_argument("-v", "--verbose", action="store_true", help="print each HTTP exchange with its timing")
     new = sub.add_parser("new-pack", help="scaffold a pack folder NAME/ with a mapping skeleton and README")
-    new.add_argument("name")
+    new.add_argument("name", help="pack name: lower-case letters, digits and dashes")
     new.add_argument("--dir", type=Path, default=Path("."), help="folder to create the pack in (default: the current folder)")
+    docs = sub.add_parser("docs", help="the settings table of a pack README, generated from the mapping")
+    docs.add_argument("mapping", help=MAPPING_HELP)
+    docs.add_argument("--readme", type=Path, help="rewrite the table between the settings markers of this README")
+    docs.add_argument("--check", action="store_true", help="with --readme: only check; exit 1 if the table is stale")
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
-    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text: file:line:column: severity: message; json: the findings per mapping")
     return p
 
 
 def _logging_options(p: argparse.ArgumentParser, level: str = "INFO") -> None:
     p.add_argument("--log-file", help="also append the log to this file")
-    p.add_argument("--log-level", default=level, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default=level, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help=f"least severe message to log (default {level}); the log goes to stderr and --log-file")
 
 
 def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor) -> None:
@@ -122,7 +132,7 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         transport: Transport | None = None, clock=None) -> int:
     streams = Streams(stdin, stdout, stderr)
     try:
-        args = parser().parse_args(argv)
+        args = _parse_args(argv, streams)
     except SystemExit as exc:
         return int(exc.code or 0)
     args.command_mode = "--" in argv
@@ -140,6 +150,18 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         except OSError as exc:
             stderr.write(f"cpfmap: {exc}\n")
         return 2
+
+
+def _parse_args(argv: list[str], streams: Streams) -> argparse.Namespace:
+    """argparse on the injected streams: --help and --version on stdout (main() may have pointed
+    sys.stdout at stderr to protect the reply stream), usage errors on stderr."""
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(streams.stderr):
+            return parser().parse_args(argv)
+    finally:
+        if shown.getvalue():
+            streams.out(shown.getvalue())
 
 
 def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport | None = None, clock=None) -> int:
@@ -309,9 +331,22 @@ def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int
     return 0
 
 
+def cmd_docs(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    if args.readme is None:
+        streams.out(reference.settings_table(spec.load(args.mapping)))
+        return 0
+    fresh = authoring.write_settings_table(spec.resolve(args.mapping), args.readme, check=args.check)
+    if args.check and not fresh:
+        streams.stderr.write(f"cpfmap docs: the settings table in {args.readme} is stale: "
+                             f"run cpfmap docs {args.mapping} --readme {args.readme}\n")
+        return 1
+    streams.out(f"{args.readme}: settings table {'up to date' if args.check else 'written'}\n")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
                                  "validate": cmd_validate, "conformance": cmd_conformance, "explain": cmd_explain,
-                                 "call": cmd_call, "new-pack": cmd_new_pack}
+                                 "call": cmd_call, "new-pack": cmd_new_pack, "docs": cmd_docs}
 
 
 def _protected_stdout() -> IO[bytes]:

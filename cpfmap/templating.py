@@ -74,7 +74,28 @@ FILTERS: dict[str, Callable] = {
 }
 
 
+class Placeholder(str):
+    """A value `explain` cannot know because it comes from a reply: shown as `<what>`. Its
+    members are placeholders too (`{{ vm.node }}` shows `<vm.node from step 2>`), and it is
+    never percent-encoded, so the reader sees where a value will come from."""
+
+    def __getattr__(self, name: str) -> "Placeholder":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._member(name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._member(str(key)) if isinstance(key, (str, int)) else str.__getitem__(self, key)
+
+    def _member(self, name: str) -> "Placeholder":
+        text = str(self)
+        head, _, tail = text[1:-1].partition(" ")
+        return Placeholder(f"<{head}.{name}{' ' + tail if tail else ''}>")
+
+
 def _quote_path(value: Any) -> str:
+    if isinstance(value, Placeholder):
+        return str(value)
     if isinstance(value, bool):
         value = "1" if value else "0"
     return urllib.parse.quote(str(value), safe="")
