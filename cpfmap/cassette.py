@@ -99,6 +99,7 @@ class Cassette:
         self.repeat_last = repeat_last or set()  # indexes whose last answer may repeat
         self.name = name
         self.used = [False] * len(interactions)
+        self.answered: list[int] = []   # which interaction answered each request, in order
 
     def answer(self, request: HttpRequest) -> HttpResponse:
         path, query = split_url(request.url)
@@ -107,9 +108,11 @@ class Cassette:
         fresh = [i for i in candidates if not self.used[i]]
         if fresh:
             self.used[fresh[0]] = True
+            self.answered.append(fresh[0])
             return self.interactions[fresh[0]].response
         repeatable = [i for i in candidates if i in self.repeat_last]
         if repeatable:
+            self.answered.append(repeatable[-1])
             return self.interactions[repeatable[-1]].response
         raise ReplayMiss(self._miss(request.method, path, query, body, bool(candidates)))
 

@@ -57,11 +57,14 @@ def parser() -> argparse.ArgumentParser:
     record = sub.add_parser("record", help="serve CPF against the live backend, recording every HTTP exchange")
     record.add_argument("mapping", help="mapping file, pack folder or pack name")
     record.add_argument("--cassette", required=True, help="cassette file to write (VCR.py format, scrubbed)")
+    record.add_argument("--session", help="also write each CPF request with its reply (scrubbed) to this JSON-lines "
+                                          "file; dry-run --session compares its replay with these replies")
     _logging_options(record)
     dry = sub.add_parser("dry-run", help="run a CPF session against a recording, no network")
     dry.add_argument("mapping", help="mapping file, pack folder or pack name")
     dry.add_argument("--cassette", required=True, help="recording: VCR.py cassette or hand-written responses")
-    dry.add_argument("--session", help="JSON-lines file of CPF requests; prints a transcript")
+    dry.add_argument("--session", help="JSON-lines file of CPF requests (or of requests with the replies a "
+                                       "record --session kept: each replayed reply is compared); prints a transcript")
     dry.add_argument("--format", choices=("text", "json"), default="text", help="transcript format")
     _logging_options(dry, "WARNING")
     conf = sub.add_parser("conformance", help="run RAS's workflows and protocol probes against a provider",
@@ -179,8 +182,13 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         transport = RecordingTransport(transport, args.cassette, redactor)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
+    server = Server(engine_handlers(engine), redactor)
     try:
-        return Server(engine_handlers(engine), redactor).serve(streams.stdin, streams.stdout)
+        if getattr(args, "session", None) and isinstance(transport, RecordingTransport):
+            with transcript.open_session_log(args.session) as out:
+                recorder = transcript.RecordingServer(server, out, transport.exchanges, mapping.secret_settings())
+                return recorder.serve(streams.stdin, streams.stdout)
+        return server.serve(streams.stdin, streams.stdout)
     finally:
         with contextlib.suppress(Exception):
             engine.disconnect({})
@@ -208,21 +216,26 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     setup_logging(args, streams.stderr, redactor)
     mapping = spec.load(args.mapping)
     clock = VirtualClock()
-    replay = TracingTransport(ReplayTransport(cassette.load(args.cassette)), clock.now)
+    recording = cassette.load(args.cassette)
+    replay = TracingTransport(ReplayTransport(recording), clock.now)
     server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)
     entries = []
     for line in read_text(Path(args.session), "session file").split("\n"):
         if not line.strip():
             continue
-        before = len(replay.exchanges)
+        line, recorded, live_http = transcript.session_line(line)
+        before, answered = len(replay.exchanges), len(recording.answered)
         reply = server.handle_text(line)
         done = replay.exchanges[before:]
         http = [transcript.http_entry(x.request, x.response, redactor) for x in done]
         miss = any(isinstance(x.error, ReplayMiss) for x in done) and "error" in reply
-        entries.append(transcript.Entry(_request_of(line, redactor), reply, http, miss))
+        entry = transcript.Entry(_request_of(line, redactor), reply, http, miss, recorded)
+        transcript.compare(entry, live_http, recording.answered[answered:], recording)
+        entries.append(entry)
+    notes = transcript.notes(entries, recording, transcript.caches(mapping))
     render = transcript.render_json if args.format == "json" else transcript.render_text
-    streams.out(render(entries))
-    return 1 if any(e.miss for e in entries) else 0
+    streams.out(render(entries, notes))
+    return 1 if any(e.miss or e.differs for e in entries) else 0
 
 
 def _request_of(line: str, redactor: Redactor):

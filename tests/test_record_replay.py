@@ -120,3 +120,56 @@ def test_a_cassette_recorded_by_vcrpy_replays_here(tmp_path):
     replies = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert replies[1]["result"]["guests"] == ["101", "102", "103", "104"], replies
     assert replies[2]["result"]["name"] == "web-02"
+
+
+def test_dry_run_compares_its_replies_with_the_ones_record_kept(tmp_path):
+    served = ServedPve()
+    cluster(served.pve)
+    cassette, session = tmp_path / "live.yaml", tmp_path / "live.jsonl"
+    try:
+        data = session_lines(served, "token")
+        live = run("record", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=data)
+    finally:
+        served.stop()
+    assert live.returncode == 0, live.stderr.decode()
+    kept = [json.loads(line) for line in session.read_text().splitlines()]
+    assert [k["reply"] for k in kept] == [json.loads(line) for line in live.stdout.decode().splitlines()]
+    assert TOKEN_SECRET not in session.read_text()
+    proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
+    assert proc.returncode == 0 and f"all {len(kept)} recorded replies reproduced" in proc.stdout.decode()
+
+    # a replay that does not reproduce the live session says where, and what explains it
+    get_102 = next(k for k in kept if k["request"].get("params") == {"id": "102"})
+    get_102["reply"]["result"]["name"] = "renamed-live"
+    get_102["http"] = [0]
+    session.write_text("".join(json.dumps(k) + "\n" for k in kept))
+    proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
+    out = proc.stdout.decode()
+    assert proc.returncode == 1
+    assert 'DIFFERS from the recorded reply at reply.result.name: recorded "renamed-live", replayed "Win11' in out
+    assert "because the live session was answered by recorded exchanges #0 GET /api2/json/version; the replay by #" in out
+    assert f"1 of {len(kept)} recorded replies differ" in out
+
+
+def test_difference_names_the_first_path_and_treats_scrubbed_values_as_wildcards():
+    from cpfmap.transcript import difference
+    assert difference({"result": {"a": "x-***"}}, {"result": {"a": "x-secret"}}) is None
+    assert difference({"result": [1, 2]}, {"result": [1, 3]}) == "reply.result[1]: recorded 2, replayed 3"
+    assert difference({"result": {}}, {"error": {"code": 1}}) == "reply.result: missing in the replay"
+
+
+def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path):
+    import io
+
+    from cpfmap.redact import Redactor
+    from cpfmap.rpc import Server
+    from cpfmap.transcript import RecordingServer
+
+    def connect(params):
+        raise ValueError("bad port")
+    out = io.StringIO()
+    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",))
+    server.handle_line('{"method": "provider/connect", "params": {"settings": {"token_secret": "abc-12345", "port": "x"}}}')
+    line = json.loads(out.getvalue())
+    assert line["request"]["params"]["settings"] == {"token_secret": "***", "port": "x"}
+    assert line["reply"]["error"]["code"] == -32603 and line["http"] == []
