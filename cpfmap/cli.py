@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
+    conf.add_argument("-v", "--verbose", action="store_true",
+                      help="print each CPF exchange and, under it, the provider's log for it (with a mapping: "
+                           "every HTTP request it caused)")
     explain = sub.add_parser("explain", help="show the HTTP requests a method would send, without sending")
     explain.add_argument("mapping", help=MAPPING_HELP)
     explain.add_argument("method", help="CPF method, e.g. guests/get or guests/control")
@@ -180,11 +183,13 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
     if getattr(args, "cassette", None):
         transport = RecordingTransport(transport, args.cassette, redactor)
+    if log.isEnabledFor(logging.DEBUG):
+        transport = transcript.LoggedTransport(transport, clock.now)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     server = Server(engine_handlers(engine), redactor)
     try:
-        if getattr(args, "session", None) and isinstance(transport, RecordingTransport):
+        if getattr(args, "session", None) and getattr(args, "cassette", None):
             with transcript.open_session_log(args.session) as out:
                 recorder = transcript.RecordingServer(server, out, transport.exchanges, mapping.secret_settings())
                 return recorder.serve(streams.stdin, streams.stdout)
@@ -274,11 +279,13 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
     if args.command_mode:
         argv = list(args.target)
     else:
-        argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level", "WARNING"]
+        argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level",
+                "DEBUG" if args.verbose else "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
     options = Options(settings=_settings_file(args.settings), guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
-                      version=args.template_version, time_scale=args.time_scale)
+                      version=args.template_version, time_scale=args.time_scale,
+                      trace=(lambda line: streams.out(line + "\n")) if args.verbose else None)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
     checks = runner.run(argv, options, workflows, args.reply_timeout)
     streams.out(report.table(checks))

@@ -6,15 +6,18 @@ machines. `record --session` writes such session files."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from .cassette import SECRET_HEADERS, Cassette
 from .redact import MASK, Redactor
 from .rpc import Server
-from .transport import HttpRequest, HttpResponse
+from .transport import HttpRequest, HttpResponse, Transport
+
+log = logging.getLogger("cpfmap")
 
 
 @dataclass
@@ -87,6 +90,29 @@ def _masked_settings(request: Any, secret: tuple) -> Any:
         return request
     masked = {k: (MASK if k in secret and v not in (None, "") else v) for k, v in settings.items()}
     return {**request, "params": {**params, "settings": masked}}
+
+
+class LoggedTransport:
+    """Logs every HTTP exchange at DEBUG (the log is redacted): `serve --log-level DEBUG`, and
+    what `conformance -v` shows under each CPF exchange."""
+
+    def __init__(self, inner: Transport, clock: Callable[[], float]) -> None:
+        self.inner, self.clock = inner, clock
+        self.exchanges = getattr(inner, "exchanges", None)
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        started = self.clock()
+        try:
+            response = self.inner.send(request)
+        except Exception as exc:
+            log.debug("http %s %s -> no answer: %s", request.method, request.url, exc)
+            raise
+        log.debug("http %s %s -> %s (%.0f ms)", request.method, request.url, response.status,
+                  (self.clock() - started) * 1000)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_session_log(path: str | Path) -> IO[str]:
