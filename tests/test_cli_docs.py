@@ -74,3 +74,13 @@ def test_docs_says_where_the_table_goes_when_a_readme_has_no_markers(tmp_path):
     readme.write_text("# my pack\n")
     code, _, err = cli("docs", "proxmox-ve", "--readme", str(readme))
     assert code == 2 and "no settings markers" in err
+
+
+def test_readme_documents_every_conformance_option_and_no_other():
+    import re
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Conformance runner"):]
+    documented = set(re.findall(r"^\| `(-[-\w]+)", section, re.M)) | set(re.findall(r"^\| `-\w`, `(--[\w-]+)`", section, re.M))
+    options = {s for a in _subcommands()["conformance"]._actions for s in a.option_strings
+               if s.startswith("--") and s != "--help"}
+    assert options <= documented | {"--verbose"} and documented - {"-v"} <= options
