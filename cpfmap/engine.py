@@ -213,7 +213,7 @@ def _shape_list(result: Any) -> Any:
 
 
 def _shape_guest(result: Any, params: Mapping) -> Any:
-    """One normal form for every mapping: string id, lower-case colon MACs, no loopback IPs."""
+    """One normal form for every mapping: string id, and addresses by contract.ADDRESSES."""
     if not isinstance(result, dict):
         return result
     out = dict(result)

@@ -115,8 +115,9 @@ def contract_markdown() -> list[str]:
              "RAS sends one JSON request per line and reads one reply. Your mapping answers the methods below; "
              "in templates the request's params are `params.<name>`. An optional param RAS did not send is "
              "absent from `params`: write `params.snapshot | default('')`. The engine checks every request "
-             "against this table before your steps run (wrong or missing params: error -32602) and every reply "
-             "against `cpfmap/schemas/replies/` before RAS sees it.", ""]
+             "against this table before your steps run (wrong or missing params: error -32602), and each guests/* "
+             "and tasks/get reply against its schema in `cpfmap/schemas/replies/` before RAS sees it (a reply "
+             "that does not fit is an error naming what is wrong).", ""]
     for method in contract.METHODS.values():
         lines += _method_section(method)
     lines += ["## Controls (`guests/control`, the mapping's `controls:`)", "", "| control | meaning |", "|---|---|"]
@@ -144,7 +145,11 @@ def _method_section(method: contract.Method) -> list[str]:
         lines += [f"| `{p.name}` | {_TYPES[p.kind]} | {'yes' if p.required else 'no'} | {p.doc} |"
                   for p in method.params]
         lines.append("")
-    schema = f" (checked against `cpfmap/schemas/replies/{method.reply}.json`)" if method.reply else ""
+    schema = ""
+    if method.reply:
+        checker = "the engine and the conformance runner check" if method.name in contract.REPLY_SCHEMAS \
+            else "the conformance runner checks"
+        schema = f" ({checker} it against `cpfmap/schemas/replies/{method.reply}.json`)"
     return lines + [f"Reply: {method.reply_doc}{schema}.", ""]
 
 
