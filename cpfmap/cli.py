@@ -181,17 +181,17 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     clock = clock or RealClock()
     conn = mapping.connection
     transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
-    if getattr(args, "cassette", None):
-        transport = RecordingTransport(transport, args.cassette, redactor)
+    recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
+    transport = recording or transport
     if log.isEnabledFor(logging.DEBUG):
         transport = transcript.LoggedTransport(transport, clock.now)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     server = Server(engine_handlers(engine), redactor)
     try:
-        if getattr(args, "session", None) and getattr(args, "cassette", None):
+        if recording is not None and getattr(args, "session", None):
             with transcript.open_session_log(args.session) as out:
-                recorder = transcript.RecordingServer(server, out, transport.exchanges, mapping.secret_settings())
+                recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings())
                 return recorder.serve(streams.stdin, streams.stdout)
         return server.serve(streams.stdin, streams.stdout)
     finally:

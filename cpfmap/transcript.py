@@ -98,7 +98,6 @@ class LoggedTransport:
 
     def __init__(self, inner: Transport, clock: Callable[[], float]) -> None:
         self.inner, self.clock = inner, clock
-        self.exchanges = getattr(inner, "exchanges", None)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         started = self.clock()
