@@ -216,6 +216,15 @@ def _tried(exc: TransportError, attempts: int, seconds: float) -> TransportError
     return exc
 
 
+def _tls_reason(exc: BaseException, chain: list[BaseException]) -> str:
+    refused = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if refused is not None:
+        return (f"the server's certificate was refused ({refused.verify_message}); check the host name, and "
+                "give the CA that signed the certificate in ca_file")
+    reason = next((str(e) for e in chain if isinstance(e, ssl.SSLError)), str(exc))
+    return _short(_URLLIB3_NOISE.sub("", reason).strip(" :()")) or type(exc).__name__
+
+
 def _reason(exc: BaseException, chain: list[BaseException], request: HttpRequest) -> str:
     """Why no connection came about, in an administrator's words (not urllib3's)."""
     host = urllib.parse.urlsplit(request.url)
@@ -243,8 +252,7 @@ def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestExcep
     where = f"{request.method} {request.url.split('?')[0]}"
     chain = _chain(exc)
     if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in chain):
-        reason = next((str(e) for e in chain if isinstance(e, ssl.SSLError)), str(exc))
-        error = TransportError(f"TLS error talking to {where}: {_short(reason)}")
+        error = TransportError(f"TLS error talking to {where}: {_tls_reason(exc, chain)}")
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
         error = TransportError(f"timed out connecting to {where}: no connection within {request.timeout[0]:g}s")
         error.not_sent = True  # type: ignore[attr-defined]

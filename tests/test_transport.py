@@ -115,3 +115,24 @@ def test_a_single_try_does_not_claim_several():
     assert _tried(TransportError("timed out connecting to GET /x: no connection within 5s"), 1, 5.0).message \
         == "timed out connecting to GET /x: no connection within 5s"
     assert _tried(TransportError("timed out"), 3, 16.5).message == "timed out (3 tries over 16.5s)"
+
+
+def test_an_untrusted_certificate_is_said_in_user_terms(tmp_path):
+    import ssl
+
+    from fakepve.certs import make_cert
+    cert, key, _ = make_cert(str(tmp_path), name="server", hosts=("127.0.0.1",))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TransportError) as caught:
+            LiveTransport(RetryPolicy(1, 0), VirtualClock()).send(
+                HttpRequest("GET", f"https://127.0.0.1:{httpd.server_address[1]}/x"))
+    finally:
+        httpd.shutdown()
+    message = caught.value.message
+    assert "the server's certificate was refused (" in message and "give the CA" in message
+    assert "_ssl.c" not in message and "Max retries" not in message
