@@ -29,6 +29,13 @@ def obj(description: str, properties: dict, required=(), example=None, **extra) 
     return out
 
 
+def _method_doc(name: str) -> str:
+    """What RAS sends and expects for a method (docs/cpf-reference.md has the whole contract)."""
+    method = contract.METHODS[name]
+    params = ", ".join(f"{p.name}{'' if p.required else ' (optional)'}" for p in method.params) or "none"
+    return f"{method.doc} Params: {params}. Reply: {method.reply_doc}."
+
+
 REF = lambda name: {"$ref": f"#/$defs/{name}"}  # noqa: E731
 TEMPLATE = "a Jinja2 template (sandboxed, strict: an undefined name is an error)"
 
@@ -304,14 +311,17 @@ SCHEMA = {
                                         "tasks_polling_retries": 100, "template_method": "versioning"}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),
-        "methods": obj("CPF methods: name -> operation.", example={"guests/list": {
+        "methods": obj("CPF methods: name -> operation. What RAS sends with each and what the reply must hold: "
+                       "docs/cpf-reference.md.", example={"guests/list": {
             "steps": [{"request": {"method": "GET", "path": "/vms"}, "extract": {"ids": "string_ids([].id)"}}],
             "result": {"guests": "{{ ids }}"}}}, properties={
-            name: REF("operation") for name in contract.MAPPED_METHODS
+            name: dict(REF("operation"), description=_method_doc(name)) for name in contract.MAPPED_METHODS
         }),
         "controls": obj("guests/control: control -> operation.", example={"start": {"steps": [
             {"request": {"method": "POST", "path": "/vms/{{ params.id }}/start"}}]}}, properties={
-            name: REF("operation") for name in contract.CONTROLS
+            name: dict(REF("operation"), description=f"{text[0].upper()}{text[1:]}. Params: id, control. "
+                                                     "Reply: {} once the backend accepted it.")
+            for name, text in contract.CONTROLS.items()
         }),
         "tasks": prop("Poll rules: name -> rule.", {"job": {"handle": {"job": {"pattern": "[0-9a-f]{8}"}},
                                                          "steps": [], "state": "completed"}},
