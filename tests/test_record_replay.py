@@ -173,3 +173,33 @@ def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path
     line = json.loads(out.getvalue())
     assert line["request"]["params"]["settings"] == {"token_secret": "***", "port": "x"}
     assert line["reply"]["error"]["code"] == -32603 and line["http"] == []
+
+
+def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_why(tmp_path):
+    """Live, the cached list had expired between two polls (two GETs); a replay on a clock that
+    does not move answers the second from its cache: the transcript must say so, not pass."""
+    import yaml
+    mapping = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
+    mapping["methods"]["guests/list"]["steps"] = [{"request": {"method": "GET", "path": "/machines"}, "cache": 30,
+                                                   "extract": {"ids": "string_ids(items[].id)"}}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    page = lambda ids: {"json": {"items": [{"id": i} for i in ids], "total": len(ids)}}  # noqa: E731
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"responses": [
+        {"request": {"method": "POST", "path": "/api/v1/login"}, "response": {"json": {"token": "tok-12345"}}},
+        {"request": {"method": "GET", "path": "/api/v1/whoami"}, "response": {"json": {}}},
+        {"request": {"method": "GET", "path": "/api/v1/machines"}, "responses": [page([1]), page([1, 2])]}]}))
+    settings = {"url": "http://h", "user": "u", "password": "pw-12345"}
+    lines = [{"request": {"method": "provider/connect", "params": {"settings": settings}}, "reply": {"result": {}},
+              "http": [0, 1]},
+             {"request": {"method": "guests/list"}, "reply": {"result": {"guests": ["1"]}}, "http": [2]},
+             {"request": {"method": "guests/list"}, "reply": {"result": {"guests": ["1", "2"]}}, "http": [3]}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    proc = run("dry-run", str(tmp_path / "m.yaml"), "--cassette", str(tmp_path / "c.yaml"),
+               "--session", str(tmp_path / "s.jsonl"), data=b"")
+    out = proc.stdout.decode()
+    assert proc.returncode == 1, out + proc.stderr.decode()
+    assert 'DIFFERS from the recorded reply at reply.result.guests: recorded ["1", "2"], replayed ["1"]' in out
+    assert "the live session was answered by recorded exchanges #3 GET /api/v1/machines; the replay by none" in out
+    assert "1 recorded HTTP exchanges were never asked for (first: #3 GET /api/v1/machines)" in out
+    assert "note: the mapping caches replies (`cache`)" in out
+    assert "1 of 3 recorded replies differ" in out
