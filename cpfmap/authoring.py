@@ -16,7 +16,6 @@ from .errors import BackendError, ConfigError, CpfmapError
 from .redact import Redactor
 from .rpc import PARAMS, Server, engine_handlers
 from .session import Backend
-from .spec import PACKS_DIR
 from .templating import Placeholder
 from .transcript import http_entry
 from .transport import Exchange, TracingTransport, Transport
