@@ -17,20 +17,22 @@ def add_commands(sub: Any) -> None:
     """Add `packs` and `bundle` to the command line's sub-parsers."""
     packs = sub.add_parser("packs", aliases=["pack"], help="list packs; show, verify or checksum one",
                            description="packs [list] | packs show NAME | pack verify PACK | pack checksums FOLDER")
-    packs.add_argument("--format", choices=("text", "json"), default="text")
-    actions = packs.add_subparsers(dest="action", metavar="ACTION")
+    packs.add_argument("--format", choices=("text", "json"), default="text", help="listing format")
+    actions = packs.add_subparsers(dest="action", metavar="ACTION", help="list (the default), show, verify, checksums")
     listing = actions.add_parser("list", help="every pack found, in lookup order (the default)")
-    listing.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    listing.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS, help="listing format")
     show = actions.add_parser("show", help="a pack's manifest and README path")
     show.add_argument("pack", help="pack name or folder")
     verify = actions.add_parser("verify", help="manifest, every variant, every recording, checksums")
     verify.add_argument("pack", help="pack name or folder")
-    verify.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    verify.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="text: file:line:column: severity: message; json: the findings")
     sums = actions.add_parser("checksums", help="write the pack's SHA256SUMS (checked by verify)")
     sums.add_argument("pack", help="pack folder")
     bundle = sub.add_parser("bundle", help="an offline install bundle for Provider Agents")
     bundle.add_argument("--out", type=Path, help="folder to write (default: cpfmap-bundle-PLATFORM)")
-    bundle.add_argument("--platform", default="windows-x64", choices=sorted(distribution.PLATFORMS))
+    bundle.add_argument("--platform", default="windows-x64", choices=sorted(distribution.PLATFORMS),
+                        help="the agents' platform (default windows-x64)")
     bundle.add_argument("--python", action="append", dest="pythons", metavar="X.Y",
                         help=f"Python version to fetch wheels for (repeat; default {', '.join(distribution.PYTHONS)})")
     bundle.add_argument("--pack", action="append", dest="packs", default=[], metavar="NAME",
