@@ -6,13 +6,13 @@ import functools
 import json
 from typing import Any
 
-from .spec import SCHEMA_DIR
+from . import resources
 
 
 @functools.lru_cache(maxsize=None)
 def validator(name: str) -> Any:
     import jsonschema  # on the first reply, not before a serve process answers initialize
-    schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
+    schema = json.loads(resources.read_data("schemas", "replies", f"{name}.json"))
     return jsonschema.Draft202012Validator(schema)
 
 
