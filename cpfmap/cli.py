@@ -19,8 +19,8 @@ from typing import IO, Callable
 import yaml
 
 from . import __version__, authoring, cassette, distcli, reference, spec, transcript
-from .cassette import RecordingTransport, ReplayTransport
 from .cache import PooledPrefetch
+from .cassette import RecordingTransport, ReplayTransport
 from .clock import LogicalClock, RealClock
 from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss

@@ -10,12 +10,12 @@ from typing import Any, Mapping
 
 from . import model as m
 from . import replies, tasks
+from .cache import SHARED, Cache, InlinePrefetch
 from .clock import Clock
 from .contract import REPLY_SCHEMAS, TASK_STATES
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
 from .extract import normal_mac, string_id, useful_ip
 from .redact import Redactor
-from .cache import SHARED, Cache, InlinePrefetch
 from .session import Backend
 from .steps import StepRunner
 from .transport import Transport

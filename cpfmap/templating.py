@@ -128,6 +128,7 @@ class Templates:
         ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
         _check_known(env, ast, source)
         key = (source, path, native)
+        build: Callable[[], Callable]
         if native:
             build = lambda: env.compile_expression(match["expr"].strip(), undefined_to_none=False)  # noqa: E731
         else:
