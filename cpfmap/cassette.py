@@ -18,8 +18,10 @@ order; the last one repeats only where the author allows it.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import os
 import tempfile
 import urllib.parse
@@ -35,6 +37,7 @@ from .redact import MASK, Redactor
 from .source import read_text
 from .transport import HttpRequest, HttpResponse, Transport
 
+log = logging.getLogger("cpfmap")
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
 
 
@@ -161,6 +164,13 @@ def load(path: str | Path) -> Cassette:
 
 def from_data(data: Any, path: Path | str = "<cassette>") -> Cassette:
     path = Path(path)
+    try:
+        return _from_data(data, path)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CassetteError(f"{path}: malformed cassette ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _from_data(data: Any, path: Path) -> Cassette:
     if isinstance(data, dict) and "interactions" in data:
         return Cassette([_from_vcr(i, n, path) for n, i in enumerate(data["interactions"] or [])], name=str(path))
     if isinstance(data, dict) and "responses" in data:
@@ -192,7 +202,7 @@ def _from_vcr(item: dict, n: int, path: Path) -> Recorded:
         response = HttpResponse(int(status["code"]), _headers(resp.get("headers")), _body_bytes(resp.get("body")),
                                 str(status.get("message", "")))
         return Recorded(req["method"].upper(), url_path, query, response=response, source=f"{path}#{n}")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CassetteError(f"{path}: interaction {n} is malformed ({exc})") from None
 
 
@@ -260,6 +270,7 @@ class RecordingTransport:
         self.path = Path(path)
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
+        _check_writable(self.path)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         self.flush()
@@ -268,23 +279,48 @@ class RecordingTransport:
         return response
 
     def close(self) -> None:
-        self.flush()
-        self.inner.close()
+        try:
+            self.flush()
+        except CassetteError as exc:
+            log.error("%s", exc.message)
+        finally:
+            self.inner.close()
 
     def flush(self) -> None:
         if not self.exchanges:
             return
         text = dump([vcr_interaction(q, r, self.redactor) for q, r in self.exchanges])
-        write_atomic(self.path, text)
+        try:
+            write_atomic(self.path, text)
+        except OSError as exc:
+            raise CassetteError(f"cannot write the cassette {self.path}: {exc.strerror or exc}") from None
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the first request, not after a session's worth of traffic."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise CassetteError(f"cannot write the cassette {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise CassetteError(f"cannot write the cassette {path}: it is a folder")
 
 
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-        out.write(text)
-    os.chmod(tmp, 0o644)  # scrubbed, meant to be shared (mkstemp makes files private)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # scrubbed, meant to be shared (mkstemp makes files private)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def dump(interactions: Iterable[dict]) -> str:

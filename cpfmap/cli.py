@@ -110,12 +110,24 @@ def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor)
     log.setLevel(getattr(args, "log_level", "INFO"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(stderr)]
+    problem = None
     if getattr(args, "log_file", None):
-        handlers.append(logging.FileHandler(Path(args.log_file), encoding="utf-8"))
+        try:
+            handlers.append(_file_handler(Path(args.log_file)))
+        except OSError as exc:
+            problem = f"cannot write the log file {args.log_file} ({exc.strerror or exc}); logging to stderr only"
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(RedactingFilter(redactor))
         log.addHandler(handler)
+    if problem:
+        log.error("%s", problem)
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    """A log file, its folder created if missing (RAS would otherwise get no reply at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return logging.FileHandler(path, encoding="utf-8")
 
 
 def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
@@ -148,13 +160,10 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     mapping = _load_or_report(args.mapping, streams)
     if isinstance(mapping, Server):
         return mapping.serve(streams.stdin, streams.stdout)
-    if getattr(args, "replay", None):
-        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
-    clock = clock or RealClock()
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
-    if getattr(args, "cassette", None):
-        transport = RecordingTransport(transport, args.cassette, redactor)
+    try:
+        transport, clock = _serve_transport(args, mapping, redactor, transport, clock)
+    except CpfmapError as exc:
+        return _broken(exc, streams)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     try:
@@ -163,6 +172,20 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         with contextlib.suppress(Exception):
             engine.disconnect({})
         transport.close()
+
+
+def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, transport: Transport | None,
+                     clock) -> tuple[Transport, object]:
+    """The transport serve answers through: a replay, the live backend, maybe recorded.
+    A cassette that cannot be read or written is a CpfmapError, raised before any request."""
+    if getattr(args, "replay", None):
+        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
+    clock = clock or RealClock()
+    conn = mapping.connection
+    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+    if getattr(args, "cassette", None):
+        transport = RecordingTransport(transport, args.cassette, redactor)
+    return transport, clock
 
 
 def _load_or_report(target: str, streams: Streams):
@@ -175,6 +198,12 @@ def _load_or_report(target: str, streams: Streams):
         broken = MappingError(exc.findings)
         broken.message = f"mapping failed to load: {exc.message}"
         return Server(dict.fromkeys(PARAMS, _never), Redactor(), broken)
+
+
+def _broken(error: CpfmapError, streams: Streams) -> int:
+    """Serve every request with this error: RAS gets a reason, never a provider that died."""
+    log.error("cannot serve: %s", error.message)
+    return Server(dict.fromkeys(PARAMS, _never), Redactor(), error).serve(streams.stdin, streams.stdout)
 
 
 def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
