@@ -245,6 +245,8 @@ class Connection:
     client_key: Value = Literal(None)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    total_timeout: float = 120.0
+    max_response_bytes: int = 64 * 1024 * 1024
     headers: tuple = ()
     retries: int = 3
     backoff: float = 0.5

@@ -99,7 +99,8 @@ class Backend:
         headers += self._credentials(ctx)
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
-                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe)
+                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
+                           deadline=conn.total_timeout, max_body=conn.max_response_bytes)
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

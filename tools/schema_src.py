@@ -273,6 +273,12 @@ SCHEMA = {
             "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
+            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
+                                  "reply); a backend that trickles its answer is cut off here. Default 120.",
+                                  120, type="number", exclusiveMinimum=0),
+            "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
+                                       "larger one is an error. Default 67108864 (64 MiB).", 67108864,
+                                       type="integer", minimum=1024),
             "headers": prop("Headers sent on every request (templates).", {"Accept": "application/json"},
                             type="object", additionalProperties=REF("template")),
             "retries": prop("Attempts for requests that are safe to repeat.", 3, type="integer",
