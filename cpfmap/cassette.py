@@ -34,7 +34,7 @@ import yaml
 from .errors import CassetteError, ReplayMiss
 from .extract import string_id
 from .redact import MASK, Redactor
-from .source import read_text
+from .source import YamlLimit, parse_yaml, read_text
 from .transport import HttpRequest, HttpResponse, Transport
 
 log = logging.getLogger("cpfmap")
@@ -156,7 +156,9 @@ def _differs(r: Recorded, method: str, path: str, query: tuple, body: Any) -> st
 def load(path: str | Path) -> Cassette:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_text(path, "cassette"))
+        data = parse_yaml(read_text(path, "cassette"))
+    except YamlLimit as exc:
+        raise CassetteError(f"{path}: cassette refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise CassetteError(f"{path}: cassette is not valid YAML: {exc}") from None
     return from_data(data, path)

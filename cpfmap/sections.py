@@ -54,7 +54,7 @@ def _tables(c: Compiler, raw: dict) -> dict:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
-        pairs = tuple((string_id(k), v) for k, v in (spec.get("map") or {}).items())
+        pairs = tuple((None if k is None else string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
 

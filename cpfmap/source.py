@@ -43,12 +43,30 @@ def json_path(path: PathKey) -> str:
     return out
 
 
+# Bounds on what we read (documented in README, "Limits"): a file larger than its limit, or a
+# YAML document whose aliases expand past MAX_YAML_NODES nodes or MAX_YAML_DEPTH levels (an
+# "alias bomb", or a self-referring anchor), is refused before anything walks it.
+MAX_BYTES = {"mapping": 2 * 1024 * 1024, "cassette": 32 * 1024 * 1024}
+MAX_OTHER_BYTES = 4 * 1024 * 1024     # settings and session files
+MAX_YAML_NODES = 1_000_000             # scalars and collections, every alias counted as its full copy
+MAX_YAML_DEPTH = 100
+
+
+class YamlLimit(Exception):
+    """A YAML document past one of our bounds; the message says which."""
+
+
 def read_text(path: Path, what: str = "mapping") -> str:
-    """File text, UTF-8 with or without BOM, any line ending. A mapping that cannot be read is
-    a MappingError (with the file as its location); any other file a CpfmapError."""
+    """File text, UTF-8 with or without BOM, any line ending, at most MAX_BYTES[what]. A mapping
+    that cannot be read is a MappingError (with the file as its location); any other file a CpfmapError."""
+    limit = MAX_BYTES.get(what, MAX_OTHER_BYTES)
     try:
-        data = path.read_bytes()
-        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        with path.open("rb") as stream:
+            data = stream.read(limit + 1)  # never st_size: /dev/zero and FIFOs have none
+        if len(data) > limit:
+            problem = f"{what} is larger than {_size(limit)} (the limit for a {what})"
+        else:
+            return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except OSError as exc:
         problem = f"cannot read {what}: {exc.strerror or exc}"
     except UnicodeDecodeError as exc:
@@ -58,15 +76,83 @@ def read_text(path: Path, what: str = "mapping") -> str:
     raise CpfmapError(f"{path}: {problem}")
 
 
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MiB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader with two differences: a plain mapping key that YAML 1.1 would read as a
+    boolean (on, off, yes, no, true, false...) stays the text the author wrote, so a table
+    `{on: powered_on}` matches the backend's "on"; and `bounded_node` refuses documents that
+    expand past our limits."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        node.value = [(_text_key(k), v) for k, v in node.value]
+        return super().construct_mapping(node, deep)
+
+    def bounded_node(self) -> yaml.Node | None:
+        try:
+            node = self.get_single_node()
+        except RecursionError:
+            raise YamlLimit(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+        if node is not None:
+            _expanded_size(node, {}, set(), 0)
+        return node
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+def _text_key(node: yaml.Node) -> yaml.Node:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL_TAG and node.style is None:
+        return yaml.ScalarNode("tag:yaml.org,2002:str", node.value, node.start_mark, node.end_mark)
+    return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict, active: set, depth: int) -> int:
+    """Nodes in the document once every alias is copied out; linear in the file's own nodes."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise YamlLimit(f"an alias refers to itself (line {node.start_mark.line + 1})")
+    if depth > MAX_YAML_DEPTH:
+        raise YamlLimit(f"nested more than {MAX_YAML_DEPTH} levels deep (line {node.start_mark.line + 1})")
+    active.add(key)
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo, active, depth + 1)
+        if total > MAX_YAML_NODES:
+            raise YamlLimit(f"expands to more than {MAX_YAML_NODES} values (too many aliases: an alias bomb?)")
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
+def parse_yaml(text: str) -> Any:
+    """Data of a YAML document (cassettes, settings) within our bounds; YamlLimit or
+    yaml.YAMLError otherwise."""
+    loader = BoundedLoader(text)
+    try:
+        node = loader.bounded_node()
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: Path) -> tuple[Any, Source]:
     text = read_text(path)
     source = Source(str(path), text.split("\n"))
-    loader = yaml.SafeLoader(text)
+    loader = BoundedLoader(text)
     try:
-        node = loader.get_single_node()
+        node = loader.bounded_node()
         if node is None:
             raise MappingError(Finding("the mapping file is empty", str(path)))
         data = loader.construct_document(node)
+    except YamlLimit as exc:
+        raise MappingError(Finding(f"YAML refused: {exc}", str(path))) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)

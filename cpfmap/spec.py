@@ -60,10 +60,11 @@ class Located:
 
 def read(target: str | Path) -> Located:
     """YAML of the mapping and every file it extends, merged."""
-    return _read(resolve(target), ())
+    path = resolve(target)
+    return _read(path, (), (path.resolve().parent, PACKS_DIR.resolve()))
 
 
-def _read(path: Path, seen: tuple) -> Located:
+def _read(path: Path, seen: tuple, roots: tuple[Path, ...]) -> Located:
     data, source = load_yaml(path)
     if not isinstance(data, dict):
         raise MappingError(source.finding((), "a mapping is a YAML object (key: value lines)"))
@@ -73,11 +74,15 @@ def _read(path: Path, seen: tuple) -> Located:
     if not isinstance(parent, str):
         raise MappingError(source.finding(("extends",), "`extends` names a mapping file"))
     base_path = (path.parent / parent).resolve()
+    if not any(base_path.is_relative_to(root) for root in roots):
+        # Never read (nor echo in an error) a file outside the pack: `extends: /etc/passwd`.
+        raise MappingError(source.finding(("extends",), f"`extends`: {parent} is outside the pack's folder "
+                                          f"({roots[0]}) and the bundled packs; refused"))
     if base_path in seen or base_path == path.resolve():
         raise MappingError(source.finding(("extends",), f"`extends` loops back to {parent}"))
     if not base_path.is_file():
         raise MappingError(source.finding(("extends",), f"`extends`: no file {base_path}"))
-    base = _read(base_path, seen + (path.resolve(),))
+    base = _read(base_path, seen + (path.resolve(),), roots)
     merged = merge(base.data, {k: v for k, v in data.items() if k != "extends"})
     return Located(merged, [source] + base.sources)
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from .errors import BackendError
 
@@ -63,6 +64,41 @@ FILTERS: dict[str, Callable] = {
 }
 
 
+MAX_REPEAT = 1_000_000   # items or characters a `*` may build
+MAX_EXPONENT = 10_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja folds constant expressions while it compiles: it would run a catastrophic regex
+    filter or build `'a' * 10**10` at load time, in `validate`, without any bound. Here no
+    operator or plain filter is folded (every binary operator is intercepted, every plain
+    filter needs the context), and `*` and `**` are bounded when they run."""
+
+    intercepted_binops = frozenset(("+", "-", "*", "/", "//", "%", "**"))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeat_size(left, right) > MAX_REPEAT:
+            raise ValueError(f"`*` would build more than {MAX_REPEAT} items")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"`**` with an exponent over {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeat_size(left: Any, right: Any) -> int:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple, bytes)) and isinstance(times, int):
+            return len(seq) * times
+    return 0
+
+
+def _unfoldable(func: Callable) -> Callable:
+    @jinja2.pass_context
+    def call(context: Any, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+    call.__name__ = getattr(func, "__name__", "filter")
+    return call
+
+
 def _quote_path(value: Any) -> str:
     if isinstance(value, bool):
         value = "1" if value else "0"
@@ -78,10 +114,13 @@ class Templates:
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:
-        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                            keep_trailing_newline=True, finalize=finalize)
+        env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False,
+                       keep_trailing_newline=True, finalize=finalize, optimized=False)
         env.filters.update(FILTERS)
         env.filters.update(filters or {})
+        for name, func in env.filters.items():
+            if _PassArg.from_obj(func) is None:
+                env.filters[name] = _unfoldable(func)
         return env
 
     def compile(self, source: str, where: str, *, path: bool = False) -> "Template":

@@ -61,3 +61,132 @@ def test_record_into_an_unwritable_path_answers_every_request_with_why(tmp_path)
     import json
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     _assert_every_request_refused(replies, proc.stderr.decode(), proc.returncode, "cannot write the cassette")
+
+
+# ------------------------------------------------------------ YAML and files
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from cpfmap import cassette, spec  # noqa: E402
+from cpfmap.errors import CpfmapError, MappingError  # noqa: E402
+from cpfmap.source import MAX_BYTES  # noqa: E402
+
+TINY = (Path(__file__).parent / "data" / "tiny.yaml").read_text()
+
+
+def alias_bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for n in range(1, levels + 1):
+        refs = ", ".join([f"*a{n - 1}"] * 9)
+        lines.append(f"a{n}: &a{n} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    "alias bomb": (alias_bomb(), "alias bomb"),
+    "self-referring alias": ("x: &x [1, *x]\n", "refers to itself"),
+    "deep nesting": ("x: " + "[" * 600 + "]" * 600 + "\n", "levels deep"),
+    "deep block nesting": ("".join("  " * n + f"k{n}:\n" for n in range(150)) + "  " * 150 + "v: 1\n", "levels deep"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_YAML)
+def test_hostile_yaml_in_a_mapping_is_refused_clearly(tmp_path, name):
+    text, message = HOSTILE_YAML[name]
+    path = tmp_path / "m.yaml"
+    path.write_text(TINY + "\nfragments:\n  bomb:\n" + "".join("    " + line + "\n" for line in text.splitlines()))
+    with pytest.raises(MappingError, match=message):
+        spec.load(path)
+    assert any(message in f.message for f in spec.check(path))
+
+
+@pytest.mark.parametrize("name", HOSTILE_YAML)
+def test_hostile_yaml_in_a_cassette_is_refused_clearly(tmp_path, name):
+    text, message = HOSTILE_YAML[name]
+    path = tmp_path / "c.yaml"
+    path.write_text("interactions: []\nversion: 1\n" + text)
+    with pytest.raises(CpfmapError, match=message):
+        cassette.load(path)
+
+
+def test_an_alias_bomb_in_a_served_mapping_gets_a_reply(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(TINY + "\nfragments:\n  bomb:\n" + "".join("    " + line + "\n" for line in alias_bomb().splitlines()))
+    replies, err, code = serve_session(str(path), [INIT])
+    assert replies[0]["error"]["code"] == 1 and "alias bomb" in replies[0]["error"]["message"] and code == 0
+
+
+@pytest.mark.parametrize("what", ["mapping", "cassette"])
+def test_a_file_over_the_size_limit_is_refused(tmp_path, monkeypatch, what):
+    monkeypatch.setitem(MAX_BYTES, what, 1000)
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * 2000 + "\n" + TINY)
+    load = spec.load if what == "mapping" else cassette.load
+    with pytest.raises(CpfmapError, match=f"larger than 1000 bytes .the limit for a {what}"):
+        load(path)
+
+
+@pytest.mark.parametrize("key", ["on", "off", "yes", "no", "On", "NO", "true", "false"])
+def test_yaml_1_1_boolean_table_keys_stay_what_the_author_wrote(tmp_path, key):
+    import yaml as pyyaml
+    data = pyyaml.safe_load(TINY)
+    data.setdefault("tables", {})["power"] = {"map": {"__KEY__": "running"}, "default": "stopped"}
+    data["settings"]["__KEY__"] = {"type": "string"}
+    path = tmp_path / "m.yaml"
+    path.write_text(pyyaml.safe_dump(data).replace("__KEY__", key))
+    mapping = spec.load(path)
+    assert mapping.tables["power"].translate(key) == "running"
+    assert spec.read(path).data["settings"].keys() >= {key}
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../outside.yaml", "../../../../../../../../etc/hostname"])
+def test_extends_outside_the_pack_is_refused_without_reading_it(tmp_path, target):
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("secret-content: do-not-echo\n")
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "mapping.yaml").write_text(f"extends: {target}\n" + TINY)
+    findings = spec.check(pack)
+    text = "\n".join(f.format() for f in findings)
+    assert "outside the pack's folder" in text and "do-not-echo" not in text and "root:" not in text
+
+
+def test_extends_inside_the_pack_and_of_a_bundled_pack_still_work(tmp_path):
+    pack = tmp_path / "pack"
+    (pack / "base").mkdir(parents=True)
+    (pack / "base" / "base.yaml").write_text(TINY)
+    (pack / "mapping.yaml").write_text("extends: base/base.yaml\nmetadata: {name: child}\n")
+    assert spec.load(pack).name == "child"
+    bundled = spec.PACKS_DIR / "proxmox-ve" / "mapping.yaml"
+    (pack / "variant.yaml").write_text(f"extends: {bundled}\nmetadata: {{name: variant}}\n")
+    assert spec.load(pack / "variant.yaml").name == "variant"
+
+
+# ---------------------------------------------------- nothing runs at load time
+
+def test_templates_run_no_filter_while_they_compile():
+    from cpfmap.templating import Templates
+    calls = []
+    templates = Templates({"spy": lambda value, *args: calls.append(value) or value})
+    for source in ["{{ 'x' | spy }}", "a {{ 'x' | spy | upper }}", "{{ 'y' | spy('(a+)+$') }}",
+                   "{% if 'z' | spy %}z{% endif %}", "/p/{{ 'w' | spy }}"]:
+        templates.compile(source, "where", path=source.startswith("/"))
+    assert calls == []
+
+
+@pytest.mark.parametrize("source", ["{{ 'a' * 1000000 }}", "x{{ 'ab' * 500000 }}", "{{ 'a' | center(1000000) }}",
+                                    "{{ 9 ** 100000 }}"])
+def test_constant_expressions_are_not_folded_at_load(source):
+    from cpfmap.templating import Templates
+    code = Templates().text.compile(source, raw=True)
+    assert len(code) < 20000  # the expression, not its million-character value
+
+
+@pytest.mark.parametrize("source", ["{{ 'a' * 10000000 }}", "{{ [0] * 10000000 }}", "{{ 7 ** 100000 }}"])
+def test_huge_repeats_and_powers_are_refused_when_rendered(source):
+    from cpfmap.errors import BackendError
+    from cpfmap.templating import Templates
+    with pytest.raises(BackendError, match="would build more than|exponent over"):
+        Templates().compile(source, "where").render({})
