@@ -217,6 +217,7 @@ class Login:
     request: RequestSpec
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
+    public: frozenset = frozenset()   # field names of the login exchange that are not secret
 
 
 @dataclass(frozen=True)

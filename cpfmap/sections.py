@@ -101,7 +101,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         lp = path + ("login",)
         login = m.Login(c.request(raw["login"]["request"], lp + ("request",), known),
                         tuple(raw["login"].get("accept", ())),
-                        c.extractions(raw["login"]["extract"], lp + ("extract",), known))
+                        c.extractions(raw["login"]["extract"], lp + ("extract",), known),
+                        frozenset(map(str, raw["login"].get("public", ()))))
     inject = raw.get("inject") or {}
     with_auth = known | {"auth"}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None

@@ -15,7 +15,7 @@ from . import model as m
 from .clock import Clock
 from .errors import AuthError, BackendError, TransportError
 from .extract import Expression, extract_value, string_id
-from .redact import Redactor
+from .redact import Redactor, looks_secret
 from .transport import HttpRequest, HttpResponse, Tls, Transport
 
 log = logging.getLogger("cpfmap")
@@ -52,6 +52,54 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
         text = json.dumps(text, sort_keys=True)
     text = str(text).strip() if text not in (None, "") else (response.reason or response.text(200).strip())
     return " ".join(text.split())
+
+
+def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpRequest | None = None,
+                   response: HttpResponse | None = None) -> None:
+    """Every value of a login exchange is a secret unless the mapping calls its field public:
+    query, form and JSON values sent; JSON values, cookies and credential headers received."""
+    if request is not None:
+        query = urllib.parse.urlsplit(request.url).query
+        _guard_pairs(redactor, public, urllib.parse.parse_qsl(query, keep_blank_values=True))
+        _guard_body(redactor, public, request.body, request.header("Content-Type"))
+    if response is not None:
+        for name, value in response.headers:
+            if name.lower() == "set-cookie":
+                redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
+            elif looks_secret(name):
+                redactor.add(value)
+        _guard_body(redactor, public, response.body, response.header("Content-Type"))
+
+
+def _guard_body(redactor: Redactor, public: frozenset, body: bytes | None, content_type: str | None) -> None:
+    if not body:
+        return
+    text = body.decode("utf-8", "replace")
+    if content_type and "form" in content_type:
+        _guard_pairs(redactor, public, urllib.parse.parse_qsl(text, keep_blank_values=True))
+        return
+    try:
+        _guard_json(redactor, public, json.loads(text))
+    except ValueError:
+        redactor.add(text.strip())  # a bare token, or text we cannot take apart: all of it
+
+
+def _guard_pairs(redactor: Redactor, public: frozenset, pairs: list) -> None:
+    for name, value in pairs:
+        if name not in public:
+            redactor.add(value)
+
+
+def _guard_json(redactor: Redactor, public: frozenset, data: Any) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key not in public:
+                _guard_json(redactor, public, value)
+    elif isinstance(data, list):
+        for item in data:
+            _guard_json(redactor, public, item)
+    elif isinstance(data, str):
+        redactor.add(data)
 
 
 class Backend:
@@ -186,7 +234,10 @@ class Backend:
             return
         self.auth = {}
         base = {"settings": self.settings}
-        response = self._send(self.build(login.request, base))
+        request = self.build(login.request, base)
+        guard_exchange(self.redactor, login.public, request=request)
+        response = self._send(request)
+        guard_exchange(self.redactor, login.public, response=response)
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
