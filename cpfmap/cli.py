@@ -23,7 +23,7 @@ from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss
-from .redact import RedactingFilter, Redactor
+from .redact import RedactingFilter, Redactor, looks_secret
 from .rpc import PARAMS, Server, engine_handlers
 from .source import YamlLimit, parse_yaml, read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
@@ -270,15 +270,30 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
     else:
         argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level", "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
-    options = Options(settings=_settings_file(args.settings), guest=args.guest,
+    settings = _settings_file(args.settings)
+    options = Options(settings=settings, guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
                       version=args.template_version, time_scale=args.time_scale)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
     checks = runner.run(argv, options, workflows, args.reply_timeout)
+    checks = report.scrubbed(checks, _settings_redactor(settings, None if args.command_mode else args.target[0]))
     streams.out(report.table(checks))
     if args.junit:
         report.junit(checks, args.junit)
     return 0 if report.verdict(checks) else 1
+
+
+def _settings_redactor(settings: dict, mapping: str | None) -> Redactor:
+    """Masks the settings the mapping marks secret, and any setting named like a secret."""
+    secret: set = set()
+    if mapping:
+        with contextlib.suppress(CpfmapError):
+            secret = set(spec.load(mapping).secret_settings())
+    redactor = Redactor()
+    for name, value in settings.items():
+        if name in secret or looks_secret(name):
+            redactor.add(value)
+    return redactor
 
 
 def _settings_file(path: str | None) -> dict:
