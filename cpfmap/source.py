@@ -145,8 +145,9 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: Path) -> tuple[Any, Source]:
     text = read_text(path)
     source = Source(str(path), text.split("\n"))
-    loader = BoundedLoader(text)
+    loader = None
     try:
+        loader = BoundedLoader(text)  # the reader refuses control characters right here
         node = loader.bounded_node()
         if node is None:
             raise MappingError(Finding("the mapping file is empty", str(path)))
@@ -163,7 +164,8 @@ def load_yaml(path: Path) -> tuple[Any, Source]:
     except yaml.YAMLError as exc:
         raise MappingError(Finding(f"YAML syntax: {exc}", str(path))) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     duplicates: list[Finding] = []
     _walk(node, (), source, duplicates)
     if duplicates:
