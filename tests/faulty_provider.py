@@ -96,6 +96,8 @@ def answer(line):
     if not isinstance(req, dict):
         return {"error": {"code": -32600, "message": "invalid request"}}
     method, params = req.get("method"), req.get("params") or {}
+    if not isinstance(method, str):
+        return {"error": {"code": -32600, "message": "invalid request: no method"}}
     if method not in METHODS:
         out = {"error": {"code": 1 if defect == "wrong-code" else -32601, "message": "unknown method"}}
     else:
