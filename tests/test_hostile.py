@@ -190,3 +190,27 @@ def test_huge_repeats_and_powers_are_refused_when_rendered(source):
     from cpfmap.templating import Templates
     with pytest.raises(BackendError, match="would build more than|exponent over"):
         Templates().compile(source, "where").render({})
+
+
+def test_record_session_file_survives_hostile_lines_and_masks_secret_named_settings(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from conftest import CONNECTOR
+    session = tmp_path / "s.jsonl"
+    connect = {"method": "provider/connect", "params": {"settings": {
+        "host": "127.0.0.1", "port": "1", "username": "u@pam", "token_name": "t", "token_secret": "s3cret-value-1",
+        "extra_api_key": "k-undeclared-7777"}}}
+    lines = [b"[" * 3000, b'{"method": "provider/initialize", "id": NaN}', b'{"method": "provider/initialize", "id": 1e400}',
+             json.dumps(connect).encode(), b'{"method": "provider/initialize", "id": "last"}']
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "record", "proxmox-ve", "--cassette", str(tmp_path / "c.yaml"),
+                           "--session", str(session)], input=b"\n".join(lines) + b"\n", capture_output=True, timeout=60)
+    replies = [json.loads(line, parse_constant=_refuse) for line in proc.stdout.splitlines()]
+    assert len(replies) == 5 and replies[-1]["id"] == "last" and proc.returncode == 0, proc.stderr
+    recorded = [json.loads(line, parse_constant=_refuse) for line in session.read_text().splitlines()]
+    assert len(recorded) == 5
+    assert "s3cret-value-1" not in session.read_text() and "k-undeclared-7777" not in session.read_text()
+
+
+def _refuse(name):
+    raise ValueError(f"{name} is not JSON")
