@@ -84,7 +84,7 @@ def body_for_match(body: bytes | None, content_type: str | None) -> Any:
     if content_type and "json" in content_type:
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text
     if content_type and "form" in content_type:
         return sorted(urllib.parse.parse_qsl(text, keep_blank_values=True))
@@ -392,7 +392,7 @@ def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor
     if content_type and "json" in content_type:
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return redactor(text)
         return json.dumps(_scrub_json(data, redactor), sort_keys=False)
     return redactor(text)

@@ -285,7 +285,7 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
 def _request_of(line: str, redactor: Redactor):
     try:
         return redactor.scrub(json.loads(line))
-    except ValueError:
+    except (ValueError, RecursionError):
         return redactor(line)
 
 

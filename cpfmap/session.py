@@ -80,7 +80,7 @@ def _guard_body(redactor: Redactor, public: frozenset, body: bytes | None, conte
         return
     try:
         _guard_json(redactor, public, json.loads(text))
-    except ValueError:
+    except (ValueError, RecursionError):
         redactor.add(text.strip())  # a bare token, or text we cannot take apart: all of it
 
 

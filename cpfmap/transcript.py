@@ -46,7 +46,7 @@ def session_line(line: str) -> tuple[str, dict | None, list | None]:
     session line is a CPF request, or `{"request", "reply", "http"}` as `record --session` writes."""
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return line, None, None
     if isinstance(data, dict) and "request" in data and "method" not in data:
         reply = data.get("reply") if isinstance(data.get("reply"), dict) else None

@@ -66,7 +66,10 @@ class HttpResponse:
         """The body as JSON; None for an empty body; raises ValueError if not JSON."""
         if not self.body.strip():
             return None
-        return json.loads(self.body.decode("utf-8-sig"))
+        try:
+            return json.loads(self.body.decode("utf-8-sig"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
     def text(self, limit: int = 400) -> str:
         return self.body[:limit].decode("utf-8", "replace")

@@ -120,3 +120,12 @@ def test_the_mapping_sets_the_deadline_and_the_cap(tmp_path):
     backend = Backend(mapping, None, VirtualClock(), Redactor(), {"url": "https://h", "user": "u", "password": "pw", "verify": True})
     request = backend.build(mapping.methods["guests/list"].steps[0].request, {"settings": backend.settings})
     assert (request.deadline, request.max_body) == (7, 4096)
+
+
+def test_a_backend_reply_nested_too_deeply_is_a_backend_error_not_a_defect():
+    from cpfmap.errors import BackendError
+    from cpfmap.extract import body_of
+    from cpfmap.transport import HttpResponse
+    response = HttpResponse(200, (("Content-Type", "application/json"),), b"[" * 100000 + b"]" * 100000)
+    with pytest.raises(BackendError, match="not JSON"):
+        body_of(response)
