@@ -22,6 +22,7 @@ class Source:
     file: str
     lines: list[str]
     marks: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    warnings: list[Finding] = field(default_factory=list)   # found while reading (YAML 1.1 booleans)
 
     def locate(self, path: PathKey) -> tuple[int, int]:
         """Line and column (1-based) of the value at path, or of its nearest parent."""
@@ -86,9 +87,18 @@ class BoundedLoader(yaml.SafeLoader):
     `{on: powered_on}` matches the backend's "on"; and `bounded_node` refuses documents that
     expand past our limits."""
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.yaml11_booleans: list[yaml.ScalarNode] = []   # values like `on` that YAML 1.1 makes booleans
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         node.value = [(_text_key(k), v) for k, v in node.value]
         return super().construct_mapping(node, deep)
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        if node.style is None and node.value.lower() not in ("true", "false"):
+            self.yaml11_booleans.append(node)
+        return super().construct_yaml_bool(node)
 
     def bounded_node(self) -> yaml.Node | None:
         try:
@@ -101,6 +111,7 @@ class BoundedLoader(yaml.SafeLoader):
 
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
+BoundedLoader.add_constructor(_BOOL_TAG, BoundedLoader.construct_yaml_bool)
 
 
 def _text_key(node: yaml.Node) -> yaml.Node:
@@ -166,6 +177,13 @@ def load_yaml(path: Path) -> tuple[Any, Source]:
     finally:
         if loader is not None:
             loader.dispose()
+    for scalar in loader.yaml11_booleans:
+        line, col = scalar.start_mark.line + 1, scalar.start_mark.column + 1
+        meaning = "true" if scalar.value.lower() in ("yes", "on", "y") else "false"
+        finding = source_finding(source, line, col, f"`{scalar.value}` is read as the boolean {meaning} (YAML "
+                                 f"1.1); quote it ('{scalar.value}') if you mean the text, or write {meaning}")
+        finding.severity = "warning"
+        source.warnings.append(finding)
     duplicates: list[Finding] = []
     _walk(node, (), source, duplicates)
     if duplicates:

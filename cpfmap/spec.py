@@ -155,7 +155,8 @@ def check(target: str | Path) -> list[Finding]:
         located = read(target)
     except MappingError as exc:
         return exc.findings
+    notes = [w for source in located.sources for w in source.warnings]
     problems = schema_findings(located)
     if problems:
-        return problems
-    return compile_mapping(located)[1]
+        return problems + notes
+    return compile_mapping(located)[1] + notes

@@ -214,3 +214,13 @@ def test_record_session_file_survives_hostile_lines_and_masks_secret_named_setti
 
 def _refuse(name):
     raise ValueError(f"{name} is not JSON")
+
+
+@pytest.mark.parametrize("value,meaning", [("on", "true"), ("off", "false"), ("yes", "true"), ("No", "false")])
+def test_validate_says_why_a_yaml_1_1_boolean_value_is_not_the_text(tmp_path, value, meaning):
+    path = tmp_path / "m.yaml"
+    path.write_text(TINY.replace("tables:\n", f"tables:\n  power2:\n    rules: [{{when: {{status: {value}}}, then: powered_on}}]\n"
+                                              "    kind: guest_state\n", 1))
+    warnings = [f for f in spec.check(path) if f.severity == "warning" and "YAML 1.1" in f.message]
+    assert len(warnings) == 1 and f"`{value}` is read as the boolean {meaning}" in warnings[0].message
+    assert warnings[0].line > 0 and f"status: {value}" in warnings[0].source_line
