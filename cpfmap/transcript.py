@@ -78,8 +78,11 @@ class RecordingServer(Server):
             line = {"request": self.redactor.scrub(_masked_settings(request, self.secret_settings)),
                     "reply": json.loads(reply),
                     "http": list(range(before, len(self.exchanges)))}
-            self.out.write(json.dumps(line) + "\n")
-            self.out.flush()
+            try:
+                self.out.write(json.dumps(line) + "\n")
+                self.out.flush()
+            except OSError as exc:  # a full disk must not cost RAS its replies
+                log.error("cannot write the session file: %s", exc.strerror or exc)
         return reply
 
 
