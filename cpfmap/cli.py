@@ -322,13 +322,13 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
                 "DEBUG" if args.verbose else "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
     settings = _settings_file(args.settings)
+    redactor = _settings_redactor(settings, None if args.command_mode else args.target[0])
     options = Options(settings=settings, guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
                       version=args.template_version, time_scale=args.time_scale,
-                      trace=(lambda line: streams.out(line + "\n")) if args.verbose else None)
+                      trace=(lambda line: streams.out(redactor(line) + "\n")) if args.verbose else None)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
-    checks = runner.run(argv, options, workflows, args.reply_timeout)
-    checks = report.scrubbed(checks, _settings_redactor(settings, None if args.command_mode else args.target[0]))
+    checks = report.scrubbed(runner.run(argv, options, workflows, args.reply_timeout), redactor)
     streams.out(report.table(checks))
     if args.junit:
         report.junit(checks, args.junit)

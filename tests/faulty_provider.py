@@ -98,6 +98,8 @@ def answer(line):
     method, params = req.get("method"), req.get("params") or {}
     if not isinstance(method, str):
         return {"error": {"code": -32600, "message": "invalid request: no method"}}
+    if defect == "echo-settings" and method == "provider/connect":  # a provider that leaks what it got
+        return {"error": {"code": 1, "message": f"refused settings {json.dumps(params.get('settings'))}"}}
     if method not in METHODS:
         out = {"error": {"code": 1 if defect == "wrong-code" else -32601, "message": "unknown method"}}
     else:

@@ -117,8 +117,24 @@ def test_conformance_never_echoes_secret_settings(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(refused))
     out, err = io.BytesIO(), io.StringIO()
     code = run(["conformance", "proxmox-ve", "--replay", str(tmp_path / "c.yaml"), "--settings", str(tmp_path / "s.json"),
-                "--workflows", "connect", "--junit", str(tmp_path / "j.xml"), "--reply-timeout", "30"],
+                "--workflows", "connect", "--junit", str(tmp_path / "j.xml"), "--reply-timeout", "30", "-v"],
                io.BytesIO(), out, err)
     shown = out.getvalue().decode() + (tmp_path / "j.xml").read_text()
     assert code == 1 and "provider/connect" in shown and "***" in shown
     assert leaks(shown) == [] and "k-undeclared-5555" not in shown and "root@pam" in shown
+
+
+def test_conformance_masks_secrets_a_provider_echoes(tmp_path):
+    import sys
+
+    from cpfmap.cli import run
+    settings = {"host": "h.invalid", "user": "root", "password": PASSWORD, "api_token": "t-undeclared-3333"}
+    (tmp_path / "s.json").write_text(json.dumps(settings))
+    out, err = io.BytesIO(), io.StringIO()
+    provider = str(Path(__file__).parent / "faulty_provider.py")
+    code = run(["conformance", "--settings", str(tmp_path / "s.json"), "--workflows", "connect", "-v",
+                "--junit", str(tmp_path / "j.xml"), "--reply-timeout", "30", "--", sys.executable, provider,
+                "echo-settings"], io.BytesIO(), out, err)
+    shown = out.getvalue().decode() + (tmp_path / "j.xml").read_text()
+    assert code == 1 and "refused settings" in shown and "h.invalid" in shown
+    assert leaks(shown) == [] and "t-undeclared-3333" not in shown
