@@ -25,7 +25,7 @@ from .engine import Engine
 from .errors import CpfmapError, MappingError, ReplayMiss
 from .redact import RedactingFilter, Redactor, looks_secret
 from .rpc import PARAMS, Server, engine_handlers
-from .source import YamlLimit, parse_yaml, read_text
+from .source import TextLoader, YamlLimit, parse_yaml, read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
 
 CPF_COMMANDS = ("serve", "record", "dry-run")
@@ -352,7 +352,7 @@ def _settings_file(path: str | None) -> dict:
     if not path:
         return {}
     try:
-        data = parse_yaml(read_text(Path(path), "settings file"))
+        data = parse_yaml(read_text(Path(path), "settings file"), TextLoader)
     except YamlLimit as exc:
         raise CpfmapError(f"{path}: settings file refused: {exc}") from None
     except yaml.YAMLError as exc:

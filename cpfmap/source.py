@@ -142,10 +142,22 @@ def _expanded_size(node: yaml.Node, memo: dict, active: set, depth: int) -> int:
     return total
 
 
-def parse_yaml(text: str) -> Any:
+class TextLoader(BoundedLoader):
+    """For settings files, which stand for what RAS sends (text): a scalar is the text written
+    (`0123`, `on`, `2024-01-01` and `1e3` stay as written); only null stays null."""
+
+    def construct_text(self, node: yaml.ScalarNode) -> str:
+        return node.value
+
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", TextLoader.construct_text)
+
+
+def parse_yaml(text: str, loader_class: type[BoundedLoader] = BoundedLoader) -> Any:
     """Data of a YAML document (cassettes, settings) within our bounds; YamlLimit or
     yaml.YAMLError otherwise."""
-    loader = BoundedLoader(text)
+    loader = loader_class(text)
     try:
         node = loader.bounded_node()
         return None if node is None else loader.construct_document(node)

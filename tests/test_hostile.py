@@ -224,3 +224,15 @@ def test_validate_says_why_a_yaml_1_1_boolean_value_is_not_the_text(tmp_path, va
     warnings = [f for f in spec.check(path) if f.severity == "warning" and "YAML 1.1" in f.message]
     assert len(warnings) == 1 and f"`{value}` is read as the boolean {meaning}" in warnings[0].message
     assert warnings[0].line > 0 and f"status: {value}" in warnings[0].source_line
+
+
+def test_a_settings_file_keeps_every_value_as_the_text_written(tmp_path):
+    from cpfmap.cli import _settings_file
+    path = tmp_path / "s.yaml"
+    path.write_text("password: 0123\nflag: on\nother: No\nwhen: 2024-01-01\nratio: 1e3\nca_file: null\n"
+                    "quoted: 'null'\non: yes\nport: 8006\nverify: true\n")
+    assert _settings_file(str(path)) == {"password": "0123", "flag": "on", "other": "No", "when": "2024-01-01",
+                                         "ratio": "1e3", "ca_file": "", "quoted": "null", "on": "yes",
+                                         "port": "8006", "verify": "true"}
+    path.write_text('{"port": 8006, "verify_tls": false, "ca_file": null, "password": "p\\u00e4ss"}')
+    assert _settings_file(str(path)) == {"port": "8006", "verify_tls": "false", "ca_file": "", "password": "päss"}
