@@ -2,7 +2,20 @@
 JSON reply, nothing exits early, nothing leaks a traceback."""
 from __future__ import annotations
 
-from conftest import serve_session
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONNECTOR, serve_session
+
+from cpfmap import cassette, resources, spec
+from cpfmap.cli import _settings_file
+from cpfmap.errors import BackendError, CpfmapError, MappingError
+from cpfmap.source import MAX_BYTES
+from cpfmap.templating import Templates
 
 INIT = {"method": "provider/initialize"}
 LIST = {"method": "guests/list", "id": 2}
@@ -50,28 +63,16 @@ def test_a_missing_cassette_answers_every_request_with_why(tmp_path):
 
 
 def test_record_into_an_unwritable_path_answers_every_request_with_why(tmp_path):
-    import subprocess
-    import sys
-    from conftest import CONNECTOR
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     proc = subprocess.run([sys.executable, str(CONNECTOR), "record", "proxmox-ve", "--cassette",
                            str(blocker / "c.yaml")], input=b'{"method":"provider/initialize"}\n{"method":"guests/list","id":2}\n',
                           capture_output=True, timeout=60)
-    import json
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     _assert_every_request_refused(replies, proc.stderr.decode(), proc.returncode, "cannot write the cassette")
 
 
 # ------------------------------------------------------------ YAML and files
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from cpfmap import cassette, spec  # noqa: E402
-from cpfmap.errors import CpfmapError, MappingError  # noqa: E402
-from cpfmap.source import MAX_BYTES  # noqa: E402
 
 TINY = (Path(__file__).parent / "data" / "tiny.yaml").read_text()
 
@@ -130,12 +131,11 @@ def test_a_file_over_the_size_limit_is_refused(tmp_path, monkeypatch, what):
 
 @pytest.mark.parametrize("key", ["on", "off", "yes", "no", "On", "NO", "true", "false"])
 def test_yaml_1_1_boolean_table_keys_stay_what_the_author_wrote(tmp_path, key):
-    import yaml as pyyaml
-    data = pyyaml.safe_load(TINY)
+    data = yaml.safe_load(TINY)
     data.setdefault("tables", {})["power"] = {"map": {"__KEY__": "running"}, "default": "stopped"}
     data["settings"]["__KEY__"] = {"type": "string"}
     path = tmp_path / "m.yaml"
-    path.write_text(pyyaml.safe_dump(data).replace("__KEY__", key))
+    path.write_text(yaml.safe_dump(data).replace("__KEY__", key))
     mapping = spec.load(path)
     assert mapping.tables["power"].translate(key) == "running"
     assert spec.read(path).data["settings"].keys() >= {key}
@@ -159,7 +159,7 @@ def test_extends_inside_the_pack_and_of_a_bundled_pack_still_work(tmp_path):
     (pack / "base" / "base.yaml").write_text(TINY)
     (pack / "mapping.yaml").write_text("extends: base/base.yaml\nmetadata: {name: child}\n")
     assert spec.load(pack).name == "child"
-    bundled = spec.PACKS_DIR / "proxmox-ve" / "mapping.yaml"
+    bundled = resources.bundled_packs_dir() / "proxmox-ve" / "mapping.yaml"
     (pack / "variant.yaml").write_text(f"extends: {bundled}\nmetadata: {{name: variant}}\n")
     assert spec.load(pack / "variant.yaml").name == "variant"
 
@@ -167,7 +167,6 @@ def test_extends_inside_the_pack_and_of_a_bundled_pack_still_work(tmp_path):
 # ---------------------------------------------------- nothing runs at load time
 
 def test_templates_run_no_filter_while_they_compile():
-    from cpfmap.templating import Templates
     calls = []
     templates = Templates({"spy": lambda value, *args: calls.append(value) or value})
     for source in ["{{ 'x' | spy }}", "a {{ 'x' | spy | upper }}", "{{ 'y' | spy('(a+)+$') }}",
@@ -179,24 +178,17 @@ def test_templates_run_no_filter_while_they_compile():
 @pytest.mark.parametrize("source", ["{{ 'a' * 1000000 }}", "x{{ 'ab' * 500000 }}", "{{ 'a' | center(1000000) }}",
                                     "{{ 9 ** 100000 }}"])
 def test_constant_expressions_are_not_folded_at_load(source):
-    from cpfmap.templating import Templates
     code = Templates().text.compile(source, raw=True)
     assert len(code) < 20000  # the expression, not its million-character value
 
 
 @pytest.mark.parametrize("source", ["{{ 'a' * 10000000 }}", "{{ [0] * 10000000 }}", "{{ 7 ** 100000 }}"])
 def test_huge_repeats_and_powers_are_refused_when_rendered(source):
-    from cpfmap.errors import BackendError
-    from cpfmap.templating import Templates
     with pytest.raises(BackendError, match="would build more than|exponent over"):
         Templates().compile(source, "where").render({})
 
 
 def test_record_session_file_survives_hostile_lines_and_masks_secret_named_settings(tmp_path):
-    import json
-    import subprocess
-    import sys
-    from conftest import CONNECTOR
     session = tmp_path / "s.jsonl"
     connect = {"method": "provider/connect", "params": {"settings": {
         "host": "127.0.0.1", "port": "1", "username": "u@pam", "token_name": "t", "token_secret": "s3cret-value-1",
@@ -227,7 +219,6 @@ def test_validate_says_why_a_yaml_1_1_boolean_value_is_not_the_text(tmp_path, va
 
 
 def test_a_settings_file_keeps_every_value_as_the_text_written(tmp_path):
-    from cpfmap.cli import _settings_file
     path = tmp_path / "s.yaml"
     path.write_text("password: 0123\nflag: on\nother: No\nwhen: 2024-01-01\nratio: 1e3\nca_file: null\n"
                     "quoted: 'null'\non: yes\nport: 8006\nverify: true\n")

@@ -261,7 +261,7 @@ SCHEMA = {
         "$schema": prop("Editor hint; ignored.", "../../schemas/mapping.schema.json", type="string"),
         "cpfmap": prop("Mapping language version.", 1, const=1),
         "extends": prop("A mapping file (relative to this one, inside the folder of the mapping being "
-                        "loaded or a bundled pack; anything else is refused) that this one overrides: each section "
+                        "loaded or of a known pack; anything else is refused) that this one overrides: each section "
                         "merges entry by entry, an entry given here (a method, control, fragment, table, "
                         "setting, connection option) replaces the base's whole, null removes it.",
                         "mapping.yaml",
