@@ -41,14 +41,17 @@ def encodings(text: str) -> set[str]:
 class Redactor:
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._longest_first: list[str] = []   # a longer secret is masked before one it contains
 
     def add(self, value: object) -> None:
         text = "" if value is None else str(value)
-        if len(text) >= MIN_SECRET:
-            self._secrets.update(encodings(text))
+        forms = encodings(text) if len(text) >= MIN_SECRET else set()
+        if not forms <= self._secrets:
+            self._secrets |= forms
+            self._longest_first = sorted(self._secrets, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._longest_first:
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
