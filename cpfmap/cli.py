@@ -22,7 +22,7 @@ from . import __version__, authoring, cassette, distcli, reference, spec, transc
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
-from .errors import CpfmapError, MappingError, ReplayMiss
+from .errors import CpfmapError, InternalError, MappingError, ReplayMiss
 from .redact import RedactingFilter, Redactor, looks_secret
 from .rpc import PARAMS, Server, engine_handlers
 from .source import TextLoader, YamlLimit, parse_yaml, read_text
@@ -245,6 +245,10 @@ def _load_or_report(target: str, streams: Streams):
         broken = MappingError(exc.findings)
         broken.message = f"mapping failed to load: {exc.message}"
         return Server(dict.fromkeys(PARAMS, _never), Redactor(), broken)
+    except Exception as exc:  # noqa: BLE001 - a defect in loading must still leave RAS with replies
+        log.exception("internal error loading the mapping")
+        defect = InternalError(f"internal error loading the mapping: {type(exc).__name__}: {exc}")
+        return Server(dict.fromkeys(PARAMS, _never), Redactor(), defect)
 
 
 def _broken(error: CpfmapError, streams: Streams) -> int:

@@ -227,3 +227,19 @@ def test_a_settings_file_keeps_every_value_as_the_text_written(tmp_path):
                                          "port": "8006", "verify": "true"}
     path.write_text('{"port": 8006, "verify_tls": false, "ca_file": null, "password": "p\\u00e4ss"}')
     assert _settings_file(str(path)) == {"port": "8006", "verify_tls": "false", "ca_file": "", "password": "päss"}
+
+
+def test_a_defect_while_loading_the_mapping_still_answers_every_request(monkeypatch):
+    import io
+
+    from cpfmap.cli import run
+
+    def defect(target):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(spec, "load", defect)
+    out, err = io.BytesIO(), io.StringIO()
+    code = run(["serve", "proxmox-ve"], io.BytesIO(b'{"method": "provider/initialize", "id": 1}\n{"method": "guests/list"}\n'),
+               out, err)
+    replies = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0 and len(replies) == 2 and replies[0]["id"] == 1
+    assert all(r["error"]["code"] == -32603 and "ZeroDivisionError" in r["error"]["message"] for r in replies)
