@@ -55,51 +55,85 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
 
 
 def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpRequest | None = None,
-                   response: HttpResponse | None = None) -> None:
+                   response: HttpResponse | None = None, constants: frozenset = frozenset()) -> None:
     """Every value of a login exchange is a secret unless the mapping calls its field public:
-    query, form and JSON values sent; JSON values, cookies and credential headers received."""
+    query, form and JSON values sent (except text written as is in the mapping, such as
+    `grant_type: password`); JSON values, cookies and credential headers received."""
     if request is not None:
+        guard = _Guard(redactor, public, constants)
         query = urllib.parse.urlsplit(request.url).query
-        _guard_pairs(redactor, public, urllib.parse.parse_qsl(query, keep_blank_values=True))
-        _guard_body(redactor, public, request.body, request.header("Content-Type"))
+        _guard_pairs(guard, urllib.parse.parse_qsl(query, keep_blank_values=True))
+        _guard_body(guard, request.body, request.header("Content-Type"))
     if response is not None:
         for name, value in response.headers:
             if name.lower() == "set-cookie":
                 redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
             elif looks_secret(name):
                 redactor.add(value)
-        _guard_body(redactor, public, response.body, response.header("Content-Type"))
+        _guard_body(_Guard(redactor, public, frozenset()), response.body, response.header("Content-Type"))
 
 
-def _guard_body(redactor: Redactor, public: frozenset, body: bytes | None, content_type: str | None) -> None:
+class _Guard:
+    """Adds the secret values of one side of a login exchange to the redactor."""
+
+    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset) -> None:
+        self.redactor, self.public, self.constants = redactor, public, constants
+
+    def add(self, value: str) -> None:
+        if value not in self.constants:
+            self.redactor.add(value)
+
+
+def _guard_body(guard: _Guard, body: bytes | None, content_type: str | None) -> None:
     if not body:
         return
     text = body.decode("utf-8", "replace")
     if content_type and "form" in content_type:
-        _guard_pairs(redactor, public, urllib.parse.parse_qsl(text, keep_blank_values=True))
+        _guard_pairs(guard, urllib.parse.parse_qsl(text, keep_blank_values=True))
         return
     try:
-        _guard_json(redactor, public, json.loads(text))
+        _guard_json(guard, json.loads(text))
     except (ValueError, RecursionError):
-        redactor.add(text.strip())  # a bare token, or text we cannot take apart: all of it
+        guard.add(text.strip())  # a bare token, or text we cannot take apart: all of it
 
 
-def _guard_pairs(redactor: Redactor, public: frozenset, pairs: list) -> None:
+def _guard_pairs(guard: _Guard, pairs: list) -> None:
     for name, value in pairs:
-        if name not in public:
-            redactor.add(value)
+        if name not in guard.public:
+            guard.add(value)
 
 
-def _guard_json(redactor: Redactor, public: frozenset, data: Any) -> None:
+def _guard_json(guard: _Guard, data: Any) -> None:
     if isinstance(data, dict):
         for key, value in data.items():
-            if key not in public:
-                _guard_json(redactor, public, value)
+            if key not in guard.public:
+                _guard_json(guard, value)
     elif isinstance(data, list):
         for item in data:
-            _guard_json(redactor, public, item)
+            _guard_json(guard, item)
     elif isinstance(data, str):
-        redactor.add(data)
+        guard.add(data)
+
+
+def _constants(spec: m.RequestSpec) -> frozenset:
+    """The strings a request spec writes as is (no template): mapping text, never a secret."""
+    found: set[str] = set()
+    todo: list[Any] = [spec.query, spec.json, spec.form]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, m.Literal):
+            todo.append(value.value)
+        elif isinstance(value, m.DictValue):
+            todo.extend(v for _, v in value.items)
+        elif isinstance(value, m.ListValue):
+            todo.extend(value.items)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return frozenset(found)
 
 
 class Backend:
@@ -235,7 +269,7 @@ class Backend:
         self.auth = {}
         base = {"settings": self.settings}
         request = self.build(login.request, base)
-        guard_exchange(self.redactor, login.public, request=request)
+        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
         response = self._send(request)
         guard_exchange(self.redactor, login.public, response=response)
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300

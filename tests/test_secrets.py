@@ -138,3 +138,15 @@ def test_conformance_masks_secrets_a_provider_echoes(tmp_path):
     shown = out.getvalue().decode() + (tmp_path / "j.xml").read_text()
     assert code == 1 and "refused settings" in shown and "h.invalid" in shown
     assert leaks(shown) == [] and "t-undeclared-3333" not in shown
+
+
+def test_text_written_as_is_in_the_login_request_is_not_a_secret(tmp_path):
+    data = yaml.safe_load((Path(__file__).parent / "data" / "tiny.yaml").read_text())
+    data["auth"][0]["login"]["request"]["json"].update(grant_type="client_credentials", scope=["vm-admin"])
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    redactor = Redactor()
+    engine = Engine(spec.load(path), FunctionTransport(echoing_backend), VirtualClock(), redactor)
+    engine.connect({"settings": {"url": "https://h", "user": "admin-user", "password": PASSWORD}})
+    shown = f"client_credentials vm-admin admin-user {PASSWORD} {REFRESH}"
+    assert redactor(shown) == "client_credentials vm-admin *** *** ***"
