@@ -228,8 +228,8 @@ DEFS = {
                             additionalProperties=REF("extraction")),
             "public": prop("Field names of the login request and reply that are not secret (e.g. the "
                            "user name, a token type). Every other value of the login exchange (request "
-                           "query, form and JSON values; reply JSON values, cookies and credential "
-                           "headers) is masked wherever it appears, extracted or not.",
+                           "query, form and JSON values, except text written as is; reply JSON values, "
+                           "cookies and credential headers) is masked wherever it appears, extracted or not.",
                            ["username", "token_type"], type="array", items={"type": "string"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
