@@ -49,7 +49,8 @@ def dns_name(value: Any, fallback: str = "vm") -> str:
     """A name valid as a DNS name (what PVE's `dns-name` format takes): accents dropped, every
     run of characters other than letters, digits and `-` inside a dot-separated label becomes
     one `-`, labels trimmed of `-` and cut to 63 characters, empty labels dropped;
-    `fallback` if nothing is left. Predictable, not reversible: "RAS Host_01" -> "RAS-Host-01"."""
+    `fallback` if nothing is left. Predictable, not reversible.
+    Example: `{{ 'RAS Host_01 (Büro)' | dns_name }}` -> `"RAS-Host-01-Buro"`"""
     text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
     labels = [re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-")[:63].strip("-") for label in text.split(".")]
     return ".".join(label for label in labels if label) or fallback
