@@ -242,9 +242,10 @@ class Backend:
         return values
 
     def logout(self) -> None:
-        if self.scheme.logout is not None and self.auth:
+        logout = self.scheme.logout
+        if logout is not None and self.auth:
             try:
-                self._send(lambda: self.build(self.scheme.logout, {"settings": self.settings}))
+                self._send(lambda: self.build(logout, {"settings": self.settings}))
             except BackendError as exc:
                 log.warning("logout failed: %s", exc)
         self.auth = {}

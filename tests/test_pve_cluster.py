@@ -214,7 +214,8 @@ def test_start_resumes_after_an_io_error_and_restarts_a_crashed_guest(pve, qmp, 
 # ------------------------------------------------------------------ 7. clone names
 
 def test_clone_names_become_valid_dns_names(pve):
-    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/clone", id="900", name="RAS Host_01 (Büro)")])
+    clone = call("guests/clone", id="900", name="RAS Host_01 (Büro)")
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), clone])
     assert pve.pve.vm(int(replies[1]["result"]["clone_id"])).name == "RAS-Host-01-Buro", err
 
 
@@ -250,8 +251,9 @@ class ResourcesLag(FakePve):
 def test_linked_variant_reads_template_from_the_vm_not_from_lagging_resources():
     served = served_with(ResourcesLag)
     try:
+        exists = call("guests/snapshots/exists", id="103", name="RAS Template Snapshot")
         replies, err, _ = serve_session(LINKED, [connect(served), call("guests/convert", id="103", is_template=True),
-                                                 call("guests/snapshots/exists", id="103", name="RAS Template Snapshot")])
+                                                 exists])
     finally:
         served.stop()
     assert replies[2] == {"result": True}, (replies, err)
