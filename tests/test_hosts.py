@@ -153,3 +153,22 @@ def test_error_text_is_the_reason_phrase_when_the_body_has_none(tmp_path, body, 
     connect(server, "https://a")
     reply = call(server, "guests/control", id="101", control="stop")
     assert reply["error"]["message"].endswith(f"HTTP 500: {text}")
+
+
+def test_the_reason_phrase_can_be_extracted_and_is_in_error(tmp_path):
+    steps = {"methods": {"guests/get": {"steps": [
+        {"request": {"method": "GET", "path": "/machines/{{ params.id }}"},
+         "extract": {"why": {"jmespath": "@", "from": "reason"}}},
+        {"request": {"method": "GET", "path": "/missing"},
+         "on_error": [{"status": [404], "set": {"again": "{{ error.reason }}"}}]}],
+        "result": {"name": "{{ why }}/{{ again }}", "state": "powered_off", "is_template": False}}}}
+
+    def handler(request):
+        if request.url.endswith("/login"):
+            return answer({"token": "t-123456"})
+        if request.url.endswith("/missing"):
+            return answer({}, 404, "No Such Thing")
+        return answer({}, 200, "Fine Thanks")
+    server, _ = provider(tmp_path, handler, steps)
+    connect(server, "https://a")
+    assert call(server, "guests/get", id="7")["result"]["name"] == "Fine Thanks/No Such Thing"
