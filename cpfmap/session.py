@@ -123,7 +123,8 @@ class Backend:
         headers += self._credentials(ctx)
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
-                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe)
+                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
+                           failover=len(self.base_urls) > 1)
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

@@ -172,3 +172,14 @@ def test_the_reason_phrase_can_be_extracted_and_is_in_error(tmp_path):
     server, _ = provider(tmp_path, handler, steps)
     connect(server, "https://a")
     assert call(server, "guests/get", id="7")["result"]["name"] == "Fine Thanks/No Such Thing"
+
+
+@pytest.mark.parametrize("failover,waited", [(False, 3.0), (True, 0.0)])
+def test_with_another_host_to_try_a_refused_connection_is_not_retried_here(failover, waited):
+    from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
+    clock = VirtualClock()
+    transport = LiveTransport(RetryPolicy(attempts=3, backoff=1.0), clock)
+    started = clock.now()
+    with pytest.raises(TransportError, match="cannot connect"):
+        transport.send(HttpRequest("GET", "http://127.0.0.1:1/x", timeout=(2.0, 2.0), failover=failover))
+    assert clock.now() - started == waited   # backoff 1 s + 2 s between three attempts, or none
