@@ -147,11 +147,15 @@ def with_role(served, drop: str = "") -> dict:
     return served.settings(username=USER, token_name=TOKEN, token_secret=SECRET)
 
 
-def test_a_token_with_exactly_the_role_passes_every_workflow(pve, tmp_path):
+@pytest.mark.parametrize("mapping,extra", [
+    ("proxmox-ve", []),
+    (LINKED, ["--workflows", "inventory,power,create-template,create-host,delete-host,protocol"]),
+])
+def test_a_token_with_exactly_the_role_passes_every_workflow(pve, tmp_path, mapping, extra):
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps(with_role(pve)))
-    proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", "proxmox-ve", "--settings", str(settings),
-                           "--guest", "101", "--template-source", "103", "--time-scale", "0"],
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", mapping, "--settings", str(settings),
+                           "--guest", "101", "--template-source", "103", "--time-scale", "0", *extra],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
 
