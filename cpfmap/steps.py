@@ -52,7 +52,8 @@ class StepRunner:
         """Run steps in order, adding their variables to context; returns context. A refusal
         whose on_error rule says `retry` runs them again from the rule's step, a bounded number
         of times."""
-        index, refusals = 0, {}  # type: tuple[int, dict[int, int]]
+        index = 0
+        refusals: dict[int, int] = {}  # times each retry rule was used
         while index < len(steps):
             try:
                 self._step(steps[index], context)
