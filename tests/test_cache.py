@@ -237,8 +237,12 @@ def test_cached_sessions_replay_the_same_however_fast_they_were_recorded(mapping
     cache decisions (so the requests, so the replies) are the same: both count logical time."""
     import io
     import itertools
+    import logging
 
     from cpfmap import cli
+    logger = logging.getLogger("cpfmap")   # cli.run sets up logging: undone after the test
+    for name in ("handlers", "propagate", "level"):
+        monkeypatch.setattr(logger, name, list(logger.handlers) if name == "handlers" else getattr(logger, name))
     path, cassette = tmp_path / "fleet.yaml", tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(spec.merge(BASE, SWEEP)))
     ticks = itertools.count(0, seconds_per_reading)
