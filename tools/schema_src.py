@@ -60,6 +60,9 @@ DEFS = {
                                     {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "endpoint": prop("Join the path to this service URL from the session login "
+                                        "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
+                                        "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
                    }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
     "extraction": prop("A step variable: a JMESPath expression over the reply body, or an object "
                        "with options.", "data.name", oneOf=[
@@ -217,6 +220,11 @@ DEFS = {
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
                             "all are secrets.", {"ticket": "data.ticket"}, type="object",
                             additionalProperties=REF("extraction")),
+            "endpoints": prop("Service URLs from the reply (e.g. a service catalog): name -> extraction, "
+                              "each an http(s) URL that requests name with `endpoint`; not secrets.",
+                              {"compute": "token.catalog[?type=='compute'] | [0].endpoints[0].url"},
+                              type="object", additionalProperties=REF("extraction"),
+                              propertyNames={"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
