@@ -1,0 +1,168 @@
+"""The openstack pack against a real Nova (tests/novacloud.py): the conformance runner, the
+state table, controls, conflicts, clone faults, paging, tokens and the service catalog."""
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+from conftest import CONNECTOR, serve_session
+from novacloud import ServedNova
+
+from cpfmap.conformance import report, runner
+from cpfmap.conformance.client import ProviderProcess
+from cpfmap.conformance.ras import Options
+
+PACK = "openstack"
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    served = ServedNova()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def connect(cloud: ServedNova, **settings) -> list:
+    return [{"method": "provider/initialize"},
+            {"method": "provider/connect", "params": {"settings": cloud.settings(**settings)}}]
+
+
+def provider(cloud: ServedNova, **settings) -> ProviderProcess:
+    argv = [sys.executable, str(CONNECTOR), "serve", PACK, "--log-level", "INFO"]
+    client = ProviderProcess(argv, reply_timeout=60).start()
+    for line in connect(cloud, **settings):
+        assert "result" in client.request(line).reply
+    return client
+
+
+def call(client: ProviderProcess, method: str, **params) -> dict:
+    return client.request({"method": method, "params": params}).reply
+
+
+def finish(client: ProviderProcess, task_id: str, polls: int = 200) -> dict:
+    for _ in range(polls):
+        result = call(client, "tasks/get", id=task_id)["result"]
+        if result["state"] != "running":
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} still running")
+
+
+def test_conformance_runner_passes_on_live_nova(cloud):
+    guest, source = cloud.boot("conf-vdi"), cloud.boot("conf-gold")
+    argv = [sys.executable, str(CONNECTOR), "serve", PACK]
+    checks = runner.run(argv, Options(settings=cloud.settings(), guest=guest, template_source=source,
+                                      clone_name="CONF-CLONE", time_scale=0.05))
+    assert report.verdict(checks), report.table(checks)
+    assert not [c for c in checks if c.skipped], report.table(checks)
+
+
+# (how the server is brought there: admin actions in order, Nova status) -> CPF state
+STATES = [
+    ("active", [], "ACTIVE", "powered_on"),
+    ("stopped", [{"os-stop": None}], "SHUTOFF", "powered_off"),
+    ("paused", [{"pause": None}], "PAUSED", "suspended"),
+    ("suspended", [{"suspend": None}], "SUSPENDED", "suspended"),
+    ("shelved", [{"shelve": None}], "SHELVED_OFFLOADED", "powered_off"),
+    ("rescued", [{"rescue": None}], "RESCUE", "powered_on"),
+    ("error-running", [{"os-resetState": {"state": "error"}}], "ERROR", "powered_on"),
+    ("error-stopped", [{"os-stop": None}, {"os-resetState": {"state": "error"}}], "ERROR", "powered_off"),
+]
+
+
+@pytest.fixture(scope="module")
+def states(cloud):
+    ids = {name: cloud.boot(f"state-{name}", wait=None) for name, *_ in STATES}
+    for name, actions, status, _ in STATES:
+        cloud.wait(ids[name], "ACTIVE")
+        for i, action in enumerate(actions):
+            cloud.action(ids[name], action, wait=status if i == len(actions) - 1 else "SHUTOFF")
+    return ids
+
+
+def test_nova_states_map_to_cpf_states(cloud, states):
+    lines = connect(cloud) + [{"method": "guests/get", "params": {"id": states[name]}} for name, *_ in STATES]
+    replies, err, code = serve_session(PACK, lines)
+    got = {name: (r["result"]["status"], r["result"]["state"]) for (name, *_), r in zip(STATES, replies[2:])}
+    assert got == {name: (status, state) for name, _, status, state in STATES}, err
+
+
+@pytest.mark.parametrize("start_from,control,status", [
+    ("paused", "start", "ACTIVE"), ("suspended", "start", "ACTIVE"), ("shelved", "start", "ACTIVE"),
+    ("stopped", "start", "ACTIVE"), ("active", "suspend", "SUSPENDED"), ("active", "reset", "ACTIVE"),
+    ("active", "restart", "ACTIVE")])
+def test_controls_bring_servers_where_ras_wants_them(cloud, start_from, control, status):
+    name, actions, first, _ = next(s for s in STATES if s[0] == start_from)
+    sid = cloud.boot(f"ctl-{name}-{control}")
+    for action in actions:
+        cloud.action(sid, action, wait=first)
+    replies, err, _ = serve_session(PACK, connect(cloud) + [
+        {"method": "guests/control", "params": {"id": sid, "control": control}}])
+    assert replies[2] == {"result": {}}, err
+    assert cloud.wait(sid, status)["status"] == status
+
+
+def test_stop_brings_a_paused_server_back_then_powers_it_off(cloud):
+    sid = cloud.boot("ctl-paused-stop")
+    cloud.action(sid, {"pause": None}, wait="PAUSED")
+    replies, err, _ = serve_session(PACK, connect(cloud) + [
+        {"method": "guests/control", "params": {"id": sid, "control": "stop"}}])
+    assert replies[2] == {"result": {}}, err
+    assert cloud.wait(sid, "SHUTOFF")["OS-EXT-STS:power_state"] == 4
+
+
+def test_a_control_nova_refuses_in_this_state_says_why(cloud, states):
+    replies, _, _ = serve_session(PACK, connect(cloud) + [
+        {"method": "guests/control", "params": {"id": states["shelved"], "control": "restart"}}])
+    message = replies[2]["error"]["message"]
+    assert replies[2]["error"]["code"] == 1
+    assert f"Guest {states['shelved']} is busy or in the wrong state for this" in message
+    assert "Cannot 'reboot' instance" in message and "shelved_offloaded" in message
+
+
+def test_clone_that_nova_cannot_place_fails_with_novas_fault(cloud):
+    big = cloud.boot("big-gold", flavor="ras.huge")
+    client = provider(cloud)
+    try:
+        started = call(client, "guests/snapshots/create", id=big, name="RAS_TEMPLATE_VERSION_1")["result"]
+        assert finish(client, started["task_id"])["state"] == "completed"
+        clone = call(client, "guests/clone", id=big, name="TOO-BIG", snapshot="RAS_TEMPLATE_VERSION_1")["result"]
+        result = finish(client, clone["task_id"])
+    finally:
+        client.close()
+    assert result["state"] == "failed"
+    assert result["error"]["message"].startswith(f"Server {clone['clone_id']} is ERROR: No valid host was found")
+    clone_server = cloud.server(clone["clone_id"])
+    assert clone_server["flavor"]["original_name"] == "ras.huge"
+    assert clone_server["image"]["id"] != cloud.server(big)["image"]["id"]   # booted from the snapshot
+
+
+def test_guests_list_pages_with_markers(cloud, states):
+    everything = sorted(s["id"] for s in cloud.nova("GET", "/servers", user="ras")["servers"])
+    assert len(everything) > 6
+    replies, err, _ = serve_session(PACK, connect(cloud, page_size="2") + [{"method": "guests/list"}])
+    assert sorted(replies[2]["result"]["guests"]) == everything, err
+
+
+def test_application_credential_and_a_token_nova_no_longer_accepts(cloud, states):
+    client = provider(cloud, auth="application-credential")
+    try:
+        assert states["active"] in call(client, "guests/list")["result"]["guests"]
+        cloud.control(revoke=True)   # every token now answers 401: the pack logs in again
+        reply = call(client, "guests/get", id=states["active"])
+    finally:
+        client.close()
+    assert reply["result"]["state"] == "powered_on"
+    assert any("401; logging in again" in line for line in client.stderr)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"region": "Atlantis"}, "the login reply gives no `compute` endpoint"),
+    ({"password": "wrong"}, "Authentication failed: HTTP 401: The request you have made requires authentication."),
+])
+def test_connect_explains_catalog_and_credential_problems(cloud, settings, message):
+    replies, err, _ = serve_session(PACK, connect(cloud, **settings))
+    assert message in replies[1]["error"]["message"], err
