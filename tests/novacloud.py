@@ -10,7 +10,7 @@ for what the fixtures do not serve over HTTP:
     /identity/v3   Keystone v3: password and application-credential tokens, service catalog
     /compute/v2.1  Nova's own WSGI app, behind a token check that plays keystonemiddleware
     /image/v2      Glance v2 images, read and deleted from the Glance fixture's store
-    /_harness      test controls: token lifetime, revoking every token
+    /_harness      test controls: token lifetime, revoking every token, slow power-offs
 
 Nova's fixtures take over the process (config, logging, stdout, monkeypatches), so the cloud
 runs in a child process: `ServedNova` starts `python tests/novacloud.py HOST`, reads one JSON line
@@ -386,13 +386,25 @@ class Front:
                 self.keystone.tokens.clear()
             if "lifetime" in body:
                 self.keystone.lifetime = float(body["lifetime"])
+        if "power_off_seconds" in body:   # keeps a server in task_state powering-off that long
+            SLOW["power_off"] = min(float(body["power_off_seconds"]), 30.0)
         return _json(start_response, "200 OK", {})
+
+
+SLOW = {"power_off": 0.0}
 
 
 def _patch_fixtures() -> None:
     """What running Nova's test scaffolding as a long-lived server needs."""
     from nova.tests import fixtures as nova_fixtures
     from nova.virt import fake
+
+    power_off = fake.FakeDriver.power_off
+
+    def slow_power_off(self, *args, **kwargs):
+        time.sleep(SLOW["power_off"])
+        return power_off(self, *args, **kwargs)
+    fake.FakeDriver.power_off = slow_power_off
 
     original_init = nova_fixtures.CellDatabases.__init__
 

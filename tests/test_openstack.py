@@ -123,6 +123,24 @@ def test_a_control_nova_refuses_in_this_state_says_why(cloud, states):
     assert "Cannot 'reboot' instance" in message and "shelved_offloaded" in message
 
 
+def test_a_server_busy_with_another_task_gets_a_clear_answer(cloud):
+    sid = cloud.boot("busy")
+    cloud.control(power_off_seconds=3)
+    try:
+        cloud.action(sid, {"os-stop": None})
+        replies, err, _ = serve_session(PACK, connect(cloud) + [
+            {"method": "guests/get", "params": {"id": sid}},
+            {"method": "guests/control", "params": {"id": sid, "control": "start"}},
+            {"method": "guests/control", "params": {"id": sid, "control": "stop"}}])
+    finally:
+        cloud.control(power_off_seconds=0)
+    assert replies[2]["result"]["task_state"] == "powering-off", err
+    assert replies[2]["result"]["state"] == "powering_off"
+    assert replies[3]["error"]["message"] == f"Guest {sid} is busy (powering-off); try again when Nova is done"
+    assert replies[4] == {"result": {}}   # already on its way off
+    cloud.wait(sid, "SHUTOFF")
+
+
 def test_clone_that_nova_cannot_place_fails_with_novas_fault(cloud):
     big = cloud.boot("big-gold", flavor="ras.huge")
     client = provider(cloud)
@@ -138,6 +156,7 @@ def test_clone_that_nova_cannot_place_fails_with_novas_fault(cloud):
     clone_server = cloud.server(clone["clone_id"])
     assert clone_server["flavor"]["original_name"] == "ras.huge"
     assert clone_server["image"]["id"] != cloud.server(big)["image"]["id"]   # booted from the snapshot
+    assert clone_server["metadata"] == {"ras_clone_of": big, "ras_snapshot": "RAS_TEMPLATE_VERSION_1"}
 
 
 def test_guests_list_pages_with_markers(cloud, states):
