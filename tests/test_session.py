@@ -69,7 +69,7 @@ def test_credentials_are_masked_in_error_replies(provider):
     assert "k-abcdef123" not in json.dumps(reply)
 
 
-def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compute"):
+def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compute", clock=None):
     """A session login whose reply names a `compute` service URL, as Keystone's catalog does."""
     login = {"request": {"method": "POST", "path": "/login"}, "extract": {"token": "token"},
              "endpoints": {"compute": "catalog.compute"}}
@@ -87,9 +87,21 @@ def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compu
             {"items": [{"id": len(seen)}], "next": None if "marker" in request.url else next_link}
         return HttpResponse(200, (("Content-Type", "application/json"),), json.dumps(body).encode())
     redactor = Redactor()
-    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), VirtualClock(), redactor)),
-                    redactor)
+    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), clock or VirtualClock(),
+                                           redactor)), redactor)
     return server, seen
+
+
+def test_a_session_logs_in_again_before_its_ttl_runs_out_and_keeps_its_service_urls(tmp_path):
+    clock = VirtualClock()
+    server, seen = catalog_provider(tmp_path, "https://nova.example/v2.1", clock=clock)
+    connect(server)
+    clock.sleep(599)   # tiny.yaml: ttl 600
+    server.handle_text('{"method": "guests/list"}')
+    clock.sleep(2)
+    server.handle_text('{"method": "guests/list"}')
+    logins = [i for i, url in enumerate(seen) if url.endswith("/login")]
+    assert len(logins) == 2 and seen[logins[1] + 1] == "https://nova.example/v2.1/servers"
 
 
 def test_requests_go_to_the_service_url_the_login_named(tmp_path):
