@@ -2,16 +2,16 @@
 state table, controls, conflicts, clone faults, paging, tokens and the service catalog."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 
 import pytest
-from conftest import CONNECTOR, serve_session
+from conftest import CONNECTOR, ROOT, serve_session
 from novacloud import ServedNova
 
-from cpfmap.conformance import report, runner
 from cpfmap.conformance.client import ProviderProcess
-from cpfmap.conformance.ras import Options
 
 PACK = "openstack"
 
@@ -51,13 +51,18 @@ def finish(client: ProviderProcess, task_id: str, polls: int = 200) -> dict:
     raise AssertionError(f"task {task_id} still running")
 
 
-def test_conformance_runner_passes_on_live_nova(cloud):
+def test_conformance_runner_passes_on_live_nova(cloud, tmp_path):
     guest, source = cloud.boot("conf-vdi"), cloud.boot("conf-gold")
-    argv = [sys.executable, str(CONNECTOR), "serve", PACK]
-    checks = runner.run(argv, Options(settings=cloud.settings(), guest=guest, template_source=source,
-                                      clone_name="CONF-CLONE", time_scale=0.05))
-    assert report.verdict(checks), report.table(checks)
-    assert not [c for c in checks if c.skipped], report.table(checks)
+    settings = tmp_path / "openstack.json"
+    settings.write_text(json.dumps(cloud.settings()), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "cpfmap", "conformance", PACK, "--settings", str(settings),
+                           "--guest", guest, "--template-source", source, "--clone-name", "CONF-CLONE",
+                           "--time-scale", "0.05", "--junit", str(tmp_path / "junit.xml")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED:" in proc.stdout and "0 failed" in proc.stdout and "SKIP" not in proc.stdout, proc.stdout
+    for workflow in ("inventory", "power", "create-template", "create-host", "maintenance", "delete-host"):
+        assert f"PASS  {workflow}" in proc.stdout
 
 
 # (how the server is brought there: admin actions in order, Nova status) -> CPF state
