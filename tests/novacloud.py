@@ -36,9 +36,11 @@ import requests
 PROJECT_ID = "6f70656e737461636b20342065766572"   # nova.tests.fixtures.nova.PROJECT_ID
 PROJECT = "demo"
 DOMAIN = "Default"
-USERS = {  # name -> (password, roles); Nova's stubbed context treats user id "admin" as admin
-    "ras": ("ras-secret-pw", ["reader", "member"]),
-    "admin": ("admin-secret-pw", ["reader", "member", "admin"]),
+PROJECTS = {PROJECT: PROJECT_ID, "other": "0a1b2c3d4e5f40718293a4b5c6d7e8f9"}
+USERS = {  # name -> (password, roles, project); Nova's stubbed context treats user id "admin" as admin
+    "ras": ("ras-secret-pw", ["reader", "member"], PROJECT),
+    "admin": ("admin-secret-pw", ["reader", "member", "admin"], PROJECT),
+    "other": ("other-secret-pw", ["reader", "member"], "other"),
 }
 APP_CREDENTIAL = {"id": "9e4c1a0b7d2f4c55a1b2c3d4e5f60718", "name": "ras-connector",
                   "secret": "ac-secret-3f1e9d", "user": "ras"}
@@ -82,7 +84,7 @@ class ServedNova:
         if user not in self.tokens:
             body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
                 "name": user, "domain": {"name": DOMAIN}, "password": USERS[user][0]}}},
-                "scope": {"project": {"name": PROJECT, "domain": {"name": DOMAIN}}}}}
+                "scope": {"project": {"name": USERS[user][2], "domain": {"name": DOMAIN}}}}}
             reply = requests.post(f"{self.url}/identity/v3/auth/tokens", json=body, timeout=30)
             reply.raise_for_status()
             self.tokens[user] = reply.headers["X-Subject-Token"]
@@ -99,11 +101,13 @@ class ServedNova:
 
     def control(self, **body) -> None:
         requests.post(f"{self.url}/_harness/tokens", json=body, timeout=10).raise_for_status()
+        if body.get("revoke"):
+            self.tokens.clear()
 
-    def boot(self, name: str, flavor: str = "1", wait: str | None = "ACTIVE", **extra) -> str:
+    def boot(self, name: str, flavor: str = "1", wait: str | None = "ACTIVE", user: str = "ras", **extra) -> str:
         server = {"name": name, "imageRef": IMAGE_ID, "flavorRef": flavor,
                   "networks": [{"uuid": NETWORK_ID}], **extra}
-        sid = self.nova("POST", "/servers", {"server": server}, user="ras")["server"]["id"]
+        sid = self.nova("POST", "/servers", {"server": server}, user=user)["server"]["id"]
         if wait:
             self.wait(sid, wait)
         return sid
@@ -265,7 +269,8 @@ class Keystone:
             name = user.get("name")
             ok = name in USERS and USERS[name][0] == user.get("password")
             project = ((auth.get("scope") or {}).get("project")) or {}
-            return name if ok and project.get("name", project.get("id")) in (PROJECT, PROJECT_ID) else None
+            wanted = USERS[name][2] if ok else None
+            return name if ok and project.get("name", project.get("id")) in (wanted, PROJECTS[wanted]) else None
         if "application_credential" in methods:
             cred = identity.get("application_credential") or {}
             ok = cred.get("secret") == APP_CREDENTIAL["secret"] and (
@@ -275,14 +280,14 @@ class Keystone:
 
     def _issue(self, user: str) -> tuple[str, dict]:
         now = datetime.datetime.now(datetime.timezone.utc)
-        roles = USERS[user][1]
+        roles, project = USERS[user][1], USERS[user][2]
         body = {"methods": ["password"], "issued_at": _iso(now),
                 "expires_at": _iso(now + datetime.timedelta(seconds=self.lifetime)),
                 "user": {"id": user, "name": user, "domain": {"id": "default", "name": DOMAIN}},
-                "project": {"id": PROJECT_ID, "name": PROJECT, "domain": {"id": "default", "name": DOMAIN}},
+                "project": {"id": PROJECTS[project], "name": project, "domain": {"id": "default", "name": DOMAIN}},
                 "roles": [{"id": r, "name": r} for r in roles], "catalog": self.catalog()}
         token = "gAAAA" + uuid.uuid4().hex
-        record = {"user": user, "roles": roles, "expires": time.monotonic() + self.lifetime, "body": body}
+        record = {"user": user, "roles": roles, "project": PROJECTS[project], "expires": time.monotonic() + self.lifetime, "body": body}
         with self.lock:
             self.tokens[token] = record
         return token, record
@@ -314,7 +319,7 @@ class Glance:
             return _json(start_response, "200 OK", self.v2(image))
         if method == "DELETE":
             owner = (image.get("properties") or {}).get("owner")
-            if owner not in (None, PROJECT_ID) and "admin" not in who["roles"]:
+            if owner not in (None, who["project"]) and "admin" not in who["roles"]:
                 return _json(start_response, "403 Forbidden", {"message": "You are not permitted to delete this image."})
             self.fixture.delete(None, image["id"])
             return _json(start_response, "204 No Content", None)
@@ -375,7 +380,7 @@ class Front:
         if head == "image":
             return self.glance(environ, start_response, rest, who)
         environ.update(SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/compute", PATH_INFO=rest,
-                       HTTP_X_AUTH_USER=who["user"], HTTP_X_AUTH_PROJECT_ID=PROJECT_ID,
+                       HTTP_X_AUTH_USER=who["user"], HTTP_X_AUTH_PROJECT_ID=who["project"],
                        HTTP_X_ROLES=",".join(who["roles"]))
         return self.nova_app(environ, start_response)
 

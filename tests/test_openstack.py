@@ -183,8 +183,20 @@ def test_application_credential_and_a_token_nova_no_longer_accepts(cloud, states
     assert any("401; logging in again" in line for line in client.stderr)
 
 
+def test_all_projects_lists_other_projects_servers_for_an_admin(cloud, states):
+    theirs = cloud.boot("other-project-vdi", user="other")
+    admin = {"username": "admin", "password": "admin-secret-pw"}
+    lines = [{"method": "guests/list"}, {"method": "guests/get", "params": {"id": theirs}}]
+    everywhere, err, _ = serve_session(PACK, connect(cloud, all_projects="true", page_size="3", **admin) + lines)
+    ours, _, _ = serve_session(PACK, connect(cloud, **admin) + lines)
+    assert theirs in everywhere[2]["result"]["guests"] and states["active"] in everywhere[2]["result"]["guests"], err
+    assert everywhere[3]["result"]["name"] == "other-project-vdi"
+    assert theirs not in ours[2]["result"]["guests"]
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"region": "Atlantis"}, "the login reply gives no `compute` endpoint"),
+    ({"interface": "admin"}, "the login reply gives no `compute` endpoint"),
     ({"password": "wrong"}, "Authentication failed: HTTP 401: The request you have made requires authentication."),
 ])
 def test_connect_explains_catalog_and_credential_problems(cloud, settings, message):
