@@ -93,6 +93,10 @@ def test_nova_states_map_to_cpf_states(cloud, states):
     replies, err, code = serve_session(PACK, lines)
     got = {name: (r["result"]["status"], r["result"]["state"]) for (name, *_), r in zip(STATES, replies[2:])}
     assert got == {name: (status, state) for name, _, status, state in STATES}, err
+    port = cloud.server(states["active"])["addresses"]["private"][0]
+    active = replies[2]["result"]
+    assert (active["mac_addresses"], active["ip_addresses"]) == ([port["OS-EXT-IPS-MAC:mac_addr"]], [port["addr"]])
+    assert port["addr"] not in [a for r in replies[3:] for a in r["result"]["ip_addresses"]]   # unique fixed IPs
 
 
 @pytest.mark.parametrize("start_from,control,status", [
