@@ -134,7 +134,7 @@ def test_a_control_nova_refuses_in_this_state_says_why(cloud, states):
 
 def test_a_server_busy_with_another_task_gets_a_clear_answer(cloud):
     sid = cloud.boot("busy")
-    cloud.control(power_off_seconds=3)
+    cloud.control(power_off_seconds=8)   # long enough for a connector process to start and look
     try:
         cloud.action(sid, {"os-stop": None})
         replies, err, _ = serve_session(PACK, connect(cloud) + [
