@@ -135,6 +135,8 @@ class ErrorRule:
     match: str | None = None
     fail: Template | None = None
     set: Value | None = None
+    retry: int = 0         # run again (from retry_from) up to this many refusals
+    retry_from: str = ""   # name of the step to run again from; "" is the refusing step
 
     def covers(self, status: int, message: str) -> bool:
         if self.statuses and status not in self.statuses:
@@ -251,6 +253,7 @@ class Connection:
     retries: int = 3
     backoff: float = 0.5
     error_message: Expression | None = None
+    hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
 
 
 @dataclass(frozen=True)
