@@ -57,7 +57,9 @@ def record(cloud: ServedNova, mapping: str, folder: Path, steps: list) -> None:
             raise SystemExit(f"{name}: workflow failed: {failed[0].name}: {failed[0].detail}")
         cassette.write_text(cassette.read_text(encoding="utf-8").replace(cloud.url, SHOWN_URL), encoding="utf-8",
                             newline="\n")
-        (folder / f"{name}.jsonl").write_text("".join(_shown(line, cloud.url) for line in sent), encoding="utf-8",
+        # The session stops before the runner's final disconnect, so a replay can go on from it.
+        kept = [line for line in sent if json.loads(line).get("method") != "provider/disconnect"]
+        (folder / f"{name}.jsonl").write_text("".join(_shown(line, cloud.url) for line in kept), encoding="utf-8",
                                               newline="\n")
         print(f"recorded {cassette.relative_to(ROOT)}")
 
