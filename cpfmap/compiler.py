@@ -33,6 +33,7 @@ class Compiler:
         self.templates = Templates({"translate": self._translate, "string_id": string_id})
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
+        self.endpoints: set[str] = set()   # names the session logins declare (login.endpoints)
 
     # ------------------------------------------------------------ helpers
 
@@ -79,6 +80,8 @@ class Compiler:
         return compiled
 
     def expression(self, raw: str, path: tuple) -> Expression | None:
+        # var('settings.x') reads a setting too (for the never-used warning)
+        self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
             return Expression.compile(str(raw), _where(path))
         except jmespath.exceptions.JMESPathError as exc:
@@ -113,12 +116,15 @@ class Compiler:
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
+        if "endpoint" in raw and raw["endpoint"] not in self.endpoints:
+            self.error(path + ("endpoint",), f"no auth login declares endpoint `{raw['endpoint']}`"
+                       f"{_suggest(raw['endpoint'], self.endpoints)}")
         return m.RequestSpec(
             method=raw["method"], path=self.template(raw["path"], path + ("path",), known, url=True)
             or self.templates.compile("/", "?", path=True),
             query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
             body=self.template(body, path + ("body",), known) if body is not None else None,
-            content_type=raw.get("content_type"))
+            content_type=raw.get("content_type"), endpoint=raw.get("endpoint"))
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}

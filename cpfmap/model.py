@@ -118,6 +118,7 @@ class RequestSpec:
     form: Value | None = None
     body: Template | None = None
     content_type: str | None = None
+    endpoint: str | None = None   # a service URL learned at login (auth.login.endpoints), else base_url
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class Login:
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
     public: frozenset = frozenset()   # field names of the login exchange that are not secret
+    endpoints: tuple = ()   # ((name, Extraction), ...): service URLs, not secrets
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,8 @@ class StepRunner:
         items: list = []
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor, size)
+            query, url = self._page_position(spec, number, len(items), cursor, size,
+                                             step.request.endpoint)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
@@ -166,14 +167,15 @@ class StepRunner:
                 return items
         raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
 
-    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int) -> tuple:
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int,
+                       endpoint: str | None) -> tuple:
         if spec.type == "offset":
             return [(spec.offset_param, str(seen)), (spec.limit_param, str(size))], None
         if spec.type == "page":
             return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(size))], None
         if spec.type == "cursor":
             return ([(spec.cursor_param, str(cursor))] if number else []), None
-        return [], (self.backend.within_base(str(cursor)) if number else None)
+        return [], (self.backend.within_base(str(cursor), endpoint) if number else None)
 
     @staticmethod
     def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int) -> bool:

@@ -115,3 +115,8 @@ def test_new_pack_scaffold_validates_clean(tmp_path):
     assert mapping.capabilities.template_method == "versioning"
     code, _, err = cli("new-pack", "Bad Name!")
     assert code == 2 and "lower-case" in err
+
+
+def test_explain_shows_service_urls_from_the_login_as_placeholders():
+    code, out, _ = cli("explain", "openstack", "guests/get", "--param", "id=abc")
+    assert code == 0 and "GET <compute service URL, given at login>/servers/abc" in out

@@ -69,6 +69,9 @@ DEFS = {
                                     {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "endpoint": prop("Join the path to this service URL from the session login "
+                                        "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
+                                        "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
                    }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
     "extraction": prop("A step variable: a JMESPath expression over the reply body, or an object "
                        "with options.", "data.name", oneOf=[
@@ -243,6 +246,11 @@ DEFS = {
                            "query, form and JSON values, except text written as is; reply JSON values, "
                            "cookies and credential headers) is masked wherever it appears, extracted or not.",
                            ["username", "token_type"], type="array", items={"type": "string"}),
+            "endpoints": prop("Service URLs from the reply (e.g. a service catalog): name -> extraction, "
+                              "each an http(s) URL that requests name with `endpoint`; not secrets.",
+                              {"compute": "token.catalog[?type=='compute'] | [0].endpoints[0].url"},
+                              type="object", additionalProperties=REF("extraction"),
+                              propertyNames={"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
