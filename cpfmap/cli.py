@@ -151,8 +151,7 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     if getattr(args, "replay", None):
         transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
     clock = clock or RealClock()
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+    transport = transport or LiveTransport(retry_policy(mapping.connection), clock)
     if getattr(args, "cassette", None):
         transport = RecordingTransport(transport, args.cassette, redactor)
     engine = Engine(mapping, transport, clock, redactor)
@@ -252,6 +251,10 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
     return 0 if report.verdict(checks) else 1
 
 
+def retry_policy(conn) -> RetryPolicy:
+    return RetryPolicy(conn.retries, conn.backoff, frozenset(conn.resend_writes_on), conn.max_retry_wait)
+
+
 def _settings_file(path: str | None) -> dict:
     if not path:
         return {}
@@ -287,8 +290,7 @@ def _call(args: argparse.Namespace, streams: Streams, transport: Transport | Non
     params = authoring.parse_params(args.method, args.param)
     if args.replay:
         transport = ReplayTransport(cassette.load(args.replay))
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff))
+    transport = transport or LiveTransport(retry_policy(mapping.connection))
     try:
         connected, reply, exchanges, redactor = authoring.call(
             mapping, args.method, params, _settings_file(args.settings), transport, bool(args.replay))

@@ -79,7 +79,9 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         client_cert=value("client_cert", None), client_key=value("client_key", None),
         connect_timeout=float(raw.get("connect_timeout", 10)), read_timeout=float(raw.get("read_timeout", 60)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
-        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)), error_message=error_message)
+        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
+        resend_writes_on=tuple(raw.get("resend_writes_on", ())),
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),

@@ -185,7 +185,8 @@ class Backend:
             return
         self.auth = {}
         base = {"settings": self.settings}
-        response = self._send(self.build(login.request, base))
+        # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
+        response = self._send(self.build(login.request, base, retry_safe=True))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
