@@ -8,6 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 
@@ -23,6 +24,29 @@ def next_host() -> str:
     return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
+class LossyPve(FakePve):
+    """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
+    request that has run (its effect made) never reaches the client. Counts fakepve's own
+    dropped connections (flaky_network), which drop a request before it runs."""
+
+    lose = None
+    dropped: list
+    lost: list
+
+    @web.middleware
+    async def _middleware(self, request, handler):
+        try:
+            response = await FakePve._middleware(self, request, handler)
+        except ConnectionResetError:
+            self.dropped.append((request.method, request.path))
+            raise
+        if self.lose is not None and self.lose(request.method, request.path):
+            self.lost.append((request.method, request.path))
+            request.transport.close()
+            raise ConnectionResetError("test: the answer is lost")
+        return response
+
+
 class ServedPve:
     """FakePve on a private event loop in a daemon thread; stop() when done."""
 
@@ -30,7 +54,8 @@ class ServedPve:
         self.dir = Path(tempfile.mkdtemp(prefix="cpfmap-pve-"))
         self.host = host or next_host()
         self.certfile, keyfile, _ = make_cert(str(self.dir), hosts=(self.host,))
-        self.pve = FakePve(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.pve = LossyPve(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.pve.dropped, self.pve.lost = [], []
         self.pve.time_scale = time_scale
         self.pve.apitokens[f"{TOKEN_USER}!{TOKEN_NAME}"] = TOKEN_SECRET
         self.loop = asyncio.new_event_loop()
