@@ -77,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
+    conf.add_argument("--keep", action="store_true",
+                      help="leave what the workflows made (template, clone, snapshots) instead of putting it back")
     explain = sub.add_parser("explain", help="show the HTTP requests a method would send, without sending")
     explain.add_argument("mapping")
     explain.add_argument("method", help="CPF method, e.g. guests/get or guests/control")
@@ -244,7 +246,10 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
                       version=args.template_version, time_scale=args.time_scale)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
-    checks = runner.run(argv, options, workflows, args.reply_timeout)
+    def progress(line: str) -> None:
+        streams.stderr.write(line + "\n")
+        streams.stderr.flush()
+    checks = runner.run(argv, options, workflows, args.reply_timeout, progress=progress, keep=args.keep)
     streams.out(report.table(checks))
     if args.junit:
         report.junit(checks, args.junit)
