@@ -87,10 +87,13 @@ class StepRunner:
             try:
                 response = self._fetch(step, context)
             except TransportError as exc:
-                if step.lookup is None or not may_have_run(exc) or attempt == attempts:
+                if step.lookup is None or not may_have_run(exc):
                     raise
                 if self._took_effect(step, context, exc):
                     return DONE, True
+                # After a read timeout the backend may still be at work: look, but never send again.
+                if getattr(exc, "hung", False) or attempt == attempts:
+                    raise
                 log.info("%s: no answer, and the lookup says it did not take effect; sending it again",
                          self._label(step, context))
                 resent = True

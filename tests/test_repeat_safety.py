@@ -93,6 +93,21 @@ def test_without_a_lookup_a_create_whose_answer_was_lost_fails_and_is_never_rese
     assert backend.sent.count("POST /machines/9/clone") == 1
 
 
+@pytest.mark.parametrize("found,sent", [([{"id": 43}], 1), ([], 1)])
+def test_after_a_read_timeout_the_lookup_runs_but_the_create_is_never_sent_again(tmp_path, found, sent):
+    timeout = TransportError("no answer from POST /clone within 60s")
+    timeout.hung = True
+    backend = Backend({"POST /machines/9/clone": [timeout, answer(202, {"vm_id": 42})],
+                       "GET /machines": [answer(body={"items": found})]})
+    provider = engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend)
+    if found:
+        assert provider.call("guests/clone", {"id": "9", "name": "h"})["clone_id"] == "43"
+    else:
+        with pytest.raises(TransportError, match="within 60s"):
+            provider.call("guests/clone", {"id": "9", "name": "h"})
+    assert backend.sent.count("POST /machines/9/clone") == sent
+
+
 def test_lookups_are_bounded_by_connection_retries(tmp_path):
     backend = Backend({"POST /machines/9/clone": [lost(), lost(), lost()],
                        "GET /machines": [answer(body={"items": []})] * 3})

@@ -96,7 +96,8 @@ DEFS = {
     "lookup": obj("For a request that must not run twice (a create): after it got no answer, these steps "
                   "find out whether it took effect. If `found` is true, the step succeeds with the lookup's "
                   "variables standing in for its extractions (its `wait` is skipped); if false, the request "
-                  "is sent again (up to connection.retries attempts in all).", {
+                  "is sent again (up to connection.retries attempts in all), except after a read timeout "
+                  "(the backend may still be at work): then the call fails.", {
                       "steps": REF("steps"),
                       "found": prop(f"True if the request took effect ({TEMPLATE}; one expression).",
                                     "{{ made is not none }}", type="string"),
