@@ -195,7 +195,8 @@ class Compiler:
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
-            already_done=already_done, lookup=lookup, cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
+            already_done=already_done, lookup=lookup, cache=float(raw.get("cache", 0)),
+            paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
             extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)

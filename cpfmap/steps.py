@@ -73,11 +73,14 @@ class StepRunner:
         for name, extraction in step.extract:
             context[name] = self._extract(extraction, response, context)
         if step.wait is not None and self.waiter is not None:
-            try:
-                self.waiter(step.wait, context)
-            except BackendError as exc:
-                if not self._already_done(step, context, resent, None, exc.message):
-                    raise
+            self._wait(step, context, resent)
+
+    def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+        try:
+            self.waiter(step.wait, context)  # type: ignore[misc]
+        except BackendError as exc:
+            if not self._already_done(step, context, resent, None, exc.message):
+                raise
 
     def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
         """The answer, and whether it answers a repeat of a request that may have taken effect

@@ -108,7 +108,8 @@ def test_a_clone_whose_answer_is_lost_is_not_sent_again_without_a_lookup(pve, tm
     base = tmp_path / "mapping.yaml"
     text = base.read_text()
     assert "lookup: {steps: [{use: clone_lookup}]" in text
-    base.write_text(text.replace('        lookup: {steps: [{use: clone_lookup}], found: "{{ made is not none }}"}\n', ""))
+    lookup = '        lookup: {steps: [{use: clone_lookup}], found: "{{ made is not none }}"}\n'
+    base.write_text(text.replace(lookup, ""))
     pve.pve.lose = lambda method, path: method == "POST" and path.endswith("/clone")
     code, out = conformance(mapping, settings_file(), "--template-source", "103",
                             "--workflows", "create-template,create-host")
