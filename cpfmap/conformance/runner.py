@@ -1,7 +1,8 @@
 """Run the workflows and probes against one provider; collect every check.
 
-A provider that stops answering is stopped and started again, as RAS does; if the new one
-does not answer either, the remaining workflows are skipped, so a run ends in bounded time.
+A provider that stops answering is stopped and started again before the next workflow, as
+RAS does; if the new one does not answer either, the remaining workflows are skipped, so a
+run ends in bounded time.
 What the workflows changed on the backend is put back at the end (at once for a workflow
 that failed), and whatever cannot be put back is reported as left behind.
 """
@@ -73,12 +74,12 @@ def _workflow(ras: Ras, name: str, say: Callable[[str], None]) -> None:
 
 
 def _answering(ras: Ras) -> bool:
-    """The provider answers, or a restarted one does (once: a second silence ends the run)."""
+    """The provider answers, or a restarted one does; a restart that does not answer ends the run
+    (each workflow then costs at most one timeout, so the run stays bounded)."""
     if ras.client.alive():
         return True
-    if ras.state.get("restarted") or ras.restart is None:
+    if ras.state.get("given_up") or ras.restart is None:
         return False
-    ras.state["restarted"] = True
     workflow, ras.workflow = ras.workflow, "restart"
     ras.client = ras.restart()
     try:
@@ -86,6 +87,7 @@ def _answering(ras: Ras) -> bool:
         return True
     except Failed as failed:
         ras.checks.append(failed.check)
+        ras.state["given_up"] = True
         return False
     finally:
         ras.workflow = workflow
