@@ -5,7 +5,6 @@ import io
 import json
 
 import pytest
-
 from conftest import ROOT
 from pve import TOKEN_SECRET
 

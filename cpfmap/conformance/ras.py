@@ -30,7 +30,7 @@ class Change:
     """Something a workflow changed on the backend, and how to put it back."""
     workflow: str
     what: str
-    restore: Callable[[], None]
+    restore: Callable[[], object]
 
 
 class Failed(Exception):
@@ -67,7 +67,7 @@ class Ras:
 
     # -------------------------------------------------------------- changes
 
-    def changed(self, key: tuple, what: str, restore: Callable[[], None]) -> None:
+    def changed(self, key: tuple, what: str, restore: Callable[[], object]) -> None:
         """Remember a change to the backend (the first one per key: it knows the original)."""
         self.changes.setdefault(key, Change(self.workflow, what, restore))
 
