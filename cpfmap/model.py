@@ -134,6 +134,8 @@ class ErrorRule:
     match: str | None = None
     fail: Template | None = None
     set: Value | None = None
+    retry: int = 0         # run again (from retry_from) up to this many refusals
+    retry_from: str = ""   # name of the step to run again from; "" is the refusing step
 
     def covers(self, status: int, message: str) -> bool:
         if self.statuses and status not in self.statuses:
@@ -259,6 +261,7 @@ class Connection:
     resend_writes_on: tuple = ()    # statuses the API documents as "not applied"
     max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
+    hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
 
 
 @dataclass(frozen=True)

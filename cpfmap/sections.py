@@ -74,15 +74,17 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
     path = ("connection",)
     value = lambda key, default: c.value(raw[key], path + (key,), known) if key in raw else m.Literal(default)  # noqa
     error_message = c.expression(raw["error_message"], path + ("error_message",)) if "error_message" in raw else None
+    hosts = c.value(raw["hosts"], path + ("hosts",), known) if "hosts" in raw else None
+    url_known = known | ({"host"} if hosts is not None else set())
     return m.Connection(
-        base_url=c.template(raw["base_url"], path + ("base_url",), known) or c.templates.compile("", "?"),
+        base_url=c.template(raw["base_url"], path + ("base_url",), url_known) or c.templates.compile("", "?"),
         verify_tls=value("verify_tls", True), ca_file=value("ca_file", None),
         client_cert=value("client_cert", None), client_key=value("client_key", None),
         connect_timeout=float(raw.get("connect_timeout", 10)), read_timeout=float(raw.get("read_timeout", 60)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
         resend_writes_on=tuple(raw.get("resend_writes_on", ())),
-        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message)
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),

@@ -6,17 +6,18 @@ credentials on it, sends it through the injected Transport and returns the respo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import model as m
 from .clock import Clock
-from .errors import AuthError, BackendError, TransportError
+from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
 from .redact import Redactor
-from .transport import HttpRequest, HttpResponse, Tls, Transport
+from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run
 
 log = logging.getLogger("cpfmap")
 
@@ -50,8 +51,31 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
         text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
     if isinstance(text, (dict, list)):
         text = json.dumps(text, sort_keys=True)
-    text = str(text).strip() if text not in (None, "") else (response.reason or response.text(200).strip())
-    return " ".join(text.split())
+    text = "" if text is None else str(text).strip()
+    # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
+    return " ".join((text or response.reason or response.text(200).strip()).split())
+
+
+MAX_HOSTS = 16
+
+
+def _base_urls(conn: m.Connection, base: dict) -> list[str]:
+    """base_url, or one per entry of `connection.hosts` (rendered with `host`), in order."""
+    if conn.hosts is None:
+        return [str(conn.base_url.render(base)).rstrip("/")]
+    hosts = conn.hosts.eval(base)
+    hosts = [hosts] if isinstance(hosts, str) else hosts
+    if not isinstance(hosts, list) or not [h for h in hosts if str(h).strip()]:
+        raise ConfigError(f"connection.hosts gave no host ({hosts!r})")
+    if len(hosts) > MAX_HOSTS:
+        raise ConfigError(f"connection.hosts gave {len(hosts)} hosts; at most {MAX_HOSTS}")
+    urls = [str(conn.base_url.render(dict(base, host=str(h).strip()))).rstrip("/") for h in hosts if str(h).strip()]
+    return list(dict.fromkeys(urls))
+
+
+def _may_fail_over(request: HttpRequest, exc: TransportError) -> bool:
+    """Another host may get a request that never left, or one that is safe to repeat."""
+    return bool(getattr(exc, "not_sent", False)) or request.method in SAFE_RETRY_METHODS or request.retry_safe
 
 
 class Backend:
@@ -64,7 +88,8 @@ class Backend:
         self.settings = dict(settings)
         base = {"settings": self.settings}
         conn = mapping.connection
-        self.base_url = str(conn.base_url.render(base)).rstrip("/")
+        self.base_urls = _base_urls(conn, base)
+        self.base_url = self.base_urls[0]
         self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
                        client_cert=conn.client_cert.eval(base) or None,
                        client_key=conn.client_key.eval(base) or None)
@@ -99,7 +124,8 @@ class Backend:
         headers += self._credentials(ctx)
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
-                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe)
+                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
+                           failover=len(self.base_urls) > 1)
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -155,19 +181,33 @@ class Backend:
 
     def send(self, spec: m.RequestSpec, context: Mapping[str, Any], **options: Any) -> HttpResponse:
         self._refresh_if_due()
-        request = self.build(spec, context, **options)
-        response = self._send(request)
+        response = self._send(lambda: self.build(spec, context, **options))
         if response.status == 401 and self.scheme.type == "session":
             log.info("backend answered 401; logging in again")
             self.login()
-            response = self._send(self.build(spec, context, **options))
+            response = self._send(lambda: self.build(spec, context, **options))
         return response
 
-    def _send(self, request: HttpRequest) -> HttpResponse:
-        try:
-            return self.transport.send(request)
-        except TransportError as exc:
-            raise exc.context("backend unreachable")
+    def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
+        """Send to the current host; on a connection error go on to the next of `connection.hosts`,
+        but only with a request that never reached the host or is safe to repeat."""
+        resent = False  # an earlier host may have run it: the answer is to a repeat (`already_done`)
+        for tried in range(1, len(self.base_urls) + 1):
+            request = make()
+            try:
+                response = self.transport.send(request)
+                return dataclasses.replace(response, resent=True) if resent else response
+            except TransportError as exc:
+                if tried == len(self.base_urls) or not _may_fail_over(request, exc):
+                    raise exc.context("backend unreachable")
+                resent = resent or may_have_run(exc)
+                self._next_host(exc)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _next_host(self, exc: TransportError) -> None:
+        current = self.base_urls.index(self.base_url)
+        self.base_url = self.base_urls[(current + 1) % len(self.base_urls)]
+        log.warning("%s; trying %s", exc.message, self.base_url)
 
     # --------------------------------------------------------------- auth
 
@@ -186,7 +226,7 @@ class Backend:
         self.auth = {}
         base = {"settings": self.settings}
         # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
-        response = self._send(self.build(login.request, base, retry_safe=True))
+        response = self._send(lambda: self.build(login.request, base, retry_safe=True))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
@@ -208,9 +248,10 @@ class Backend:
         return values
 
     def logout(self) -> None:
-        if self.scheme.logout is not None and self.auth:
+        logout = self.scheme.logout
+        if logout is not None and self.auth:
             try:
-                self._send(self.build(self.scheme.logout, {"settings": self.settings}))
+                self._send(lambda: self.build(logout, {"settings": self.settings}))
             except BackendError as exc:
                 log.warning("logout failed: %s", exc)
         self.auth = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -44,6 +45,17 @@ def decode_name(value: str, escape: str = "-") -> str:
     return urllib.parse.unquote(hexed, errors="strict")
 
 
+def dns_name(value: Any, fallback: str = "vm") -> str:
+    """A name valid as a DNS name (what PVE's `dns-name` format takes): accents dropped, every
+    run of characters other than letters, digits and `-` inside a dot-separated label becomes
+    one `-`, labels trimmed of `-` and cut to 63 characters, empty labels dropped;
+    `fallback` if nothing is left. Predictable, not reversible.
+    Example: `{{ 'RAS Host_01 (Büro)' | dns_name }}` -> `"RAS-Host-01-Buro"`"""
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+    labels = [re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-")[:63].strip("-") for label in text.split(".")]
+    return ".".join(label for label in labels if label) or fallback
+
+
 def _b64encode(value: Any) -> str:
     """Base64 of the value's UTF-8 text (for hand-built Basic or token headers).
     Example: `{{ 'user:pw' | b64encode }}` -> `"dXNlcjpwdw=="`"""
@@ -69,7 +81,7 @@ def _regex_search(value: Any, pattern: str) -> str | None:
 
 
 FILTERS: dict[str, Callable] = {
-    "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode,
+    "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode, "dns_name": dns_name,
     "regex_replace": _regex_replace, "regex_search": _regex_search,
 }
 

@@ -47,6 +47,7 @@ class HttpRequest:
     timeout: tuple[float, float] = (10.0, 60.0)
     tls: Tls = field(default_factory=Tls)
     retry_safe: bool = False   # the mapping says repeating it is harmless
+    failover: bool = False     # another host can take it: do not wait on this one's connection errors
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
@@ -213,6 +214,8 @@ class LiveTransport:
     def _may_retry(self, request: HttpRequest, exc: TransportError, attempt: int) -> bool:
         if attempt >= self.retry.attempts or getattr(exc, "hung", False):
             return False  # a backend that took the whole read timeout would only take it again
+        if request.failover:
+            return False  # the next host is tried instead (session.Backend)
         # A request that never left (no connection) is safe to repeat whatever its method.
         return self._repeatable(request) or getattr(exc, "not_sent", False)
 

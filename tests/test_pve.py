@@ -122,9 +122,10 @@ def test_locked_vm_errors_carry_pve_text(pve):
     convert = {"method": "guests/convert", "params": {"id": "103", "is_template": True}}
     stop = {"method": "guests/control", "params": {"id": "102", "control": "stop"}}
     replies, err, _ = serve_session("proxmox-ve", [connect(pve), convert, stop])
-    for reply in replies[1:]:
-        assert reply["error"]["code"] == 1
-        assert "VM is locked (backup)" in reply["error"]["message"]
+    assert "VM is locked (backup)" in replies[1]["error"]["message"]
+    # a power operation names the lock and why before asking PVE
+    assert replies[2]["error"]["message"].startswith("Guest 102 is locked by Proxmox VE (lock `backup`: a backup "
+                                                     "job is running); try again when that has finished")
 
 
 def test_unreachable_host_fails_within_the_timeout(pve):

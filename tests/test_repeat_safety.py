@@ -145,3 +145,20 @@ def test_the_login_is_sent_again_like_a_get_after_429_or_no_answer(tmp_path):
     Engine(load(tmp_path, {}), transport, VirtualClock(), Redactor()).connect({"settings": SETTINGS})
     login, whoami = transport.sent
     assert login.url.endswith("/login") and login.retry_safe and not whoami.retry_safe
+
+
+def test_a_repeat_sent_to_another_host_after_a_lost_answer_may_be_already_done(tmp_path):
+    hosts = {"connection": {"hosts": "{{ settings.url.split(',') | map('trim') | list }}",
+                            "base_url": "{{ host }}/api/v1", "retries": 1}, "controls": {"start": START}}
+
+    def cluster(request):
+        if request.url.endswith("/login"):
+            return answer(body={"token": "tok-123456"})
+        if "/power" in request.url and request.url.startswith("https://a"):
+            raise lost()  # host a ran it, perhaps, and went away
+        if "/power" in request.url:
+            return answer(409, {"error": {"message": "machine 1 already on"}})
+        return answer()
+    provider = Engine(load(tmp_path, hosts), FunctionTransport(cluster), VirtualClock(), Redactor())
+    provider.connect({"settings": dict(SETTINGS, url="https://a, https://b")})
+    assert provider.control({"id": "1", "control": "start"}) == {}

@@ -76,8 +76,9 @@ DEFS = {
                            obj("An extraction with options.", {
                                "jmespath": REF("jmespath"),
                                "from": prop("What the expression reads: the JSON `body` (default), "
-                                            "the `headers` (lower-case names) or the `status` code.",
-                                            "headers", enum=["body", "headers", "status"]),
+                                            "the `headers` (lower-case names), the `status` code or the HTTP "
+                                            "`reason` phrase.",
+                                            "headers", enum=["body", "headers", "status", "reason"]),
                                "default": prop("Value used when the expression yields null.", []),
                                "required": prop("If the expression yields null: fail with this "
                                                 f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
@@ -91,10 +92,21 @@ DEFS = {
                         "match": prop("A regular expression searched in the backend's error message.",
                                       "does not exist", type="string"),
                         "fail": prop(f"Fail the call with this message ({TEMPLATE}; `error.status`, "
-                                     "`error.message` hold the backend's answer).",
+                                     "`error.message` and `error.reason` (the HTTP reason phrase) hold "
+                                     "the backend's answer).",
                                      "Guest {{ params.id }} not found", type="string"),
                         "set": prop("Carry on, setting these step variables (values) instead.",
                                     {"ips": []}, type="object"),
+                        "retry": obj("Run the steps again from the named earlier step (or this one) when "
+                                     "the backend refused the request outright, e.g. a new id after "
+                                     "\"already exists\"; after `times` refusals the call fails with the "
+                                     "backend's message.", {
+                                         "times": prop("Refusals before giving up.", 5, type="integer",
+                                                       minimum=1, maximum=20),
+                                         "from": prop("Name of an earlier step of the same operation to "
+                                                      "run again from; this step if absent.",
+                                                      "next free VMID", type="string"),
+                                     }, required=["times"], example={"times": 8, "from": "next free VMID"}),
                     }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
     "refusal": obj("A backend refusal: its status and/or a pattern in its message.", {
         "status": prop("Statuses it covers; any if absent (a task's failure has none).", [500], type="array",
@@ -325,8 +337,15 @@ SCHEMA = {
                                      items={"type": "integer", "minimum": 400, "maximum": 599}),
             "max_retry_wait": prop("Longest Retry-After honoured, in seconds; when the server asks for more, "
                                    "its answer (the 429 or 503) is the reply.", 60, type="number", minimum=0),
-            "error_message": prop("JMESPath over an error reply's body giving the backend's message.",
-                                  "message", **REF("jmespath")),
+            "error_message": prop("JMESPath over an error reply's body giving the backend's message; "
+                                  "when it yields nothing (or blank text) the HTTP reason phrase is the "
+                                  "message.", "message", **REF("jmespath")),
+            "hosts": prop("Several addresses of one backend (value giving a list), each visible as "
+                          "`host` in base_url. Requests go to the first that answers; on a connection "
+                          "error the next is tried: always when the request never reached the host, "
+                          "and only for requests safe to repeat (GET, or marked so) when it may have. "
+                          "The host that answered stays the current one.",
+                          "{{ settings.host.split(',') | map('trim') | reject('equalto', '') | list }}"),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",
