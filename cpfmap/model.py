@@ -227,6 +227,7 @@ class Login:
     request: RequestSpec
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
+    public: frozenset = frozenset()   # field names of the login exchange that are not secret
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,8 @@ class Connection:
     client_key: Value = Literal(None)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    total_timeout: float = 120.0
+    max_response_bytes: int = 64 * 1024 * 1024
     headers: tuple = ()
     retries: int = 3
     backoff: float = 0.5

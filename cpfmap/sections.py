@@ -55,7 +55,7 @@ def _tables(c: Compiler, raw: dict) -> dict:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
-        pairs = tuple((string_id(k), v) for k, v in (spec.get("map") or {}).items())
+        pairs = tuple((None if k is None else string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
 
@@ -81,6 +81,8 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         verify_tls=value("verify_tls", True), ca_file=value("ca_file", None),
         client_cert=value("client_cert", None), client_key=value("client_key", None),
         connect_timeout=float(raw.get("connect_timeout", 10)), read_timeout=float(raw.get("read_timeout", 60)),
+        total_timeout=float(raw.get("total_timeout", 120)),
+        max_response_bytes=int(raw.get("max_response_bytes", m.Connection.max_response_bytes)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
         resend_writes_on=tuple(raw.get("resend_writes_on", ())),
@@ -104,7 +106,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         lp = path + ("login",)
         login = m.Login(c.request(raw["login"]["request"], lp + ("request",), known),
                         tuple(raw["login"].get("accept", ())),
-                        c.extractions(raw["login"]["extract"], lp + ("extract",), known))
+                        c.extractions(raw["login"]["extract"], lp + ("extract",), known),
+                        frozenset(map(str, raw["login"].get("public", ()))))
     inject = raw.get("inject") or {}
     with_auth = known | {"auth"}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None

@@ -16,7 +16,7 @@ from . import model as m
 from .clock import Clock
 from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
-from .redact import Redactor
+from .redact import Redactor, looks_secret
 from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run
 
 log = logging.getLogger("cpfmap")
@@ -78,6 +78,88 @@ def _may_fail_over(request: HttpRequest, exc: TransportError) -> bool:
     return bool(getattr(exc, "not_sent", False)) or request.method in SAFE_RETRY_METHODS or request.retry_safe
 
 
+def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpRequest | None = None,
+                   response: HttpResponse | None = None, constants: frozenset = frozenset()) -> None:
+    """Every value of a login exchange is a secret unless the mapping calls its field public:
+    query, form and JSON values sent (except text written as is in the mapping, such as
+    `grant_type: password`); JSON values, cookies and credential headers received."""
+    if request is not None:
+        guard = _Guard(redactor, public, constants)
+        query = urllib.parse.urlsplit(request.url).query
+        _guard_pairs(guard, urllib.parse.parse_qsl(query, keep_blank_values=True))
+        _guard_body(guard, request.body, request.header("Content-Type"))
+    if response is not None:
+        for name, value in response.headers:
+            if name.lower() == "set-cookie":
+                redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
+            elif looks_secret(name):
+                redactor.add(value)
+        _guard_body(_Guard(redactor, public, frozenset()), response.body, response.header("Content-Type"))
+
+
+class _Guard:
+    """Adds the secret values of one side of a login exchange to the redactor."""
+
+    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset) -> None:
+        self.redactor, self.public, self.constants = redactor, public, constants
+
+    def add(self, value: str) -> None:
+        if value not in self.constants:
+            self.redactor.add(value)
+
+
+def _guard_body(guard: _Guard, body: bytes | None, content_type: str | None) -> None:
+    if not body:
+        return
+    text = body.decode("utf-8", "replace")
+    if content_type and "form" in content_type:
+        _guard_pairs(guard, urllib.parse.parse_qsl(text, keep_blank_values=True))
+        return
+    try:
+        _guard_json(guard, json.loads(text))
+    except (ValueError, RecursionError):
+        guard.add(text.strip())  # a bare token, or text we cannot take apart: all of it
+
+
+def _guard_pairs(guard: _Guard, pairs: list) -> None:
+    for name, value in pairs:
+        if name not in guard.public:
+            guard.add(value)
+
+
+def _guard_json(guard: _Guard, data: Any) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key not in guard.public:
+                _guard_json(guard, value)
+    elif isinstance(data, list):
+        for item in data:
+            _guard_json(guard, item)
+    elif isinstance(data, str):
+        guard.add(data)
+
+
+def _constants(spec: m.RequestSpec) -> frozenset:
+    """The strings a request spec writes as is (no template): mapping text, never a secret."""
+    found: set[str] = set()
+    todo: list[Any] = [spec.query, spec.json, spec.form]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, m.Literal):
+            todo.append(value.value)
+        elif isinstance(value, m.DictValue):
+            todo.extend(v for _, v in value.items)
+        elif isinstance(value, m.ListValue):
+            todo.extend(value.items)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return frozenset(found)
+
+
 class Backend:
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
                  settings: Mapping[str, Any]) -> None:
@@ -125,7 +207,8 @@ class Backend:
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
                            (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
-                           failover=len(self.base_urls) > 1)
+                           failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
+                           max_body=conn.max_response_bytes)
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -226,7 +309,8 @@ class Backend:
         self.auth = {}
         base = {"settings": self.settings}
         # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
-        response = self._send(lambda: self.build(login.request, base, retry_safe=True))
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
+        guard_exchange(self.redactor, login.public, response=response)
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
@@ -236,6 +320,11 @@ class Backend:
             self.redactor.add(value)
         self.auth = values
         self.logged_in_at = self.clock.now()
+
+    def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
+        """The login request, its values known as secrets before it is sent (or logged)."""
+        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
+        return request
 
     def _extract_login(self, response: HttpResponse, login: m.Login) -> dict:
         values = {}

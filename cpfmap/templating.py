@@ -8,6 +8,7 @@ rendered with every inserted value percent-encoded.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import unicodedata
 import urllib.parse
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping
 import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from .errors import BackendError
 
@@ -86,6 +88,41 @@ FILTERS: dict[str, Callable] = {
 }
 
 
+MAX_REPEAT = 1_000_000   # items or characters a `*` may build
+MAX_EXPONENT = 10_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja folds constant expressions while it compiles: it would run a catastrophic regex
+    filter or build `'a' * 10**10` at load time, in `validate`, without any bound. Here no
+    operator or plain filter is folded (every binary operator is intercepted, every plain
+    filter needs the context), and `*` and `**` are bounded when they run."""
+
+    intercepted_binops = frozenset(("+", "-", "*", "/", "//", "%", "**"))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeat_size(left, right) > MAX_REPEAT:
+            raise ValueError(f"`*` would build more than {MAX_REPEAT} items")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"`**` with an exponent over {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeat_size(left: Any, right: Any) -> int:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple, bytes)) and isinstance(times, int):
+            return len(seq) * times
+    return 0
+
+
+def _unfoldable(func: Callable) -> Callable:
+    """The filter, taking the context it ignores: Jinja never runs such a filter while compiling."""
+    @functools.wraps(func)
+    def call(context: Any, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+    return jinja2.pass_context(call)
+
+
 class Placeholder(str):
     """A value `explain` cannot know because it comes from a reply: shown as `<what>`. Its
     members are placeholders too (`{{ vm.node }}` shows `<vm.node from step 2>`), and it is
@@ -122,10 +159,13 @@ class Templates:
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:
-        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                            keep_trailing_newline=True, finalize=finalize)
+        env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False,
+                       keep_trailing_newline=True, finalize=finalize, optimized=False)
         env.filters.update(FILTERS)
         env.filters.update(filters or {})
+        for name, func in env.filters.items():
+            if _PassArg.from_obj(func) is None:
+                env.filters[name] = _unfoldable(func)
         return env
 
     def compile(self, source: str, where: str, *, path: bool = False) -> "Template":

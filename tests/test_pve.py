@@ -155,8 +155,12 @@ def test_ca_file_wins_over_requests_ca_bundle(pve, tmp_path, monkeypatch):
 
 def test_token_secret_never_reaches_stderr_or_replies(pve, tmp_path):
     log = tmp_path / "provider.log"
-    replies, err, _ = serve_session("proxmox-ve", [connect(pve), {"method": "guests/list"}],
+    # RAS never sends a secret as a guest id; here it stands for any request or backend reply
+    # that carries one: it must be masked in the reply, stderr and the log file alike.
+    probe = {"method": "guests/get", "params": {"id": TOKEN_SECRET}}
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), {"method": "guests/list"}, probe],
                                     "--log-level", "DEBUG", "--log-file", str(log))
+    assert "error" in replies[2] and "***" in err and "***" in log.read_text()
     assert TOKEN_SECRET not in err and TOKEN_SECRET not in json.dumps(replies)
     assert TOKEN_SECRET not in log.read_text()
 

@@ -101,7 +101,7 @@ def test_get_is_retried_after_429_waiting_what_the_server_asks(server):
 def test_retry_after_as_a_date_counts_from_the_servers_own_clock(server):
     Flaky.limited, Flaky.retry_after = 1, "Fri, 27 Nov 2099 15:00:07 GMT"
     clock = VirtualClock()
-    LiveTransport(RetryPolicy(3, 0.5, max_wait=1e12), clock).send(HttpRequest("GET", server + "/x"))
+    LiveTransport(RetryPolicy(3, 0.5, max_wait=1e12), clock).send(HttpRequest("GET", server + "/x", deadline=1e12))
     assert len(clock.slept) == 1 and clock.slept[0] > 3600  # far in the future: a long wait, but a number
 
 
@@ -182,3 +182,14 @@ def test_an_untrusted_certificate_is_said_in_user_terms(tmp_path):
     message = caught.value.message
     assert "the server's certificate was refused (" in message and "give the CA" in message
     assert "_ssl.c" not in message and "Max retries" not in message
+
+
+def test_a_retry_whose_wait_would_outlast_the_requests_deadline_is_not_made(server):
+    Flaky.limited, Flaky.retry_after = 1, "50"
+    clock = VirtualClock()
+    policy = RetryPolicy(3, 0.5, max_wait=1000)
+    response = LiveTransport(policy, clock).send(HttpRequest("GET", server + "/x", deadline=30))
+    assert response.status == 429 and clock.slept == []
+    Flaky.limited = 1
+    assert LiveTransport(policy, clock).send(HttpRequest("GET", server + "/x", deadline=60)).status == 200
+    assert clock.slept == [50.0]

@@ -265,6 +265,11 @@ DEFS = {
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
                             "all are secrets.", {"ticket": "data.ticket"}, type="object",
                             additionalProperties=REF("extraction")),
+            "public": prop("Field names of the login request and reply that are not secret (e.g. the "
+                           "user name, a token type). Every other value of the login exchange (request "
+                           "query, form and JSON values, except text written as is; reply JSON values, "
+                           "cookies and credential headers) is masked wherever it appears, extracted or not.",
+                           ["username", "token_type"], type="array", items={"type": "string"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
@@ -294,7 +299,8 @@ SCHEMA = {
     "properties": {
         "$schema": prop("Editor hint; ignored.", "../../schemas/mapping.schema.json", type="string"),
         "cpfmap": prop("Mapping language version.", 1, const=1),
-        "extends": prop("A mapping file (relative to this one) that this one overrides: each section "
+        "extends": prop("A mapping file (relative to this one, inside the folder of the mapping being "
+                        "loaded or of a known pack; anything else is refused) that this one overrides: each section "
                         "merges entry by entry, an entry given here (a method, control, fragment, table, "
                         "setting, connection option) replaces the base's whole, null removes it.",
                         "mapping.yaml",
@@ -321,6 +327,14 @@ SCHEMA = {
             "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
+            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
+                                  "reply); a backend that trickles its answer is cut off here. A retry "
+                                  "(see `retries`) starts only if its wait ends within this time of the "
+                                  "first attempt. Default 120.",
+                                  120, type="number", exclusiveMinimum=0),
+            "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
+                                       "larger one is an error. Default 67108864 (64 MiB).", 67108864,
+                                       type="integer", minimum=1024),
             "headers": prop("Headers sent on every request (templates).", {"Accept": "application/json"},
                             type="object", additionalProperties=REF("template")),
             "retries": prop("Attempts in all (the first included) for a request that may be sent again: "
@@ -335,7 +349,8 @@ SCHEMA = {
                                      "rate limiter in front of the API): writes are sent again after them "
                                      "too (reads always are).", [429], type="array",
                                      items={"type": "integer", "minimum": 400, "maximum": 599}),
-            "max_retry_wait": prop("Longest Retry-After honoured, in seconds; when the server asks for more, "
+            "max_retry_wait": prop("Longest Retry-After honoured, in seconds (and it must end within "
+                                   "`total_timeout` of the first attempt); when the server asks for more, "
                                    "its answer (the 429 or 503) is the reply.", 60, type="number", minimum=0),
             "error_message": prop("JMESPath over an error reply's body giving the backend's message; "
                                   "when it yields nothing (or blank text) the HTTP reason phrase is the "
