@@ -159,6 +159,12 @@ class Paginate:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    steps: tuple
+    found: Template
+
+
+@dataclass(frozen=True)
 class Step:
     where: str
     name: str = ""
@@ -166,6 +172,8 @@ class Step:
     request: RequestSpec | None = None
     accept: tuple = ()
     idempotent: bool = False
+    already_done: tuple = ()          # (ErrorRule, ...): refusals of a repeat that mean it was done
+    lookup: "Lookup | None" = None    # finds out whether a request that got no answer took effect
     cache: float = 0.0
     paginate: Paginate | None = None
     extract: tuple = ()   # ((name, Extraction), ...)
@@ -255,6 +263,8 @@ class Connection:
     headers: tuple = ()
     retries: int = 3
     backoff: float = 0.5
+    resend_writes_on: tuple = ()    # statuses the API documents as "not applied"
+    max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
 

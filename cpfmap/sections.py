@@ -86,8 +86,9 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         total_timeout=float(raw.get("total_timeout", 120)),
         max_response_bytes=int(raw.get("max_response_bytes", m.Connection.max_response_bytes)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
-        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)), error_message=error_message,
-        hosts=hosts)
+        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
+        resend_writes_on=tuple(raw.get("resend_writes_on", ())),
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),

@@ -6,6 +6,7 @@ credentials on it, sends it through the injected Transport and returns the respo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import urllib.parse
@@ -16,7 +17,7 @@ from .clock import Clock
 from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
 from .redact import Redactor, looks_secret
-from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport
+from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run
 
 log = logging.getLogger("cpfmap")
 
@@ -283,13 +284,16 @@ class Backend:
     def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
         """Send to the current host; on a connection error go on to the next of `connection.hosts`,
         but only with a request that never reached the host or is safe to repeat."""
+        resent = False  # an earlier host may have run it: the answer is to a repeat (`already_done`)
         for tried in range(1, len(self.base_urls) + 1):
             request = make()
             try:
-                return self.transport.send(request)
+                response = self.transport.send(request)
+                return dataclasses.replace(response, resent=True) if resent else response
             except TransportError as exc:
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")
+                resent = resent or may_have_run(exc)
                 self._next_host(exc)
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -314,7 +318,8 @@ class Backend:
             return
         self.auth, self.endpoints = {}, {}
         base = {"settings": self.settings}
-        response = self._send(lambda: self._guarded(login, self.build(login.request, base)))
+        # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         endpoints = self._extract_endpoints(response, login) if accepted else {}
         service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}

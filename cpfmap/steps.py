@@ -2,6 +2,7 @@
 `set`, `fail`, `on_error` fallbacks, pagination and a TTL cache for GET replies."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from . import model as m
@@ -9,7 +10,10 @@ from .clock import Clock
 from .errors import BackendError, TransportError
 from .extract import body_of, extract_from, extract_value
 from .session import Backend, message_of
-from .transport import HttpResponse
+from .transport import HttpResponse, may_have_run
+
+log = logging.getLogger("cpfmap")
+DONE = object()  # a lookup found that a request which got no answer took effect
 
 
 class Cache:
@@ -78,18 +82,65 @@ class StepRunner:
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
-            response = self._fetch(step, context)
+            response, resent = self._send(step, context)
         except TransportError as exc:
             self._refused(step, context, 0, exc.message, exc)
             return
+        if response is DONE:
+            return
         if isinstance(response, HttpResponse) and not step.accepts(response.status):
             message = message_of(response, self.backend.mapping.connection.error_message)
-            self._refused(step, context, response.status, message, None, response.reason)
+            if not self._already_done(step, context, resent, response.status, message):
+                self._refused(step, context, response.status, message, None, response.reason)
             return
         for name, extraction in step.extract:
             context[name] = self._extract(extraction, response, context)
         if step.wait is not None and self.waiter is not None:
-            self.waiter(step.wait, context)
+            self._wait(step, context, resent)
+
+    def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+        try:
+            self.waiter(step.wait, context)  # type: ignore[misc]
+        except BackendError as exc:
+            if not self._already_done(step, context, resent, None, exc.message):
+                raise
+
+    def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
+        """The answer, and whether it answers a repeat of a request that may have taken effect
+        (`already_done` reads those); DONE when the step's lookup found that it took effect."""
+        attempts, resent = self.backend.mapping.connection.retries, False
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._fetch(step, context)
+            except TransportError as exc:
+                if step.lookup is None or not may_have_run(exc):
+                    raise
+                if self._took_effect(step, context, exc):
+                    return DONE, True
+                # After a read timeout the backend may still be at work: look, but never send again.
+                if getattr(exc, "hung", False) or attempt == attempts:
+                    raise
+                log.info("%s: no answer, and the lookup says it did not take effect; sending it again",
+                         self._label(step, context))
+                resent = True
+                continue
+            return response, resent or bool(getattr(response, "resent", False))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _took_effect(self, step: m.Step, context: dict, lost: TransportError) -> bool:
+        try:
+            self.run(step.lookup.steps, context)
+            return bool(step.lookup.found.render(context))
+        except BackendError as exc:
+            raise BackendError(f"{lost.message}; the lookup that finds out whether it took effect failed: "
+                               f"{exc.message}") from None
+
+    def _already_done(self, step: m.Step, context: dict, resent: bool, status: int | None, message: str) -> bool:
+        if not resent or not any(rule.covers(status, message) for rule in step.already_done):
+            return False
+        log.info("%s: the repeat was refused as already done (%s): the first attempt took effect",
+                 self._label(step, context), message)
+        return True
 
     def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
         if isinstance(response, HttpResponse):

@@ -8,6 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 
@@ -23,10 +24,36 @@ def next_host() -> str:
     return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
+class LossyPve(FakePve):
+    """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
+    request that has run (its effect made) never reaches the client. Counts fakepve's own
+    dropped connections (flaky_network), which drop a request before it runs."""
+
+    lose = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped: list = []   # (method, path) of requests the flaky network dropped
+        self.lost: list = []      # (method, path) of requests whose answer was lost
+
+    @web.middleware
+    async def _middleware(self, request, handler):
+        try:
+            response = await FakePve._middleware(self, request, handler)
+        except ConnectionResetError:
+            self.dropped.append((request.method, request.path))
+            raise
+        if self.lose is not None and self.lose(request.method, request.path):
+            self.lost.append((request.method, request.path))
+            request.transport.close()
+            raise ConnectionResetError("test: the answer is lost")
+        return response
+
+
 class ServedPve:
     """FakePve on a private event loop in a daemon thread; stop() when done."""
 
-    def __init__(self, host: str | None = None, time_scale: float = 0.0, fake: type = FakePve,
+    def __init__(self, host: str | None = None, time_scale: float = 0.0, fake: type = LossyPve,
                  nodes: int = 1) -> None:
         """nodes > 1: the same cluster also answers on nodes - 1 more addresses (`self.hosts`),
         as the other nodes of a real cluster do; `down(host)` stops one answering."""
