@@ -69,7 +69,7 @@ class Provider:
             transport, clock = ReplayTransport(cassette.load(recording)), clock or VirtualClock()
         clock = clock or RealClock()
         conn = self.mapping.connection
-        inner = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+        inner = transport or LiveTransport(RetryPolicy.of(conn), clock)
         self.transport = TracingTransport(inner, clock.now)
         self.redactor = Redactor()
         self.engine = Engine(self.mapping, self.transport, clock, self.redactor)

@@ -66,6 +66,7 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
         yield "login (once per session; credentials from its reply go on every request):"
         yield from _indent(show_request(backend.build(login.request, {"settings": settings}), redactor))
     backend.auth = {name: Placeholder(f"<{name} from the login reply>") for name, _ in (login.extract if login else ())}
+    backend.endpoints = {name: f"<{name} service URL, given at login>" for name, _ in (login.endpoints if login else ())}
     operation = _operation(mapping, method, params)
     context: dict = {"settings": settings, "params": params}
     labels = step_labels(mapping, method, params, len(operation.steps))
@@ -190,7 +191,20 @@ def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Reda
         lines.append("  extracts: " + ", ".join(f"{name} = {x.expression.source}" for name, x in step.extract))
     if step.wait is not None:
         lines.append(f"  then waits for its task (rule `{step.wait.poll}`)")
+    lost = _if_lost(step)
+    if lost:
+        lines.append(f"  if its answer is lost: {lost}")
     return lines
+
+
+def _if_lost(step: m.Step) -> str:
+    """What happens to this request after an answer that never came (GETs say nothing)."""
+    if step.lookup is not None:
+        return f"{len(step.lookup.steps)} lookup step(s), then sent again only if `{step.lookup.found.source}` is false"
+    if step.idempotent:
+        done = ", ".join(rule.match or f"HTTP {list(rule.statuses)}" for rule in step.already_done)
+        return "sent again" + (f"; a repeat refused with `{done}` counts as done" if done else "")
+    return "" if step.request.method in ("GET", "HEAD") else "fails (never sent again)"
 
 
 def _unquoted(line: str) -> str:

@@ -85,6 +85,8 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
+    conf.add_argument("--keep", action="store_true",
+                      help="leave what the workflows made (template, clone, snapshots) instead of putting it back")
     conf.add_argument("-v", "--verbose", action="store_true",
                       help="print each CPF exchange and, under it, the provider's log for it (with a mapping: "
                            "every HTTP request it caused)")
@@ -224,8 +226,7 @@ def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, tran
         transport, clock = ReplayTransport(cassette.load(args.replay)), clock or LogicalClock()
     elif getattr(args, "cassette", None):  # cache decisions on logical time: the recording replays the same
         clock = clock or LogicalClock(RealClock().sleep)
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), RealClock())
+    transport = transport or LiveTransport(RetryPolicy.of(mapping.connection), RealClock())
     recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
     return recording or transport, clock or RealClock(), recording
 
@@ -338,7 +339,12 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
                       version=args.template_version, time_scale=args.time_scale,
                       trace=(lambda line: streams.out(redactor(line) + "\n")) if args.verbose else None)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
-    checks = report.scrubbed(runner.run(argv, options, workflows, args.reply_timeout), redactor)
+
+    def progress(line: str) -> None:
+        streams.stderr.write(redactor(line) + "\n")
+        streams.stderr.flush()
+    checks = report.scrubbed(runner.run(argv, options, workflows, args.reply_timeout, progress=progress,
+                                        keep=args.keep), redactor)
     streams.out(report.table(checks))
     if args.junit:
         report.junit(checks, args.junit)
@@ -395,8 +401,7 @@ def _call(args: argparse.Namespace, streams: Streams, transport: Transport | Non
     params = authoring.parse_params(args.method, args.param)
     if args.replay:
         transport = ReplayTransport(cassette.load(args.replay))
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff))
+    transport = transport or LiveTransport(RetryPolicy.of(mapping.connection))
     try:
         connected, reply, exchanges, redactor = authoring.call(
             mapping, args.method, params, _settings_file(args.settings), transport, bool(args.replay))

@@ -33,6 +33,7 @@ class Compiler:
         self.templates = Templates({"translate": self._translate, "string_id": string_id})
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
+        self.endpoints: set[str] = set()   # names the session logins declare (login.endpoints)
 
     # ------------------------------------------------------------ helpers
 
@@ -79,6 +80,8 @@ class Compiler:
         return compiled
 
     def expression(self, raw: str, path: tuple) -> Expression | None:
+        # var('settings.x') reads a setting too (for the never-used warning)
+        self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
             return Expression.compile(str(raw), _where(path))
         except jmespath.exceptions.JMESPathError as exc:
@@ -113,12 +116,15 @@ class Compiler:
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
+        if "endpoint" in raw and raw["endpoint"] not in self.endpoints:
+            self.error(path + ("endpoint",), f"no auth login declares endpoint `{raw['endpoint']}`"
+                       f"{_suggest(raw['endpoint'], self.endpoints)}")
         return m.RequestSpec(
             method=raw["method"], path=self.template(raw["path"], path + ("path",), known, url=True)
             or self.templates.compile("/", "?", path=True),
             query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
             body=self.template(body, path + ("body",), known) if body is not None else None,
-            content_type=raw.get("content_type"))
+            content_type=raw.get("content_type"), endpoint=raw.get("endpoint"))
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}
@@ -146,7 +152,7 @@ class Compiler:
             if "use" in item:
                 out.extend(self._use(item, here, known, fragments, depth))
             else:
-                out.append(self.step(item, here, known))
+                out.append(self.step(item, here, known, fragments))
         return tuple(out)
 
     def _use(self, item: dict, here: tuple, known: set, fragments: dict, depth: int) -> tuple:
@@ -162,14 +168,17 @@ class Compiler:
             self.error(here, f"a `use` step takes no other keys ({', '.join(sorted(extra))})")
         return self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
 
-    def step(self, raw: dict, path: tuple, known: set) -> m.Step:
+    def step(self, raw: dict, path: tuple, known: set, fragments: dict | None = None) -> m.Step:
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
         kinds = [k for k in ("request", "set", "fail") if k in raw]
         if len(kinds) != 1:
             self.error(path, "a step has exactly one of: request, set, fail, use")
         request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
-        if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error")):
-            self.error(path, "extract, accept, cache, paginate and on_error go with a request")
+        if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error",
+                                                      "idempotent", "already_done", "lookup")):
+            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done and lookup "
+                             "go with a request")
+        already_done, lookup = self.repeat_safety(raw, path, known, fragments or {})
         if "wait" in raw and request is None:
             self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
         if raw.get("cache") and request and request.method != "GET":
@@ -193,8 +202,10 @@ class Compiler:
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
-            cache=float(raw.get("cache", 0)), paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
-            index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None, extract=extract, set=tuple(sets),
+            already_done=already_done, lookup=lookup, cache=float(raw.get("cache", 0)),
+            paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
+            index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None,
+            extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
 
@@ -204,14 +215,39 @@ class Compiler:
         lookup = self.template(str(raw["lookup"]), path + ("lookup",), known) if "lookup" in raw else None
         return m.Index(items, key, lookup) if items and key else None
 
-    def error_rule(self, raw: dict, path: tuple, known: set) -> m.ErrorRule:
-        if sum(key in raw for key in ("fail", "set", "retry")) != 1:
-            self.error(path, "an on_error rule has one of `fail`, `set` or `retry`")
+    def repeat_safety(self, raw: dict, path: tuple, known: set, fragments: dict) -> tuple:
+        """`already_done` and `lookup`: what is safe after a request got no answer."""
+        method = (raw.get("request") or {}).get("method", "GET")
+        if "lookup" in raw and (raw.get("idempotent") or method in ("GET", "HEAD")):
+            self.error(path + ("lookup",), "a `lookup` is for a request that must not run twice; an idempotent "
+                                           "request (or a GET) is simply sent again")
+        if "already_done" in raw and not (raw.get("idempotent") or "lookup" in raw):
+            self.error(path + ("already_done",), "`already_done` reads the answer to a repeat: give the step "
+                                                 "`idempotent: true` or a `lookup`")
+        rules = []
+        for index, rule in enumerate(raw.get("already_done", [])):
+            where = path + ("already_done", index)
+            self._check_regex(rule, where)
+            rules.append(m.ErrorRule(tuple(rule.get("status", ())), rule.get("match")))
+        if "lookup" not in raw:
+            return tuple(rules), None
+        inner = set(known)
+        steps = self.steps(raw["lookup"]["steps"], path + ("lookup", "steps"), inner, fragments)
+        found = self.condition(raw["lookup"]["found"], path + ("lookup", "found"), inner)
+        known.update(inner)  # the lookup's variables stand in for the step's extractions
+        return tuple(rules), m.Lookup(steps, found) if found else None
+
+    def _check_regex(self, raw: dict, path: tuple) -> None:
         if "match" in raw:
             try:
                 re.compile(raw["match"])
             except re.error as exc:
                 self.error(path + ("match",), f"bad regular expression: {exc}")
+
+    def error_rule(self, raw: dict, path: tuple, known: set) -> m.ErrorRule:
+        if sum(key in raw for key in ("fail", "set", "retry")) != 1:
+            self.error(path, "an on_error rule has one of `fail`, `set` or `retry`")
+        self._check_regex(raw, path)
         fail = self.template(raw["fail"], path + ("fail",), known | {"error"}) if "fail" in raw else None
         sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
         retry = raw.get("retry") or {}

@@ -142,8 +142,11 @@ class Engine:
             output = task.completed.eval(context) if task.completed is not None else {}
             return tasks.encode(tasks.COMPLETED, _strings(output, "task output"))
         values = {}
+        declared = dict(self.mapping.polls[task.poll].handle) if task.poll in self.mapping.polls else {}
         for key, template in task.handle:
             value = template.render(context)
+            if value in (None, "") and key in declared and not declared[key].required:
+                continue  # an optional key with no value is left out of the task id
             if value in (None, ""):
                 raise BackendError(f"the backend gave no `{key}` for the task it should have started")
             values[key] = string_id(value)

@@ -118,6 +118,7 @@ class RequestSpec:
     form: Value | None = None
     body: Template | None = None
     content_type: str | None = None
+    endpoint: str | None = None   # a service URL learned at login (auth.login.endpoints), else base_url
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,12 @@ class Prefetch:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    steps: tuple
+    found: Template
+
+
+@dataclass(frozen=True)
 class Step:
     where: str
     name: str = ""
@@ -180,6 +187,8 @@ class Step:
     request: RequestSpec | None = None
     accept: tuple = ()
     idempotent: bool = False
+    already_done: tuple = ()          # (ErrorRule, ...): refusals of a repeat that mean it was done
+    lookup: "Lookup | None" = None    # finds out whether a request that got no answer took effect
     cache: float = 0.0
     paginate: Paginate | None = None
     index: Index | None = None
@@ -237,6 +246,7 @@ class Login:
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
     public: frozenset = frozenset()   # field names of the login exchange that are not secret
+    endpoints: tuple = ()   # ((name, Extraction), ...): service URLs, not secrets
 
 
 @dataclass(frozen=True)
@@ -270,6 +280,8 @@ class Connection:
     headers: tuple = ()
     retries: int = 3
     backoff: float = 0.5
+    resend_writes_on: tuple = ()    # statuses the API documents as "not applied"
+    max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
 

@@ -16,6 +16,8 @@ def build(c: Compiler, data: dict) -> tuple:
     settings = tuple(_setting(str(k), v) for k, v in (data.get("settings") or {}).items())
     c.tables.update(_tables(c, data.get("tables") or {}))
     fragments = data.get("fragments") or {}
+    c.endpoints = {str(name) for raw in data.get("auth") or []
+                   for name in ((raw.get("login") or {}).get("endpoints") or {})}
     connection = _connection(c, data["connection"])
     auth = tuple(_auth(c, raw, ("auth", i)) for i, raw in enumerate(data.get("auth") or [{"type": "none"}]))
     methods = {name: c.operation(name, raw or {}, ("methods", name), fragments, PARAMS[name])
@@ -84,8 +86,9 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         total_timeout=float(raw.get("total_timeout", 120)),
         max_response_bytes=int(raw.get("max_response_bytes", m.Connection.max_response_bytes)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
-        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)), error_message=error_message,
-        hosts=hosts)
+        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
+        resend_writes_on=tuple(raw.get("resend_writes_on", ())),
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),
@@ -106,7 +109,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         login = m.Login(c.request(raw["login"]["request"], lp + ("request",), known),
                         tuple(raw["login"].get("accept", ())),
                         c.extractions(raw["login"]["extract"], lp + ("extract",), known),
-                        frozenset(map(str, raw["login"].get("public", ()))))
+                        frozenset(map(str, raw["login"].get("public", ()))),
+                        c.extractions(raw["login"].get("endpoints") or {}, lp + ("endpoints",), known))
     inject = raw.get("inject") or {}
     with_auth = known | {"auth"}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None

@@ -6,6 +6,7 @@ credentials on it, sends it through the injected Transport and returns the respo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import urllib.parse
@@ -16,7 +17,7 @@ from .clock import Clock
 from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
 from .redact import Redactor, looks_secret
-from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport
+from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run
 
 log = logging.getLogger("cpfmap")
 
@@ -93,7 +94,7 @@ def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpReques
                 redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
             elif looks_secret(name):
                 redactor.add(value)
-        _guard_body(_Guard(redactor, public, frozenset()), response.body, response.header("Content-Type"))
+        _guard_body(_Guard(redactor, public, constants), response.body, response.header("Content-Type"))
 
 
 class _Guard:
@@ -179,6 +180,7 @@ class Backend:
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
         self.scheme = self._choose(base)
         self.auth: dict[str, Any] = {}
+        self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
 
     def _choose(self, base: dict) -> m.AuthScheme:
@@ -194,7 +196,7 @@ class Backend:
                query: list[tuple[str, str]] | None = None) -> str:
         """The request's URL (what a cached reply is found by)."""
         ctx = dict(context, auth=self.auth)
-        target = url or self._url(str(spec.path.render(ctx)))
+        target = url or self._url(str(spec.path.render(ctx)), spec.endpoint)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
@@ -216,18 +218,27 @@ class Backend:
                            failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
                            max_body=conn.max_response_bytes)
 
-    def _url(self, path: str) -> str:
+    def _url(self, path: str, endpoint: str | None = None) -> str:
         if path.startswith(("http://", "https://")):
-            return self.within_base(path)
-        return self.base_url + ("" if path.startswith("/") else "/") + path
+            return self.within_base(path, endpoint)
+        return self.base_of(endpoint) + ("" if path.startswith("/") else "/") + path
 
-    def within_base(self, url: str) -> str:
-        """A URL from a reply (next page, operation) is followed only below base_url."""
+    def base_of(self, endpoint: str | None) -> str:
+        """base_url, or the service URL the login named `endpoint`."""
+        if endpoint is None:
+            return self.base_url
+        if endpoint not in self.endpoints:
+            raise BackendError(f"no `{endpoint}` endpoint: the session login did not give one")
+        return self.endpoints[endpoint]
+
+    def within_base(self, url: str, endpoint: str | None = None) -> str:
+        """A URL from a reply (next page, operation) is followed only below base_url (or the endpoint)."""
+        base = self.base_of(endpoint)
         if url.startswith("/"):
-            parts = urllib.parse.urlsplit(self.base_url)
+            parts = urllib.parse.urlsplit(base)
             return f"{parts.scheme}://{parts.netloc}{url}"
-        if not (url == self.base_url or url.startswith(self.base_url + "/") or url.startswith(self.base_url + "?")):
-            raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {self.base_url}")
+        if not (url == base or url.startswith(base + "/") or url.startswith(base + "?")):
+            raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
         return url
 
     @staticmethod
@@ -280,13 +291,16 @@ class Backend:
     def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
         """Send to the current host; on a connection error go on to the next of `connection.hosts`,
         but only with a request that never reached the host or is safe to repeat."""
+        resent = False  # an earlier host may have run it: the answer is to a repeat (`already_done`)
         for tried in range(1, len(self.base_urls) + 1):
             request = make()
             try:
-                return self.transport.send(request)
+                response = self.transport.send(request)
+                return dataclasses.replace(response, resent=True) if resent else response
             except TransportError as exc:
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")
+                resent = resent or may_have_run(exc)
                 self._next_host(exc)
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -309,11 +323,17 @@ class Backend:
         login = self.scheme.login
         if self.scheme.type != "session" or login is None:
             return
-        self.auth = {}
+        self.auth, self.endpoints = {}, {}
         base = {"settings": self.settings}
-        response = self._send(lambda: self._guarded(login, self.build(login.request, base)))
-        guard_exchange(self.redactor, login.public, response=response)
+        # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
+        endpoints = self._extract_endpoints(response, login) if accepted else {}
+        service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
+        # A refused login issued nothing: its reply is the backend's reason, shown as it is
+        # (sent credentials are already secrets, so an echo of them is still masked).
+        guard_exchange(self.redactor, login.public, response=response if accepted else None,
+                       constants=service_urls)
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
             raise AuthError(f"Authentication failed: HTTP {response.status}: {reason}")
@@ -321,12 +341,23 @@ class Backend:
         for value in values.values():
             self.redactor.add(value)
         self.auth = values
+        self.endpoints = endpoints
         self.logged_in_at = self.clock.now()
 
     def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
         """The login request, its values known as secrets before it is sent (or logged)."""
         guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
         return request
+
+    def _extract_endpoints(self, response: HttpResponse, login: m.Login) -> dict:
+        out = {}
+        for name, extraction in login.endpoints:
+            url = extract_value(extraction, response, {"settings": self.settings})
+            if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+                raise AuthError(f"Authentication failed: the login reply gives no `{name}` endpoint "
+                                f"(`{extraction.expression.source}` gave {url!r})")
+            out[name] = url.rstrip("/")
+        return out
 
     def _extract_login(self, response: HttpResponse, login: m.Login) -> dict:
         values = {}
@@ -345,5 +376,5 @@ class Backend:
                 self._send(lambda: self.build(logout, {"settings": self.settings}))
             except BackendError as exc:
                 log.warning("logout failed: %s", exc)
-        self.auth = {}
+        self.auth, self.endpoints = {}, {}
         self.logged_in_at = None

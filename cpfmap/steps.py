@@ -3,6 +3,7 @@
 replies (cache.py)."""
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from typing import Any, Callable
 
@@ -11,6 +12,10 @@ from .cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
 from .errors import BackendError, TransportError
 from .extract import body_of, extract_from, string_id
 from .session import Backend, message_of
+from .transport import may_have_run
+
+log = logging.getLogger("cpfmap")
+DONE = object()  # a lookup found that a request which got no answer took effect
 
 
 class _Again(Exception):
@@ -59,26 +64,70 @@ class StepRunner:
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
-            fetched = self._fetch(step, context)
+            response, resent = self._send(step, context)
         except TransportError as exc:
             self._refused(step, context, 0, exc.message, exc)
             return
-        if fetched is None:   # a prefetch not answered in time: the extractions' defaults
+        if response is DONE:
+            return
+        if response is None:   # a prefetch not answered in time: the extractions' defaults
             context.update((name, extraction.default) for name, extraction in step.extract)
             return
-        if isinstance(fetched, Fetched):
-            if fetched.error is not None:
-                self._refused(step, context, 0, fetched.error.message, fetched.error)
-                return
-            response = fetched.response
-            if not step.accepts(response.status):
-                message = message_of(response, self.backend.mapping.connection.error_message)
-                self._refused(step, context, response.status, message, None, response.reason)
-                return
+        reply = response.response if isinstance(response, Fetched) else None
+        if reply is not None and not step.accepts(reply.status):
+            message = message_of(reply, self.backend.mapping.connection.error_message)
+            if not self._already_done(step, context, resent, reply.status, message):
+                self._refused(step, context, reply.status, message, None, reply.reason)
+            return
         for name, extraction in step.extract:
-            context[name] = self._extract(step, extraction, fetched, context)
+            context[name] = self._extract(step, extraction, response, context)
         if step.wait is not None and self.waiter is not None:
-            self.waiter(step.wait, context)
+            self._wait(step, context, resent)
+
+    def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+        try:
+            self.waiter(step.wait, context)  # type: ignore[misc]
+        except BackendError as exc:
+            if not self._already_done(step, context, resent, None, exc.message):
+                raise
+
+    def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
+        """The answer, and whether it answers a repeat of a request that may have taken effect
+        (`already_done` reads those); DONE when the step's lookup found that it took effect."""
+        attempts, resent = self.backend.mapping.connection.retries, False
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._fetch(step, context)
+            except TransportError as exc:
+                if step.lookup is None or not may_have_run(exc):
+                    raise
+                if self._took_effect(step, context, exc):
+                    return DONE, True
+                # After a read timeout the backend may still be at work: look, but never send again.
+                if getattr(exc, "hung", False) or attempt == attempts:
+                    raise
+                log.info("%s: no answer, and the lookup says it did not take effect; sending it again",
+                         self._label(step, context))
+                resent = True
+                continue
+            reply = response.response if isinstance(response, Fetched) else response
+            return response, resent or bool(getattr(reply, "resent", False))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _took_effect(self, step: m.Step, context: dict, lost: TransportError) -> bool:
+        try:
+            self.run(step.lookup.steps, context)
+            return bool(step.lookup.found.render(context))
+        except BackendError as exc:
+            raise BackendError(f"{lost.message}; the lookup that finds out whether it took effect failed: "
+                               f"{exc.message}") from None
+
+    def _already_done(self, step: m.Step, context: dict, resent: bool, status: int | None, message: str) -> bool:
+        if not resent or not any(rule.covers(status, message) for rule in step.already_done):
+            return False
+        log.info("%s: the repeat was refused as already done (%s): the first attempt took effect",
+                 self._label(step, context), message)
+        return True
 
     def _extract(self, step: m.Step, extraction: m.Extraction, fetched: Any, context: dict) -> Any:
         if not isinstance(fetched, Fetched):
@@ -132,19 +181,23 @@ class StepRunner:
     # ------------------------------------------------------------ fetching
 
     def _fetch(self, step: m.Step, context: dict) -> Fetched | list | None:
+        """The answer; a request that got none raises TransportError (a cached one too)."""
         if step.paginate is not None:
             return self._pages(step, context)
         if step.request.method in ("GET", "HEAD"):
-            if step.cache and step.request.method == "GET":
-                return self._cached(step, context)
-            return self._send(step, context)
-        try:
-            return self._send(step, context)
-        finally:  # the write may have run whatever came back
-            guest = _guest(context)
-            self.cache.drop(guest) if guest is not None else self.cache.clear()
+            cached = step.cache and step.request.method == "GET"
+            fetched = self._cached(step, context) if cached else self._answer(step, context)
+        else:
+            try:
+                fetched = self._answer(step, context)
+            finally:  # the write may have run whatever came back
+                guest = _guest(context)
+                self.cache.drop(guest) if guest is not None else self.cache.clear()
+        if fetched is not None and fetched.error is not None:
+            raise fetched.error
+        return fetched
 
-    def _send(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
+    def _answer(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
         try:
             response = self.backend.send(step.request, context, retry_safe=step.idempotent)
         except TransportError as exc:
@@ -161,7 +214,7 @@ class StepRunner:
             return self._prefetched(step, context, key, guest, entry)
         if self.cache.fresh(entry, step.cache) and not self._missing(step, entry, context):
             return entry
-        return self.cache.fetch(key, lambda: self._send(step, context, guest, key),
+        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key),
                                 lambda got: got.error is None and step.accepts(got.response.status))
 
     def _missing(self, step: m.Step, entry: Fetched, context: dict) -> bool:
@@ -179,7 +232,7 @@ class StepRunner:
         if entry is not None and self.cache.in_flight(key):
             return entry
         ctx = dict(context)  # the caller's context changes while the refresh runs
-        job = lambda: self.cache.fetch(key, lambda: self._send(step, ctx, guest, key), lambda _: True)  # noqa: E731
+        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
         future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
         if future is not None and future.done() and future.exception() is None:
             return future.result()
@@ -190,14 +243,15 @@ class StepRunner:
         except TimeoutError:
             return None
 
-    def _pages(self, step: m.Step, context: dict) -> Any:
+    def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
         spec = step.paginate
         size = spec.size if isinstance(spec.size, int) else _page_size(spec.size.render(context))
         items: list = []
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor, size)
+            query, url = self._page_position(spec, number, len(items), cursor, size,
+                                             step.request.endpoint)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
@@ -212,14 +266,15 @@ class StepRunner:
                 return items
         raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
 
-    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int) -> tuple:
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int,
+                       endpoint: str | None) -> tuple:
         if spec.type == "offset":
             return [(spec.offset_param, str(seen)), (spec.limit_param, str(size))], None
         if spec.type == "page":
             return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(size))], None
         if spec.type == "cursor":
             return ([(spec.cursor_param, str(cursor))] if number else []), None
-        return [], (self.backend.within_base(str(cursor)) if number else None)
+        return [], (self.backend.within_base(str(cursor), endpoint) if number else None)
 
     @staticmethod
     def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int) -> bool:

@@ -6,13 +6,15 @@ TransportError when no HTTP answer came back. This is the only module that impor
 """
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import re
 import socket
 import ssl
+import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol
 
 import requests
@@ -22,7 +24,10 @@ from .clock import Clock, RealClock
 from .errors import TransportError
 
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-RETRY_STATUSES = frozenset({502, 503, 504})
+# Answers after which a request that is safe to repeat is sent again. 429 proves the request
+# was not applied; 502, 503 and 504 do not (a gateway may have passed it on).
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+NOT_APPLIED = frozenset({429})
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class HttpResponse:
     body: bytes = b""
     reason: str = ""
     elapsed: float = 0.0
+    resent: bool = False   # answers a repeat of a request whose earlier attempt may have taken effect
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
@@ -128,8 +134,45 @@ class TracingTransport:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """When a request is sent again (connection.retries, backoff, resend_writes_on, max_retry_wait).
+
+    Any request whose connection never opened; a request safe to repeat (GET, HEAD, OPTIONS,
+    a step marked idempotent, a login) after no answer (not a read timeout) or RETRY_STATUSES;
+    any request after a status in `resend_writes_on` (the API documents it as "not applied").
+    A Retry-After is honoured up to `max_wait` seconds; a longer one is the answer."""
     attempts: int = 3
     backoff: float = 0.5
+    resend_writes_on: frozenset = frozenset()
+    max_wait: float = 60.0
+
+    @classmethod
+    def of(cls, conn: Any) -> "RetryPolicy":
+        """The policy a mapping's `connection` section sets."""
+        return cls(conn.retries, conn.backoff, frozenset(conn.resend_writes_on), conn.max_retry_wait)
+
+    def delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** (attempt - 1))
+
+
+def may_have_run(exc: BaseException) -> bool:
+    """A request that failed this way may still have taken effect: the answer, not the request, was lost."""
+    return isinstance(exc, TransportError) and not getattr(exc, "not_sent", False)
+
+
+def retry_after(response: HttpResponse) -> float | None:
+    """Seconds the server asks to wait (Retry-After: seconds or an HTTP date), or None."""
+    raw = (response.header("Retry-After") or "").strip()
+    if raw.isdigit():
+        return float(raw)
+    try:
+        when = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    try:  # the server's own Date, so clock skew does not matter
+        now = email.utils.parsedate_to_datetime(response.header("Date") or "").timestamp()
+    except (TypeError, ValueError, IndexError):
+        now = time.time()
+    return max(when - now, 0.0)
 
 
 class LiveTransport:
@@ -146,20 +189,40 @@ class LiveTransport:
         self.session.close()
 
     def send(self, request: HttpRequest) -> HttpResponse:
-        attempt = 1
+        attempt, resent = 1, False
         started = self.clock.now()
         while True:
             try:
                 response = self._send_once(request)
             except TransportError as exc:
-                if not self._may_retry(request, exc, attempt):
+                wait = self.retry.delay(attempt) if self._may_retry(request, exc, attempt) else None
+                if wait is None or not self._in_time(request, started, wait):
                     raise _tried(exc, attempt, self.clock.now() - started)
+                ambiguous = may_have_run(exc)
             else:
-                if response.status not in RETRY_STATUSES or not self._repeatable(request) \
-                        or attempt >= self.retry.attempts:
-                    return response
-            self.clock.sleep(self.retry.backoff * (2 ** (attempt - 1)))
+                wait = self._wait_after(request, response, attempt)
+                if wait is None or not self._in_time(request, started, wait):
+                    return replace(response, resent=True) if resent else response
+                ambiguous = response.status not in NOT_APPLIED | self.retry.resend_writes_on
+            resent = resent or ambiguous
+            self.clock.sleep(wait)
             attempt += 1
+
+    def _wait_after(self, request: HttpRequest, response: HttpResponse, attempt: int) -> float | None:
+        """Seconds before sending the request again after this answer, or None to keep the answer."""
+        status = response.status
+        again = status in self.retry.resend_writes_on or (status in RETRY_STATUSES and self._repeatable(request))
+        if not again or attempt >= self.retry.attempts:
+            return None
+        asked = retry_after(response) if status in (429, 503) else None
+        if asked is None:
+            return self.retry.delay(attempt)
+        return asked if asked <= self.retry.max_wait else None
+
+    def _in_time(self, request: HttpRequest, started: float, wait: float) -> bool:
+        """A retry starts only if its wait ends within the request's deadline (total_timeout),
+        counted from the first attempt: waiting longer would outlast what the caller allows."""
+        return self.clock.now() + wait - started < request.deadline
 
     def _repeatable(self, request: HttpRequest) -> bool:
         return request.method in SAFE_RETRY_METHODS or request.retry_safe

@@ -6,10 +6,11 @@ import sys
 import time
 
 DEFECTS = ("no-output", "template-string", "stdout-log", "exists-object", "bad-state", "no-name",
-           "wrong-code", "hang", "no-flip")
+           "wrong-code", "hang", "no-flip", "deaf", "stops-reading", "bad-revert")
 defect = sys.argv[1] if len(sys.argv) > 1 else ""
 guests = {"1": {"name": "vm1", "state": "powered_on", "tpl": False, "snaps": set()},
-          "2": {"name": "gold", "state": "powered_off", "tpl": False, "snaps": set()}}
+          "2": {"name": "gold", "state": "powered_off", "tpl": False, "snaps": set()},
+          "3": {"name": "golden-image", "state": "powered_off", "tpl": True, "snaps": {"RAS_TEMPLATE_VERSION_1"}}}
 next_id = [10]
 
 
@@ -71,6 +72,8 @@ def snap(kind):
         snaps = guests[p["id"]]["snaps"]
         if kind == "exists":
             return {"exists": p["name"] in snaps} if defect == "exists-object" else p["name"] in snaps
+        if kind == "revert" and defect == "bad-revert":
+            raise KeyError("the disk is gone")
         (snaps.add if kind == "create" else snaps.discard)(p["name"])
         return task()
     return run
@@ -117,6 +120,8 @@ def answer(line):
     return out
 
 
+if defect == "deaf":
+    time.sleep(3600)  # never reads its stdin
 for raw in sys.stdin.buffer:
     text = raw.decode("utf-8", "replace").lstrip("\ufeff").strip()
     if not text:
@@ -125,3 +130,5 @@ for raw in sys.stdin.buffer:
         print("INFO handling a request")
     sys.stdout.write(json.dumps(answer(text)) + "\n")
     sys.stdout.flush()
+    if defect == "stops-reading" and "4242" in text:
+        time.sleep(3600)  # reads nothing more

@@ -8,6 +8,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 from fakepve.server import USER, ok
@@ -41,10 +42,36 @@ class FullListPve(FakePve):
         return ok(self._complete("/nodes/{node}/qemu", data, node=node))
 
 
+class LossyPve(FullListPve):
+    """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
+    request that has run (its effect made) never reaches the client. Counts fakepve's own
+    dropped connections (flaky_network), which drop a request before it runs."""
+
+    lose = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped: list = []   # (method, path) of requests the flaky network dropped
+        self.lost: list = []      # (method, path) of requests whose answer was lost
+
+    @web.middleware
+    async def _middleware(self, request, handler):
+        try:
+            response = await FakePve._middleware(self, request, handler)
+        except ConnectionResetError:
+            self.dropped.append((request.method, request.path))
+            raise
+        if self.lose is not None and self.lose(request.method, request.path):
+            self.lost.append((request.method, request.path))
+            request.transport.close()
+            raise ConnectionResetError("test: the answer is lost")
+        return response
+
+
 class ServedPve:
     """FakePve on a private event loop in a daemon thread; stop() when done."""
 
-    def __init__(self, host: str | None = None, time_scale: float = 0.0, fake: type | None = None,
+    def __init__(self, host: str | None = None, time_scale: float = 0.0, fake: type = LossyPve,
                  nodes: int = 1) -> None:
         """nodes > 1: the same cluster also answers on nodes - 1 more addresses (`self.hosts`),
         as the other nodes of a real cluster do; `down(host)` stops one answering."""
@@ -52,7 +79,7 @@ class ServedPve:
         self.host = host or next_host()
         self.hosts = [self.host] + [next_host() for _ in range(nodes - 1)]
         self.certfile, self.keyfile, _ = make_cert(str(self.dir), hosts=tuple(self.hosts))
-        self.pve = (fake or FullListPve)(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.pve = fake(user="root@pam", password=PASSWORD, host=self.host, port=0)
         self.pve.time_scale = time_scale
         self.pve.apitokens[f"{TOKEN_USER}!{TOKEN_NAME}"] = TOKEN_SECRET
         self.loop = asyncio.new_event_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from conftest import ROOT
 from pve import PASSWORD, TOKEN_SECRET
 
@@ -115,3 +116,18 @@ def test_new_pack_scaffold_validates_clean(tmp_path):
     assert mapping.capabilities.template_method == "versioning"
     code, _, err = cli("new-pack", "Bad Name!")
     assert code == 2 and "lower-case" in err
+
+
+def test_explain_shows_service_urls_from_the_login_as_placeholders():
+    code, out, _ = cli("explain", "openstack", "guests/get", "--param", "id=abc")
+    assert code == 0 and "GET <compute service URL, given at login>/servers/abc" in out
+
+
+@pytest.mark.parametrize("method,params,says", [
+    ("guests/clone", ["id=103", "name=h"], "if its answer is lost: 1 lookup step(s), then sent again only if"),
+    ("guests/control", ["id=103", "control=start"],
+     "if its answer is lost: sent again; a repeat refused with `already running` counts as done"),
+])
+def test_explain_says_what_happens_when_an_answer_is_lost(method, params, says):
+    _, out, _ = cli("explain", "proxmox-ve", method, *[x for p in params for x in ("--param", p)])
+    assert says in out

@@ -64,3 +64,53 @@ def test_cli_conformance_exit_status_and_junit(tmp_path):
                     "--junit", str(tmp_path / "j.xml"), "--", sys.executable, str(PROVIDER), "no-name"],
                    io.BytesIO(), out, err)
     assert code == 1 and "FAIL  inventory" in out.getvalue().decode() and (tmp_path / "j.xml").exists()
+
+
+def bounded(function, limit: float = 120.0):
+    """Run function in a thread; its result, or a failure if it is still running after limit
+    seconds (a bound on a hang, not a timing assertion)."""
+    import threading
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(function()), daemon=True)
+    worker.start()
+    worker.join(limit)
+    assert not worker.is_alive(), "the conformance run did not end"
+    return out[0]
+
+
+def test_a_provider_that_never_reads_stdin_is_stopped_restarted_once_then_given_up():
+    checks = bounded(lambda: run("deaf", timeout=1.0))
+    failed = failures(checks)
+    assert ("connect", "provider/initialize answers") in [f[:2] for f in failed]
+    assert ("restart", "provider/initialize answers") in [f[:2] for f in failed]   # once, then no more
+    assert [c.detail for c in checks if c.workflow == "protocol" and c.skipped] == [
+        "the provider stopped answering and did not answer after a restart"]
+
+
+def test_a_write_the_provider_does_not_take_is_bounded_and_the_provider_stopped():
+    checks = bounded(lambda: run("stops-reading", ["protocol"], timeout=1.0))
+    assert [f[:2] for f in failures(checks)] == [("protocol", "a multi-megabyte line")]
+
+
+def test_a_failed_workflow_puts_back_what_it_changed():
+    options = Options(template="3", time_scale=0)
+    argv = [sys.executable, str(PROVIDER), "bad-revert"]
+    checks = runner.run(argv, options, ["maintenance"], reply_timeout=10, sleep=lambda s: None)
+    assert ("maintenance", "guests/snapshots/revert succeeds") in [f[:2] for f in failures(checks)]
+    cleanup = [(c.name, c.left) for c in checks if c.workflow == "cleanup"]
+    assert cleanup == [("put back: guest 3 turned into a VM", False)]
+
+
+def test_progress_is_reported_as_each_workflow_ends():
+    lines: list = []
+    runner.run([sys.executable, str(PROVIDER)], Options(**OPTIONS), ["inventory"], reply_timeout=10,
+               sleep=lambda s: None, progress=lines.append)
+    assert lines[0] == "      connect ..." and lines[1].startswith("PASS  connect  (2/2 checks)")
+    assert any(line.startswith("PASS  inventory") for line in lines)
+
+
+def test_after_a_reply_timeout_the_provider_is_restarted_and_the_next_workflow_runs():
+    checks = bounded(lambda: run("hang", ["inventory", "power"], timeout=1.0))
+    assert [f[:2] for f in failures(checks)] == [("inventory", "guests/list answers")]
+    assert ("restart", "provider/connect") in [(c.workflow, c.name) for c in checks if c.ok]
+    assert report.summary("power", checks).startswith("PASS  power")

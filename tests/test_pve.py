@@ -36,6 +36,7 @@ def test_linked_variant_serves_linked_clones_but_not_maintenance(settings_file):
                             "--template-source", "103",
                             "--workflows", "inventory,power,create-template,create-host,delete-host,protocol")
     assert code == 0, out
+    assert "LEFT  guest 103 made a template" in out   # PVE has no way back; the run says so
     code, out = conformance(settings_file(), "cpfmap/packs/proxmox-ve/linked.yaml", "--template", "900",
                             "--workflows", "maintenance")
     assert code == 1 and "PVE cannot turn a template back into a VM" in out

@@ -16,12 +16,21 @@ from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
 
 class Flaky(http.server.BaseHTTPRequestHandler):
     drops = 0
+    limited = 0          # answer this many requests with 429
+    retry_after = "2"
     seen: list = []
 
     def _answer(self):
         Flaky.seen.append(self.command)
         if self.path == "/slow":
             threading.Event().wait(2)
+        if Flaky.limited > 0:
+            Flaky.limited -= 1
+            self.send_response(429)
+            self.send_header("Retry-After", Flaky.retry_after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if Flaky.drops > 0:
             Flaky.drops -= 1
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -41,7 +50,7 @@ class Flaky(http.server.BaseHTTPRequestHandler):
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    Flaky.seen = []
+    Flaky.seen, Flaky.drops, Flaky.limited, Flaky.retry_after = [], 0, 0, "2"
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
 
@@ -80,6 +89,43 @@ def test_refused_connection_is_retried_even_for_post_then_reported():
     with pytest.raises(TransportError, match="cannot connect"):
         LiveTransport(RetryPolicy(2, 0.1), clock).send(HttpRequest("POST", f"http://127.0.0.1:{port}/x"))
     assert clock.slept == [0.1]  # never sent, so safe to try again
+
+
+def test_get_is_retried_after_429_waiting_what_the_server_asks(server):
+    Flaky.limited = 1
+    clock = VirtualClock()
+    response = LiveTransport(RetryPolicy(3, 0.5), clock).send(HttpRequest("GET", server + "/x"))
+    assert response.status == 200 and clock.slept == [2.0] and not response.resent
+
+
+def test_retry_after_as_a_date_counts_from_the_servers_own_clock(server):
+    Flaky.limited, Flaky.retry_after = 1, "Fri, 27 Nov 2099 15:00:07 GMT"
+    clock = VirtualClock()
+    LiveTransport(RetryPolicy(3, 0.5, max_wait=1e12), clock).send(HttpRequest("GET", server + "/x", deadline=1e12))
+    assert len(clock.slept) == 1 and clock.slept[0] > 3600  # far in the future: a long wait, but a number
+
+
+def test_a_write_is_resent_after_429_only_where_the_api_documents_it(server):
+    Flaky.limited = 1
+    post = HttpRequest("POST", server + "/x", body=b"a=1")
+    assert LiveTransport(RetryPolicy(3, 0.5), VirtualClock()).send(post).status == 429
+    Flaky.limited = 1
+    policy = RetryPolicy(3, 0.5, resend_writes_on=frozenset({429}))
+    assert LiveTransport(policy, VirtualClock()).send(post).status == 200
+    assert Flaky.seen == ["POST", "POST", "POST"]
+
+
+def test_a_retry_after_longer_than_max_retry_wait_is_the_answer(server):
+    Flaky.limited, Flaky.retry_after = 1, "120"
+    clock = VirtualClock()
+    response = LiveTransport(RetryPolicy(3, 0.5, max_wait=60), clock).send(HttpRequest("GET", server + "/x"))
+    assert response.status == 429 and clock.slept == []
+
+
+def test_an_answer_to_a_repeat_after_a_lost_answer_says_so(server):
+    Flaky.drops = 1
+    request = HttpRequest("POST", server + "/x", body=b"a=1", retry_safe=True)
+    assert LiveTransport(RetryPolicy(3, 0), VirtualClock()).send(request).resent
 
 
 def _closed_port() -> int:
@@ -136,3 +182,14 @@ def test_an_untrusted_certificate_is_said_in_user_terms(tmp_path):
     message = caught.value.message
     assert "the server's certificate was refused (" in message and "give the CA" in message
     assert "_ssl.c" not in message and "Max retries" not in message
+
+
+def test_a_retry_whose_wait_would_outlast_the_requests_deadline_is_not_made(server):
+    Flaky.limited, Flaky.retry_after = 1, "50"
+    clock = VirtualClock()
+    policy = RetryPolicy(3, 0.5, max_wait=1000)
+    response = LiveTransport(policy, clock).send(HttpRequest("GET", server + "/x", deadline=30))
+    assert response.status == 429 and clock.slept == []
+    Flaky.limited = 1
+    assert LiveTransport(policy, clock).send(HttpRequest("GET", server + "/x", deadline=60)).status == 200
+    assert clock.slept == [50.0]

@@ -69,6 +69,9 @@ DEFS = {
                                     {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "endpoint": prop("Join the path to this service URL from the session login "
+                                        "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
+                                        "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
                    }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
     "extraction": prop("A step variable: a JMESPath expression over the reply body, or an object "
                        "with options.", "data.name", oneOf=[
@@ -109,6 +112,24 @@ DEFS = {
                                                       "next free VMID", type="string"),
                                      }, required=["times"], example={"times": 8, "from": "next free VMID"}),
                     }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
+    "refusal": obj("A backend refusal: its status and/or a pattern in its message.", {
+        "status": prop("Statuses it covers; any if absent (a task's failure has none).", [500], type="array",
+                       items={"type": "integer", "minimum": 100, "maximum": 599}),
+        "match": prop("A regular expression searched in the backend's error message.", "already (used|exists)",
+                      type="string"),
+    }, example={"status": [409], "match": "already exists"}),
+    "lookup": obj("For a request that must not run twice (a create): after it got no answer, these steps "
+                  "find out whether it took effect. If `found` is true, the step succeeds with the lookup's "
+                  "variables standing in for its extractions (its `wait` is skipped); if false, the request "
+                  "is sent again (up to connection.retries attempts in all), except after a read timeout "
+                  "(the backend may still be at work): then the call fails.", {
+                      "steps": REF("steps"),
+                      "found": prop(f"True if the request took effect ({TEMPLATE}; one expression).",
+                                    "{{ made is not none }}", type="string"),
+                  }, required=["steps", "found"], example={
+                      "steps": [{"request": {"method": "GET", "path": "/vms", "query": {"name": "{{ params.name }}"}},
+                                 "extract": {"made": "items[0].id"}}],
+                      "found": "{{ made is not none }}"}),
     "paginate": obj("Fetch every page of a list and extract from all items joined.", {
         "type": prop("offset: offset/limit parameters; page: page number; cursor: a token from each "
                      "reply; next_link: a URL from each reply.", "offset",
@@ -133,8 +154,17 @@ DEFS = {
                      type="string"),
         "request": REF("request"),
         "accept": REF("statuses"),
-        "idempotent": prop("Repeating this request is harmless, so it may be retried like a GET.",
-                           True, type="boolean"),
+        "idempotent": prop("Repeating this request is harmless (start, stop, a tag update), so it is sent "
+                           "again like a GET: after no answer (the connection dropped: it may or may not "
+                           "have run) and after 429, 502, 503, 504. Without it (and without a `lookup`) a "
+                           "write that got no answer is never re-sent: the call fails.", True, type="boolean"),
+        "already_done": prop("Refusals that, in answer to a repeat of this request (sent again after an "
+                             "attempt that got no answer), mean the first attempt took effect: the step "
+                             "succeeds without extractions (they stay undefined) and skips its `wait`. Also "
+                             "read against the failure message of the task the step waits for. Needs "
+                             "`idempotent` or a `lookup`; a refusal of a first attempt is an error as usual.",
+                             [{"match": "already running"}], type="array", items=REF("refusal")),
+        "lookup": REF("lookup"),
         "cache": prop("Freshness: seconds a GET reply is reused, by every call that makes the same request, "
                       "before it is fetched again (state: seconds; MAC addresses: minutes). Concurrent "
                       "callers share one request. A write made while serving a call for a guest "
@@ -275,6 +305,11 @@ DEFS = {
                            "query, form and JSON values, except text written as is; reply JSON values, "
                            "cookies and credential headers) is masked wherever it appears, extracted or not.",
                            ["username", "token_type"], type="array", items={"type": "string"}),
+            "endpoints": prop("Service URLs from the reply (e.g. a service catalog): name -> extraction, "
+                              "each an http(s) URL that requests name with `endpoint`; not secrets.",
+                              {"compute": "token.catalog[?type=='compute'] | [0].endpoints[0].url"},
+                              type="object", additionalProperties=REF("extraction"),
+                              propertyNames={"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
@@ -333,17 +368,30 @@ SCHEMA = {
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
             "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
-                                  "reply); a backend that trickles its answer is cut off here. Default 120.",
+                                  "reply); a backend that trickles its answer is cut off here. A retry "
+                                  "(see `retries`) starts only if its wait ends within this time of the "
+                                  "first attempt. Default 120.",
                                   120, type="number", exclusiveMinimum=0),
             "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
                                        "larger one is an error. Default 67108864 (64 MiB).", 67108864,
                                        type="integer", minimum=1024),
             "headers": prop("Headers sent on every request (templates).", {"Accept": "application/json"},
                             type="object", additionalProperties=REF("template")),
-            "retries": prop("Attempts for requests that are safe to repeat.", 3, type="integer",
-                            minimum=1, maximum=10),
-            "backoff": prop("Seconds before the first retry; doubles each time.", 0.5, type="number",
-                            minimum=0),
+            "retries": prop("Attempts in all (the first included) for a request that may be sent again: "
+                            "any request whose connection never opened; a request safe to repeat (GET, "
+                            "HEAD, OPTIONS, the login, a step marked `idempotent`) after no answer (not "
+                            "after a read timeout) or HTTP 429, 502, 503, 504; any request after a status "
+                            "in `resend_writes_on`; a step with a `lookup` that found nothing. Other "
+                            "statuses are answers, never retried.", 3, type="integer", minimum=1, maximum=10),
+            "backoff": prop("Seconds before the first retry; doubles each time. A Retry-After header on "
+                            "429 or 503 replaces it.", 0.5, type="number", minimum=0),
+            "resend_writes_on": prop("Statuses the API documents as \"not applied\" (typically 429 from a "
+                                     "rate limiter in front of the API): writes are sent again after them "
+                                     "too (reads always are).", [429], type="array",
+                                     items={"type": "integer", "minimum": 400, "maximum": 599}),
+            "max_retry_wait": prop("Longest Retry-After honoured, in seconds (and it must end within "
+                                   "`total_timeout` of the first attempt); when the server asks for more, "
+                                   "its answer (the 429 or 503) is the reply.", 60, type="number", minimum=0),
             "error_message": prop("JMESPath over an error reply's body giving the backend's message; "
                                   "when it yields nothing (or blank text) the HTTP reason phrase is the "
                                   "message.", "message", **REF("jmespath")),

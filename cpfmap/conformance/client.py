@@ -32,6 +32,7 @@ class ProviderProcess:
         self.stderr: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.sent: list[bytes] = []    # every line written, for recordings
+        self.killed = False            # stopped by us after it did not answer
         self._logged = 0               # stderr lines already shown by log_for
 
     def start(self) -> "ProviderProcess":
@@ -74,17 +75,42 @@ class ProviderProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def request(self, request: Any, *, raw: bytes | None = None, timeout: float | None = None) -> Exchange:
+        """Send one line and wait for the reply; the write and the read share one deadline (a
+        provider that never reads its stdin must not block us)."""
         data = raw if raw is not None else json.dumps(request).encode("utf-8") + b"\n"
         started = time.monotonic()
+        budget = timeout or self.reply_timeout
         self.sent.append(data)
-        try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            return Exchange(request, None, None, 0.0)
-        line = self.read_reply(timeout or self.reply_timeout)
+        if not self._write(data, budget):
+            return Exchange(request, None, None, time.monotonic() - started)
+        line = self.read_reply(max(budget - (time.monotonic() - started), 0.001))
         reply = json.loads(line) if line is not None else None
         return Exchange(request, line, reply, time.monotonic() - started)
+
+    def _write(self, data: bytes, timeout: float) -> bool:
+        """True once the provider took the whole line within the timeout."""
+        done, failed = threading.Event(), []
+
+        def write() -> None:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError) as exc:  # broken pipe, or closed by kill()
+                failed.append(exc)
+            finally:
+                done.set()
+        threading.Thread(target=write, daemon=True, name="provider-stdin").start()
+        return done.wait(timeout) and not failed
+
+    def kill(self) -> None:
+        """What RAS does with a provider that stopped answering."""
+        if self.alive():
+            self.killed = True
+            self.proc.kill()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - the system did not end it
+                pass
 
     def read_reply(self, timeout: float) -> str | None:
         """The next stdout line that is a JSON object; other lines are kept as stray."""
@@ -115,7 +141,7 @@ class ProviderProcess:
             return None
         try:
             self.proc.stdin.close()
-        except OSError:
+        except (OSError, ValueError):
             pass
         try:
             return self.proc.wait(timeout)

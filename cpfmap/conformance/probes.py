@@ -29,24 +29,28 @@ PROBES = [
 
 def run_probes(ras: Ras) -> None:
     guest = ras.options.guest or "1"
-    for name, raw, code in PROBES:
-        _probe(ras, name, raw.replace(b"GUEST", guest.encode()), code)
     pad = "x" * HUGE
-    _probe(ras, "a multi-megabyte line", json.dumps({"method": "provider/initialize", "params": {"pad": pad}})
-           .encode() + b"\n", None)
+    huge = json.dumps({"method": "provider/initialize", "params": {"pad": pad}}).encode() + b"\n"
+    probes = [(n, raw.replace(b"GUEST", guest.encode()), c) for n, raw, c in PROBES]
+    for name, raw, code in probes + [("a multi-megabyte line", huge, None)]:
+        if not _probe(ras, name, raw, code):
+            return  # the provider was stopped: the rest would only wait out their timeouts
 
 
-def _probe(ras: Ras, name: str, raw: bytes, code: int | None) -> None:
+def _probe(ras: Ras, name: str, raw: bytes, code: int | None) -> bool:
+    """False when no reply came (the provider is then stopped, as RAS would)."""
     exchange = ras.client.request(raw[:200].decode("utf-8", "replace"), raw=raw)
     reply = exchange.reply
     shown = raw[:160].decode("utf-8", "replace")
     if reply is None:
-        ras.checks.append(_check(ras, name, False, "no reply", shown, None, "a reply"))
-        return
+        ras.client.kill()
+        ras.checks.append(_check(ras, name, False, "no reply; the provider was stopped", shown, None, "a reply"))
+        return False
     ok, expected = _judge(name, reply, code)
     ras.checks.append(_check(ras, name, ok, "" if ok else f"got {json.dumps(reply)[:300]}", shown, reply, expected))
     alive = ras.client.alive()
     ras.checks.append(_check(ras, f"alive after: {name}", alive, "" if alive else "the provider exited", shown))
+    return True
 
 
 def _judge(name: str, reply: dict, code: int | None) -> tuple[bool, str]:

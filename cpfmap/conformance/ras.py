@@ -22,6 +22,15 @@ class Check:
     reply: Any = None
     expected: str = ""
     skipped: bool = False
+    left: bool = False     # cleanup: something the run changed and could not put back
+
+
+@dataclass
+class Change:
+    """Something a workflow changed on the backend, and how to put it back."""
+    workflow: str
+    what: str
+    restore: Callable[[], object]
 
 
 class Failed(Exception):
@@ -53,6 +62,18 @@ class Ras:
         self.workflow = "setup"
         self.capabilities: dict = {}
         self.state: dict = {}   # what workflows hand on: template id, clone id
+        self.changes: dict[tuple, Change] = {}  # what the run changed and has not put back yet
+        self.restart: Callable[[], ProviderProcess] | None = None  # a fresh provider, as RAS would start
+
+    # -------------------------------------------------------------- changes
+
+    def changed(self, key: tuple, what: str, restore: Callable[[], object]) -> None:
+        """Remember a change to the backend (the first one per key: it knows the original)."""
+        self.changes.setdefault(key, Change(self.workflow, what, restore))
+
+    def undone(self, key: tuple) -> bool:
+        """The workflow itself put this back; True if it was a change of this run."""
+        return self.changes.pop(key, None) is not None
 
     # -------------------------------------------------------------- checks
 
@@ -71,8 +92,9 @@ class Ras:
             self._trace(request, exchange)
         reply = exchange.reply
         if reply is None:
-            raise self.fail(f"{method} answers", "no reply within the timeout"
-                            + ("" if self.client.alive() else " (the provider exited)"), request,
+            why = "no reply within the timeout" if self.client.alive() else "no reply (the provider exited)"
+            self.client.kill()  # as RAS does: a provider that does not answer is stopped and started again
+            raise self.fail(f"{method} answers", why + "; the provider was stopped", request,
                             expected=f"one JSON reply within {self.client.reply_timeout:g}s")
         if "error" in reply:
             raise self.fail(f"{method} succeeds", str(reply["error"]), request, reply, "a result")

@@ -15,18 +15,27 @@ def verdict(checks: list[Check]) -> bool:
     return all(c.ok for c in checks)
 
 
+def summary(workflow: str, checks: list[Check]) -> str:
+    """One line for a workflow: PASS, FAIL or SKIP and its check count."""
+    group = [c for c in checks if c.workflow == workflow]
+    bad = [c for c in group if not c.ok]
+    status = "SKIP" if all(c.skipped for c in group) else ("FAIL" if bad else "PASS")
+    return f"{status:4}  {workflow}  ({len(group) - len(bad)}/{len(group)} checks)"
+
+
 def table(checks: list[Check]) -> str:
     lines = []
     for workflow in dict.fromkeys(c.workflow for c in checks):
-        group = [c for c in checks if c.workflow == workflow]
-        bad = [c for c in group if not c.ok]
-        status = "SKIP" if all(c.skipped for c in group) else ("FAIL" if bad else "PASS")
-        lines.append(f"{status:4}  {workflow}  ({len(group) - len(bad)}/{len(group)} checks)")
-        for check in group:
+        lines.append(summary(workflow, checks))
+        for check in (c for c in checks if c.workflow == workflow):
             if check.skipped:
                 lines.append(f"      SKIP  {check.detail}")
             elif not check.ok:
                 lines.extend(_failure(check))
+            elif check.left:
+                lines.append(f"      LEFT  {check.name[len('left behind: '):]}: {check.detail}")
+            elif workflow == "cleanup":
+                lines.append(f"      DONE  {check.name}")
     failed = sum(1 for c in checks if not c.ok)
     lines.append(f"{'FAILED' if failed else 'PASSED'}: {len(checks) - failed} passed, {failed} failed")
     return "\n".join(lines) + "\n"

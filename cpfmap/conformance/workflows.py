@@ -22,6 +22,11 @@ def inventory(ras: Ras) -> None:
 def power(ras: Ras) -> None:
     guest = ras.options.guest
     original = ras.get(guest)["state"]
+    back = {"powered_on": "powered_on", "powering_on": "powered_on", "powered_off": "powered_off",
+            "powering_off": "powered_off"}.get(original)
+    if back:
+        ras.changed(("power", guest), f"guest {guest} is not {back} as it was",
+                    lambda: ras.ensure_state(guest, back))
     ras.ensure_state(guest, "powered_on")
     ras.control(guest, "start")  # already running: must still succeed (RAS retries)
     ras.wait_state(guest, "powered_on")
@@ -39,6 +44,7 @@ def power(ras: Ras) -> None:
     if original in ("powered_on", "powering_on"):
         ras.control(guest, "start")
         ras.wait_state(guest, "powered_on")
+    ras.undone(("power", guest))
 
 
 def create_template(ras: Ras) -> None:
@@ -49,16 +55,31 @@ def create_template(ras: Ras) -> None:
     name = ras.snapshot_name()
     if name:
         ras.start_task("guests/snapshots/create", {"id": guest, "name": name}, "snapshot create")
+        _made_snapshot(ras, guest, name)
     _convert(ras, guest, True)
     ras.state["template"] = guest
 
 
+def _made_snapshot(ras: Ras, guest: str, name: str) -> None:
+    ras.changed(("snapshot", guest, name), f"snapshot {name!r} of guest {guest}",
+                lambda: ras.start_task("guests/snapshots/delete", {"id": guest, "name": name}, "snapshot delete"))
+
+
 def _convert(ras: Ras, guest: str, to_template: bool) -> None:
     ras.start_task("guests/convert", {"id": guest, "is_template": to_template}, "convert")
+    if not ras.undone(("is_template", guest)):
+        ras.changed(("is_template", guest), f"guest {guest} {'made a template' if to_template else 'turned into a VM'}",
+                    lambda: _put_back(ras, guest, not to_template))
     if ras.get(guest)["is_template"] is not to_template:
         raise ras.fail("is_template flips after convert", f"is_template is not {to_template}",
                        expected=str(to_template).lower())
     ras.passed(f"is_template is {str(to_template).lower()} after convert")
+
+
+def _put_back(ras: Ras, guest: str, to_template: bool) -> None:
+    if to_template:
+        ras.ensure_state(guest, "powered_off")
+    ras.start_task("guests/convert", {"id": guest, "is_template": to_template}, "convert")
 
 
 def create_host(ras: Ras) -> None:
@@ -76,6 +97,7 @@ def create_host(ras: Ras) -> None:
         raise ras.fail("completed clone task has output.clone_id", problem, reply=output,
                        expected="cpfmap/schemas/replies/clone-task-output.json")
     clone = output["clone_id"]
+    ras.changed(("guest", clone), f"host {clone} ({ras.options.clone_name})", lambda: _delete(ras, clone))
     announced = started.get("clone_id")
     if announced is not None and announced != clone:
         raise ras.fail("clone_id in the reply matches the task output", f"{announced} != {clone}")
@@ -103,11 +125,15 @@ def maintenance(ras: Ras) -> None:
     name = ras.snapshot_name(version)
     if name:
         exists = ras.call("guests/snapshots/exists", {"id": template, "name": name}, "snapshots-exists")
+        ours = False
         if exists:
             ras.start_task("guests/snapshots/delete", {"id": template, "name": name}, "snapshot delete")
+            ours = ras.undone(("snapshot", template, name))
             if ras.call("guests/snapshots/exists", {"id": template, "name": name}, "snapshots-exists"):
                 raise ras.fail("a deleted snapshot no longer exists", f"{name} still exists")
         ras.start_task("guests/snapshots/create", {"id": template, "name": name}, "snapshot create")
+        if ours or not exists:
+            _made_snapshot(ras, template, name)
         if not ras.call("guests/snapshots/exists", {"id": template, "name": name}, "snapshots-exists"):
             raise ras.fail("a created snapshot exists", f"{name} does not exist")
     _convert(ras, template, True)
@@ -117,10 +143,15 @@ def delete_host(ras: Ras) -> None:
     clone = ras.state.get("clone") or ras.options.host
     if clone is None:
         raise ras.fail("a host to delete", "create-host did not make one")
+    _delete(ras, clone)
+    ras.passed("the deleted host leaves guests/list")
+    ras.undone(("guest", clone))
+
+
+def _delete(ras: Ras, clone: str) -> None:
     ras.control(clone, "delete")
     for _ in range(ras.options.state_polls):
         if clone not in ras.call("guests/list", None, "guests-list")["guests"]:
-            ras.passed("the deleted host leaves guests/list")
             return
         ras.sleep(max(ras.capabilities.get("guests_polling_rate", 15) * ras.options.time_scale, 0.05))
     raise ras.fail("the deleted host leaves guests/list", f"{clone} is still listed")
