@@ -36,7 +36,7 @@ SHARED = None           # the guest tag of entries every guest reads (collection
 class Fetched:
     """One answer (or the transport error instead of one), parsed and indexed on first use."""
 
-    __slots__ = ("response", "error", "at", "guest", "_body", "_indexes")
+    __slots__ = ("response", "error", "at", "guest", "_body", "_indexes", "_searched")
 
     def __init__(self, response: HttpResponse | None, error: TransportError | None = None,
                  at: float = 0.0, guest: str | None = SHARED) -> None:
@@ -46,6 +46,18 @@ class Fetched:
         self.guest = guest
         self._body: Any = _UNSET
         self._indexes: dict = {}
+        self._searched: dict | None = None
+
+    def search(self, expression: Any) -> Any:
+        """expression over the body, searched once per reply when it reads nothing else
+        (no `var()`): every get after a cached fetch reuses the value."""
+        if expression.reads_context or expression.path is not None:
+            raise ValueError("search() is for context-free, non-trivial expressions")
+        if self._searched is None:
+            self._searched = {}
+        if expression not in self._searched:
+            self._searched[expression] = expression.search(self.body())
+        return self._searched[expression]
 
     def body(self) -> Any:
         if self._body is _UNSET:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jmespath
 import jmespath.exceptions
@@ -194,18 +194,50 @@ class Expression:
     source: str
     where: str
     parsed: Any = field(repr=False, compare=False)
+    path: tuple | None = field(default=None, repr=False, compare=False)  # `@`, `a`, `a.b`: field names
+    reads_context: bool = field(default=True, repr=False, compare=False)  # calls var()
 
     @classmethod
     def compile(cls, source: str, where: str) -> "Expression":
         """Raises jmespath.exceptions.ParseError on bad syntax."""
-        return cls(source, where, jmespath.compile(source))
+        parsed = jmespath.compile(source)
+        return cls(source, where, parsed, _field_path(parsed.parsed), _calls_var(parsed.parsed))
 
     def search(self, data: Any, context: Mapping[str, Any] | None = None) -> Any:
+        if self.path is not None:   # what jmespath's field and subexpression nodes do, without its visitor
+            for name in self.path:
+                try:
+                    data = data.get(name)
+                except AttributeError:
+                    return None
+                if data is None:
+                    return None
+            return data
         options = jmespath.Options(custom_functions=Functions(context))
         try:
             return self.parsed.search(data, options=options)
         except jmespath.exceptions.JMESPathError as exc:
             raise BackendError(f"{self.where}: `{self.source}` failed on the backend's data: {exc}") from None
+
+
+def _field_path(node: dict) -> tuple | None:
+    if node["type"] == "current":
+        return ()
+    if node["type"] == "field":
+        return (node["value"],)
+    if node["type"] == "subexpression":
+        parts = [_field_path(child) for child in node["children"]]
+        if all(part is not None for part in parts):
+            return tuple(name for part in parts for name in part)  # type: ignore[union-attr]
+    return None
+
+
+def _calls_var(node: Any) -> bool:
+    if isinstance(node, dict):
+        if node.get("type") == "function_expression" and node.get("value") == "var":
+            return True
+        return any(_calls_var(child) for child in node.get("children", ()))
+    return False
 
 
 @dataclass(frozen=True)
@@ -281,9 +313,11 @@ def extract_value(extraction: Any, response: Any, context: Mapping[str, Any]) ->
     return extract_from(extraction, data, context)
 
 
-def extract_from(extraction: Any, data: Any, context: Mapping[str, Any]) -> Any:
-    """The expression over data, else the default; the `required` message if still null."""
-    value = extraction.expression.search(data, context)
+def extract_from(extraction: Any, data: Any, context: Mapping[str, Any],
+                 search: Callable[[Any], Any] | None = None) -> Any:
+    """The expression over data, else the default; the `required` message if still null.
+    search(expression): the value, from where it was kept (cache.Fetched.search)."""
+    value = search(extraction.expression) if search is not None else extraction.expression.search(data, context)
     if value is None:
         value = extraction.default
     if value is None and extraction.required is not None:

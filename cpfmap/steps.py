@@ -140,8 +140,10 @@ class StepRunner:
             data = fetched.response.reason
         elif extraction.source == "entry":
             data = fetched.index(step.index).get(self._lookup(step, context))
-        else:
+        elif extraction.expression.reads_context or extraction.expression.path is not None:
             data = fetched.body()
+        else:
+            return extract_from(extraction, fetched, context, fetched.search)
         return extract_from(extraction, data, context)
 
     @staticmethod

@@ -180,13 +180,14 @@ class Templates:
         ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
         _check_known(env, ast, source)
         key = (source, path, native)
+        names = frozenset(jinja2.meta.find_undeclared_variables(ast))
         build: Callable[[], Callable]
         if native:
-            build = lambda: env.compile_expression(match["expr"].strip(), undefined_to_none=False)  # noqa: E731
+            build = lambda: _runner(  # noqa: E731
+                env, env.compile_expression(match["expr"].strip(), undefined_to_none=False)._template, names, True)
         else:
-            build = lambda: env.from_string(source).render  # noqa: E731
-        return Template(source, where, self._shared(key, build),
-                        frozenset(jinja2.meta.find_undeclared_variables(ast)), native)
+            build = lambda: _runner(env, env.from_string(source), names, False)  # noqa: E731
+        return Template(source, where, self._shared(key, build), names, native)
 
     def _shared(self, key: tuple, build: Callable) -> "_Lazy":
         lazy = self._lazy.get(key)
@@ -202,6 +203,25 @@ def _check_known(env: jinja2.Environment, ast: Any, source: str) -> None:
         if node.name not in table:
             kind = "filter" if isinstance(node, jinja2.nodes.Filter) else "test"
             raise jinja2.TemplateAssertionError(f"No {kind} named '{node.name}'.", node.lineno, None, None)
+
+
+def _runner(env: jinja2.Environment, template: jinja2.Template, names: frozenset, native: bool) -> Callable:
+    """What jinja's render and TemplateExpression do, without their per-call copies: the
+    context is the template's parent as it is (it only reads it) unless the template uses
+    one of jinja's globals (`range`, `namespace`...), then a copy with them beneath it.
+    Native: the value the expression assigns to `result`; text: the rendered string."""
+    with_globals = bool(names & env.globals.keys())
+    make, root, name, blocks = env.context_class, template.root_render_func, template.name, template.blocks
+
+    def run(context: Mapping[str, Any]) -> Any:
+        parent = {**env.globals, **context} if with_globals else context
+        ctx = make(env, parent, name, blocks)
+        if native:
+            for _ in root(ctx):
+                pass
+            return ctx.vars["result"]
+        return env.concat(root(ctx))  # type: ignore[attr-defined]
+    return run
 
 
 class _Lazy:
@@ -233,7 +253,7 @@ class Template:
 
     def render(self, context: Mapping[str, Any]) -> Any:
         try:
-            value = self.func(**context) if self.native else self.func(dict(context))
+            value = self.func(context)
         except jinja2.UndefinedError as exc:
             raise BackendError(f"{self.where}: {exc.message} (in `{self.source.strip()}`)") from None
         except BackendError as exc:
