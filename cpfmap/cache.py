@@ -14,11 +14,14 @@ so what is reused never depends on how fast a recording ran.
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import sys
 import threading
 import zlib
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import model as m
@@ -61,7 +64,10 @@ class Fetched:
 
     def body(self) -> Any:
         if self._body is _UNSET:
-            self._body = body_of(self.response)
+            body = body_of(self.response)
+            if self.response is not None:
+                self.response = _Parsed.of(self.response, body)
+            self._body = body
         return self._body
 
     def index(self, spec: m.Index) -> dict[str, Any]:
@@ -74,6 +80,26 @@ class Fetched:
 
 
 _UNSET = object()
+
+
+@dataclass(frozen=True)
+class _Parsed(HttpResponse):
+    """A reply whose body is parsed: kept without its bytes (json() gives the parsed value,
+    never to be changed) and with its header texts shared: thousands are cached at once."""
+
+    value: Any = None
+
+    @classmethod
+    def of(cls, response: HttpResponse, value: Any) -> "_Parsed":
+        headers = tuple((sys.intern(k), sys.intern(v)) for k, v in response.headers)
+        return cls(response.status, headers, b"", sys.intern(response.reason), response.elapsed, response.resent,
+                   value)
+
+    def json(self) -> Any:
+        return self.value
+
+    def text(self, limit: int = 400) -> str:
+        return json.dumps(self.value)[:limit]
 
 
 def _build_index(spec: m.Index, body: Any) -> dict[str, Any]:

@@ -214,7 +214,7 @@ def _runner(env: jinja2.Environment, template: jinja2.Template, names: frozenset
     make, root, name, blocks = env.context_class, template.root_render_func, template.name, template.blocks
 
     def run(context: Mapping[str, Any]) -> Any:
-        parent = {**env.globals, **context} if with_globals else context
+        parent = {**env.globals, **context} if with_globals or not isinstance(context, dict) else context
         ctx = make(env, parent, name, blocks)
         if native:
             for _ in root(ctx):

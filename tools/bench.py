@@ -154,9 +154,9 @@ def bench_cold(repeat: int) -> None:
           f"(bare imports {bare * 1000:.0f} ms; ratio {serve / bare:.2f})")
 
 
-def sweep_child(provider: str, guests: str, sweeps: str, url: str, ca: str) -> None:
+def sweep_child(provider: str, guests: str, sweeps: str, url: str, ca: str, token: str) -> None:
     import sweep
-    sweep.child(provider, int(guests), int(sweeps), url, ca)
+    sweep.child(provider, int(guests), int(sweeps), url, ca, json.loads(token))
 
 
 if __name__ == "__main__":

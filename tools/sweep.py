@@ -46,7 +46,7 @@ def bench(sizes: list[int], sweeps: int, baseline_max: int) -> None:
 
 def _run(label: str, provider: str, size: int, sweeps: int, where: dict) -> None:
     argv = [sys.executable, str(ROOT / "tools" / "bench.py"), "sweep-child", provider, str(size), str(sweeps),
-            where["url"], where["ca"]]
+            where["url"], where["ca"], json.dumps(where["token"])]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode:
         print(f"{label}: failed\n{proc.stderr[-3000:]}")
@@ -60,7 +60,7 @@ def _run(label: str, provider: str, size: int, sweeps: int, where: dict) -> None
 # ------------------------------------------------------------------ the farm
 
 def farm(size: int) -> None:
-    from pve import AGENT_IFACES, ServedPve, disk
+    from pve import AGENT_IFACES, TOKEN_NAME, TOKEN_SECRET, TOKEN_USER, ServedPve, disk
     served = ServedPve()
     for node in NODES:
         served.pve.add_node(node)
@@ -74,7 +74,9 @@ def farm(size: int) -> None:
         if running:
             vm.agent = {"interfaces": AGENT_IFACES}
     settings = served.settings()
-    print(json.dumps({"url": f"https://{settings['host']}:{settings['port']}", "ca": settings["ca_file"]}), flush=True)
+    token = {"username": TOKEN_USER, "token_name": TOKEN_NAME, "token_secret": TOKEN_SECRET}
+    print(json.dumps({"url": f"https://{settings['host']}:{settings['port']}", "ca": settings["ca_file"],
+                      "token": token}), flush=True)
     sys.stdin.read()
     served.stop()
 
@@ -109,11 +111,11 @@ class Counting:
         self.inner.close()
 
 
-def child(provider: str, size: int, sweeps: int, url: str, ca: str) -> None:
-    from pve import TOKEN_NAME, TOKEN_SECRET, TOKEN_USER
-    settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "username": TOKEN_USER,
-                "token_name": TOKEN_NAME, "token_secret": TOKEN_SECRET, "ca_file": ca}
-    run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca)
+def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict) -> None:
+    """One provider's sweeps. It imports nothing of the fake (tests/pve.py pulls in aiohttp):
+    its peak RSS is the provider's own."""
+    settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "ca_file": ca, **token}
+    run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca, token)
     for number in range(1, sweeps + 1):
         if number > 1:
             run.clock.skipped += INTERVAL
@@ -175,15 +177,14 @@ class BaselineSweeper:
 
     STATES = {"paused": "suspended", "suspended": "suspended", "prelaunch": "powering_on"}
 
-    def __init__(self, url: str, ca: str) -> None:
+    def __init__(self, url: str, ca: str, token: dict) -> None:
         import requests
-        from pve import TOKEN_NAME, TOKEN_SECRET, TOKEN_USER
         self.clock = SkipClock()
         self.base = url + "/api2/json"
         self.session = requests.Session()
         self.session.verify = ca
         self.session.trust_env = False   # REQUESTS_CA_BUNDLE would override verify
-        self.session.headers["Authorization"] = f"PVEAPIToken={TOKEN_USER}!{TOKEN_NAME}={TOKEN_SECRET}"
+        self.session.headers["Authorization"] = f"PVEAPIToken={token['username']}!{token['token_name']}={token['token_secret']}"
         self.sent = 0
 
     def _get(self, path: str, **query) -> object:
