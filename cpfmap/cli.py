@@ -14,13 +14,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
 import yaml
 
-from . import __version__, authoring, cassette, distcli, reference, spec, transcript
+from . import __version__, distcli, spec
 from .cache import PooledPrefetch
-from .cassette import RecordingTransport, ReplayTransport
 from .clock import LogicalClock, RealClock
 from .engine import Engine
 from .errors import CpfmapError, InternalError, MappingError, ReplayMiss
@@ -28,6 +27,9 @@ from .redact import RedactingFilter, Redactor, looks_secret
 from .rpc import PARAMS, Server, engine_handlers
 from .source import TextLoader, YamlLimit, parse_yaml, read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
+
+if TYPE_CHECKING:   # the modules only some commands use are imported by them: serve starts sooner
+    from .cassette import RecordingTransport
 
 CPF_COMMANDS = ("serve", "record", "dry-run")
 log = logging.getLogger("cpfmap")
@@ -201,12 +203,14 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     except CpfmapError as exc:
         return _broken(exc, streams)
     if log.isEnabledFor(logging.DEBUG):
+        from . import transcript
         transport = transcript.LoggedTransport(transport, clock.now)
     engine = Engine(mapping, transport, clock, redactor, prefetch)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     server = Server(engine_handlers(engine), redactor)
     try:
         if recording is not None and session_log is not None:
+            from . import transcript
             with session_log as out:
                 recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings())
                 return recorder.serve(streams.stdin, streams.stdout)
@@ -223,15 +227,20 @@ def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, tran
     recorder is returned too). A cassette that cannot be read or written is a CpfmapError,
     raised before any request."""
     if getattr(args, "replay", None):
-        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or LogicalClock()
+        from . import cassette
+        transport, clock = cassette.ReplayTransport(cassette.load(args.replay)), clock or LogicalClock()
     elif getattr(args, "cassette", None):  # cache decisions on logical time: the recording replays the same
         clock = clock or LogicalClock(RealClock().sleep)
     transport = transport or LiveTransport(RetryPolicy.of(mapping.connection), RealClock())
-    recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
+    recording = None
+    if getattr(args, "cassette", None):
+        from .cassette import RecordingTransport
+        recording = RecordingTransport(transport, args.cassette, redactor)
     return recording or transport, clock or RealClock(), recording
 
 
 def _session_log(args: argparse.Namespace) -> IO[str] | None:
+    from . import transcript
     if not getattr(args, "session", None):
         return None
     try:
@@ -263,6 +272,8 @@ def _broken(error: CpfmapError, streams: Streams) -> int:
 
 
 def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    from . import cassette, transcript
+    from .cassette import ReplayTransport
     if not args.session:
         args.replay = args.cassette
         args.cassette = None
@@ -381,6 +392,7 @@ def _settings_file(path: str | None) -> dict:
 
 
 def cmd_explain(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    from . import authoring
     if args.replay:
         args.verbose = True
         return _call(args, streams, verbose_only=True)
@@ -397,6 +409,8 @@ def cmd_call(args: argparse.Namespace, streams: Streams, transport: Transport | 
 
 def _call(args: argparse.Namespace, streams: Streams, transport: Transport | None = None,
           verbose_only: bool = False) -> int:
+    from . import authoring, cassette
+    from .cassette import ReplayTransport
     mapping = spec.load(args.mapping)
     params = authoring.parse_params(args.method, args.param)
     if args.replay:
@@ -416,6 +430,7 @@ def _call(args: argparse.Namespace, streams: Streams, transport: Transport | Non
 
 
 def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    from . import authoring
     if args.project:
         return distcli.cmd_new_project(args, streams)
     folder = authoring.new_pack(args.name, args.dir)
@@ -425,6 +440,7 @@ def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int
 
 
 def cmd_docs(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    from . import authoring, reference
     if args.readme is None:
         streams.out(reference.settings_table(spec.load(args.mapping)))
         return 0

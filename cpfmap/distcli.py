@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import catalog, distribution, packtools
+from . import catalog, distribution
 
 if TYPE_CHECKING:
     from .cli import Streams
@@ -87,6 +87,7 @@ def _show(args: argparse.Namespace, streams: Streams) -> int:
 
 def _verify(args: argparse.Namespace, streams: Streams) -> int:
     pack = catalog.pack_at(args.pack)
+    from . import packtools  # imported here: `cpfmap serve` builds its parser without it
     findings = packtools.verify(pack)
     errors = [f for f in findings if f.severity == "error"]
     if args.format == "json":
@@ -103,6 +104,7 @@ def _verify(args: argparse.Namespace, streams: Streams) -> int:
 
 def _checksums(args: argparse.Namespace, streams: Streams) -> int:
     pack = catalog.pack_at(args.pack)
+    from . import packtools
     target = packtools.write_checksums(pack.folder)
     streams.out(f"wrote {target} ({len(packtools.pack_files(pack.folder))} files)\n")
     return 0

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, resources
-from .authoring import new_pack
 from .catalog import Pack
 from .errors import ConfigError
 
@@ -38,6 +37,7 @@ def new_project(name: str, root: Path = Path(".")) -> Path:
         raise ConfigError(f"{project} already exists")
     package = package_name(name)
     (project / "src").mkdir(parents=True)
+    from .authoring import new_pack  # imported here: `cpfmap serve` builds its parser without it
     pack = new_pack(name, project / "src").rename(project / "src" / package)
     (pack / "__init__.py").write_text(f'"""The {name} cpfmap pack: this folder is the pack (see pack.yaml)."""\n',
                                       encoding="utf-8")

@@ -12,16 +12,18 @@ import json
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
-
-import requests
-import urllib3.exceptions
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .clock import Clock, RealClock
 from .errors import TransportError
+
+if TYPE_CHECKING:   # imported on the first request: a serve process answers initialize without them
+    import requests
+
 
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Answers after which a request that is safe to repeat is sent again. 429 proves the request
@@ -179,14 +181,26 @@ class LiveTransport:
     """One pooled requests.Session; timeouts on every request; retries only where safe."""
 
     def __init__(self, retry: RetryPolicy = RetryPolicy(), clock: Clock | None = None) -> None:
-        # verify_tls false is the administrator's choice; the session logs it once instead.
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.session = requests.Session()
+        self._session: requests.Session | None = None
+        self._opening = threading.Lock()
         self.retry = retry
         self.clock = clock or RealClock()
 
+    @property
+    def session(self) -> requests.Session:
+        """Made (and requests imported) on the first request, not at start."""
+        with self._opening:
+            if self._session is None:
+                import requests
+                import urllib3.exceptions
+                # verify_tls false is the administrator's choice; the session logs it once instead.
+                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+                self._session = requests.Session()
+            return self._session
+
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     def send(self, request: HttpRequest) -> HttpResponse:
         attempt, resent = 1, False
@@ -236,6 +250,7 @@ class LiveTransport:
         return self._repeatable(request) or getattr(exc, "not_sent", False)
 
     def _send_once(self, request: HttpRequest) -> HttpResponse:
+        import requests
         prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
                                     data=request.body).prepare()
         # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
@@ -276,6 +291,8 @@ def _read_body(raw: requests.Response, request: HttpRequest, deadline: float, cl
 
 
 def _read_some(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:
+    import requests
+    import urllib3.exceptions
     try:
         return raw.raw.read1(65536, decode_content=True)
     except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
@@ -388,6 +405,8 @@ _URLLIB3_NOISE = re.compile(r"\w+ConnectionPool\(.*?\): Max retries exceeded wit
 
 
 def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestException) -> TransportError:
+    import requests
+    import urllib3.exceptions
     where = f"{request.method} {request.url.split('?')[0]}"
     chain = _chain(exc)
     if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in chain):
