@@ -26,11 +26,11 @@ ROOTS = {"settings", "params", "auth", "range", "dict", "namespace", "lipsum", "
 
 
 class Compiler:
-    def __init__(self, located) -> None:
+    def __init__(self, located, names: dict | None = None) -> None:
         self.located = located
         self.findings: list = []
         self.tables: dict[str, Table] = {}
-        self.templates = Templates({"translate": self._translate, "string_id": string_id})
+        self.templates = Templates({"translate": self._translate, "string_id": string_id}, names)
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.endpoints: set[str] = set()   # names the session logins declare (login.endpoints)
@@ -313,6 +313,7 @@ def _param_refs(raw: Any) -> set:
     return set(re.findall(r"\bparams\.(\w+)", text)) | set(re.findall(r"var\(\\?'params\.(\w+)", text))
 
 
-def compile_mapping(located) -> tuple:
+def compile_mapping(located, names: dict | None = None) -> tuple:
+    """(mapping, findings); names: what Templates.names held for these exact files before."""
     from .sections import build
-    return build(Compiler(located), located.data)
+    return build(Compiler(located, names), located.data)

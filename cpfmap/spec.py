@@ -155,8 +155,16 @@ def _explain(error: Any, key: str | None = None) -> str:
 
 def load(target: str | Path):
     """The compiled mapping, or MappingError with every finding."""
+    from . import loadcache
     from .compiler import compile_mapping
-    located = read(target)
+    path = resolve(target)
+    entry = loadcache.key(path)
+    kept = loadcache.recall(entry)
+    if kept is not None:   # these exact files loaded without an error under this exact engine
+        mapping, findings = compile_mapping(*kept)
+        if not any(f.severity == "error" for f in findings):
+            return mapping
+    located = read(path)
     marker = _checked_marker(located)
     if marker is None or not marker.exists():
         problems = schema_findings(located)
@@ -167,6 +175,7 @@ def load(target: str | Path):
     if errors:
         raise MappingError(findings)
     _remember(marker)
+    loadcache.remember(entry, located, mapping.templates.names)
     return mapping
 
 

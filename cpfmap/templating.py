@@ -154,10 +154,13 @@ def _quote_path(value: Any) -> str:
 class Templates:
     """The two environments of one mapping: text and URL path (percent-encoding)."""
 
-    def __init__(self, filters: Mapping[str, Callable] | None = None) -> None:
+    def __init__(self, filters: Mapping[str, Callable] | None = None, names: dict | None = None) -> None:
         self.text = self._env(None, filters)
         self.path = self._env(_quote_path, filters)
         self._lazy: dict[tuple, _Lazy] = {}
+        # (text, path?) -> the names it reads, for every template that parsed and uses only known
+        # filters and tests; given (loadcache.py), those of an unchanged mapping are not parsed again.
+        self.names: dict[tuple[str, bool], frozenset] = dict(names or {})
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:
@@ -177,10 +180,12 @@ class Templates:
         env = self.path if path else self.text
         match = _SINGLE_EXPR.match(source)
         native = bool(match and "{{" not in match["expr"] and "{%" not in match["expr"] and not path)
-        ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
-        _check_known(env, ast, source)
         key = (source, path, native)
-        names = frozenset(jinja2.meta.find_undeclared_variables(ast))
+        names = self.names.get((source, path))
+        if names is None:
+            ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
+            _check_known(env, ast, source)
+            names = self.names[(source, path)] = frozenset(jinja2.meta.find_undeclared_variables(ast))
         build: Callable[[], Callable]
         if native:
             build = lambda: _runner(  # noqa: E731

@@ -6,12 +6,8 @@ TransportError when no HTTP answer came back. This is the only module that impor
 """
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
 import re
-import socket
-import ssl
 import threading
 import time
 import urllib.parse
@@ -163,6 +159,7 @@ def may_have_run(exc: BaseException) -> bool:
 
 def retry_after(response: HttpResponse) -> float | None:
     """Seconds the server asks to wait (Retry-After: seconds or an HTTP date), or None."""
+    import email.utils  # here: a serve process answers initialize without it
     raw = (response.header("Retry-After") or "").strip()
     if raw.isdigit():
         return float(raw)
@@ -373,6 +370,7 @@ def _tried(exc: TransportError, attempts: int, seconds: float) -> TransportError
 
 
 def _tls_reason(exc: BaseException, chain: list[BaseException]) -> str:
+    import ssl
     refused = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
     if refused is not None:
         return (f"the server's certificate was refused ({refused.verify_message}); check the host name, and "
@@ -383,6 +381,8 @@ def _tls_reason(exc: BaseException, chain: list[BaseException]) -> str:
 
 def _reason(exc: BaseException, chain: list[BaseException], request: HttpRequest) -> str:
     """Why no connection came about, in an administrator's words (not urllib3's)."""
+    import http.client
+    import socket
     host = urllib.parse.urlsplit(request.url)
     where = f"{host.hostname}:{host.port or (443 if host.scheme == 'https' else 80)}"
     for error in chain:
@@ -405,6 +405,8 @@ _URLLIB3_NOISE = re.compile(r"\w+ConnectionPool\(.*?\): Max retries exceeded wit
 
 
 def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestException) -> TransportError:
+    import ssl
+
     import requests
     import urllib3.exceptions
     where = f"{request.method} {request.url.split('?')[0]}"
