@@ -7,10 +7,10 @@ TransportError when no HTTP answer came back. This is the only module that impor
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.client
 import json
 import re
-import functools
 import socket
 import ssl
 import threading
@@ -282,7 +282,7 @@ def _watched(sock: Any) -> None:
 
 
 @functools.cache
-def _watched_connection(base: type) -> type:
+def _watched_connection(base: Any) -> type:
     """urllib3's connection class whose sockets join the watch of the exchange using them: the
     plain socket as soon as it connects (a TLS handshake can hang too), the one carrying the
     request (TLS included) each time it is used."""
@@ -298,7 +298,7 @@ def _watched_connection(base: type) -> type:
 
 
 @functools.cache
-def _watched_pool(base: type) -> type:
+def _watched_pool(base: Any) -> type:
     return type(base.__name__, (base,), {"ConnectionCls": _watched_connection(base.ConnectionCls),
                                          "watched": True})
 
