@@ -19,8 +19,9 @@ from typing import IO, Callable
 import yaml
 
 from . import __version__, authoring, cassette, distcli, reference, spec, transcript
+from .cache import PooledPrefetch
 from .cassette import RecordingTransport, ReplayTransport
-from .clock import RealClock, VirtualClock
+from .clock import LogicalClock, RealClock
 from .engine import Engine
 from .errors import CpfmapError, InternalError, MappingError, ReplayMiss
 from .redact import RedactingFilter, Redactor, looks_secret
@@ -192,6 +193,8 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     mapping = _load_or_report(args.mapping, streams)
     if isinstance(mapping, Server):
         return mapping.serve(streams.stdin, streams.stdout)
+    live = transport is None and not getattr(args, "replay", None) and not getattr(args, "cassette", None)
+    prefetch = PooledPrefetch() if live else None  # record and replay refresh inline: deterministic
     try:
         transport, clock, recording = _serve_transport(args, mapping, redactor, transport, clock)
         session_log = _session_log(args) if recording is not None else None
@@ -199,7 +202,7 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         return _broken(exc, streams)
     if log.isEnabledFor(logging.DEBUG):
         transport = transcript.LoggedTransport(transport, clock.now)
-    engine = Engine(mapping, transport, clock, redactor)
+    engine = Engine(mapping, transport, clock, redactor, prefetch)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     server = Server(engine_handlers(engine), redactor)
     try:
@@ -220,11 +223,12 @@ def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, tran
     recorder is returned too). A cassette that cannot be read or written is a CpfmapError,
     raised before any request."""
     if getattr(args, "replay", None):
-        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
-    clock = clock or RealClock()
-    transport = transport or LiveTransport(RetryPolicy.of(mapping.connection), clock)
+        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or LogicalClock()
+    elif getattr(args, "cassette", None):  # cache decisions on logical time: the recording replays the same
+        clock = clock or LogicalClock(RealClock().sleep)
+    transport = transport or LiveTransport(RetryPolicy.of(mapping.connection), RealClock())
     recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
-    return recording or transport, clock, recording
+    return recording or transport, clock or RealClock(), recording
 
 
 def _session_log(args: argparse.Namespace) -> IO[str] | None:
@@ -266,7 +270,7 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     redactor = Redactor()
     setup_logging(args, streams.stderr, redactor)
     mapping = spec.load(args.mapping)
-    clock = VirtualClock()
+    clock = LogicalClock()
     recording = cassette.load(args.cassette)
     replay = TracingTransport(ReplayTransport(recording), clock.now)
     server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)

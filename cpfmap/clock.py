@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class Clock(Protocol):
@@ -32,3 +32,25 @@ class VirtualClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.time += max(seconds, 0.0)
+
+
+class LogicalClock:
+    """Time for record and replay: it moves by the waits the engine asks for (really sleeping
+    them while recording) and a step per CPF request, never by how long anything took; so
+    a recording replays with the same cache decisions however slowly it was made."""
+
+    def __init__(self, sleep: Callable[[float], None] | None = None, step: float = 1.0) -> None:
+        self.time = 0.0
+        self.step = step
+        self._sleep = sleep
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        self.time += max(seconds, 0.0)
+
+    def advance(self) -> None:
+        self.time += self.step

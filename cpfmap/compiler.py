@@ -183,8 +183,15 @@ class Compiler:
             self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
         if raw.get("cache") and request and request.method != "GET":
             self.error(path + ("cache",), "only GET replies can be cached")
+        for key in ("index", "prefetch"):
+            if key in raw and not raw.get("cache"):
+                self.error(path + (key,), f"`{key}` works on a cached reply: give the step `cache: seconds`")
+        index = self.index(raw["index"], path + ("index",), known) if "index" in raw else None
         rules = tuple(self.error_rule(r, path + ("on_error", i), known) for i, r in enumerate(raw.get("on_error", [])))
         extract = self.extractions(raw.get("extract"), path + ("extract",), known)
+        for name, extraction in extract:
+            if extraction.source == "entry" and (index is None or index.lookup is None):
+                self.error(path + ("extract", name), "`from: entry` reads the item an `index` with `lookup` finds")
         known.update(name for name, _ in extract)
         sets = []
         for key, raw_value in (raw.get("set") or {}).items():  # later keys see earlier ones
@@ -197,9 +204,16 @@ class Compiler:
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
             already_done=already_done, lookup=lookup, cache=float(raw.get("cache", 0)),
             paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
+            index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None,
             extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
+
+    def index(self, raw: dict, path: tuple, known: set) -> m.Index | None:
+        items = self.expression(raw["items"], path + ("items",))
+        key = self.expression(raw["key"], path + ("key",))
+        lookup = self.template(str(raw["lookup"]), path + ("lookup",), known) if "lookup" in raw else None
+        return m.Index(items, key, lookup) if items and key else None
 
     def repeat_safety(self, raw: dict, path: tuple, known: set, fragments: dict) -> tuple:
         """`already_done` and `lookup`: what is safe after a request got no answer."""

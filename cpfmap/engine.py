@@ -10,13 +10,14 @@ from typing import Any, Mapping
 
 from . import model as m
 from . import replies, tasks
+from .cache import SHARED, Cache, InlinePrefetch
 from .clock import Clock
 from .contract import REPLY_SCHEMAS, TASK_STATES
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
 from .extract import normal_mac, string_id, useful_ip
 from .redact import Redactor
 from .session import Backend
-from .steps import Cache, StepRunner
+from .steps import StepRunner
 from .transport import Transport
 
 log = logging.getLogger("cpfmap")
@@ -26,12 +27,13 @@ FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits fo
 
 class Engine:
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, prefetch: Any = None) -> None:
         self.mapping = mapping
         self.transport = transport
         self.clock = clock
         self.redactor = redactor or Redactor()
         self.cache = Cache(clock)
+        self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
         self.backend: Backend | None = None
 
     # ------------------------------------------------------------ provider
@@ -61,6 +63,7 @@ class Engine:
 
     def disconnect(self, params: Mapping) -> dict:
         backend, self.backend = self.backend, None
+        self.prefetch.close()
         self.cache.clear()
         if backend is None:
             return {}
@@ -79,6 +82,7 @@ class Engine:
         op = self.mapping.methods.get(method)
         if op is None:
             raise MethodNotFound(f"{method} is not implemented by mapping {self.mapping.name}")
+        self._tick()
         return self._shape(method, self._run(op, params), params)
 
     def control(self, params: Mapping) -> dict:
@@ -86,10 +90,12 @@ class Engine:
         op = self.mapping.controls.get(name)
         if op is None or (name == "suspend" and not self.mapping.capabilities.can_suspend_guests):
             raise MethodNotFound(f"control {name} is not implemented by mapping {self.mapping.name}")
+        self._tick()
         self._run(op, params)
         return {}
 
     def task_status(self, params: Mapping) -> dict:
+        self._tick()
         rule, values = tasks.decode(params["id"], self.mapping.polls)
         if rule == tasks.COMPLETED:
             reply: dict = {"state": "completed", "output": values}
@@ -99,13 +105,19 @@ class Engine:
 
     # ------------------------------------------------------------ internals
 
+    def _tick(self) -> None:
+        """A logical clock (record, replay) moves a step per CPF request."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is not None:
+            advance()
+
     def _connected(self) -> Backend:
         if self.backend is None:
             raise BackendError("not connected: RAS must send provider/connect first")
         return self.backend
 
     def _runner(self, backend: Backend) -> StepRunner:
-        return StepRunner(backend, self.cache, self._wait_for)
+        return StepRunner(backend, self.cache, self._wait_for, self.prefetch)
 
     def _wait_for(self, task: m.TaskStart, context: dict) -> None:
         self._wait(self._start_task(task, context))
@@ -150,6 +162,8 @@ class Engine:
         state = rule.state.eval(context)
         if state not in TASK_STATES:
             raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")
+        if state != "running":
+            self.cache.drop(SHARED)  # what the task did (a new clone, a reverted state) is in the lists now
         if state == "completed":
             output = rule.output.eval(context) if rule.output is not None else {}
             return {"state": state, "output": _strings(output, "task output")}

@@ -159,6 +159,21 @@ class Paginate:
 
 
 @dataclass(frozen=True)
+class Index:
+    """A cached reply read as a collection: key -> item, built once per fetch."""
+    items: Expression
+    key: Expression
+    lookup: Template | None = None   # the key this call wants: its item is what `from: entry` reads
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """Refresh on a bounded pool of workers; RAS gets the value at hand meanwhile."""
+    concurrency: int = 4
+    wait: float = 1.0   # seconds a call waits for a first answer before using the defaults
+
+
+@dataclass(frozen=True)
 class Lookup:
     steps: tuple
     found: Template
@@ -176,6 +191,8 @@ class Step:
     lookup: "Lookup | None" = None    # finds out whether a request that got no answer took effect
     cache: float = 0.0
     paginate: Paginate | None = None
+    index: Index | None = None
+    prefetch: Prefetch | None = None
     extract: tuple = ()   # ((name, Extraction), ...)
     set: tuple = ()       # ((name, Value), ...)
     fail: Template | None = None

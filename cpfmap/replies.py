@@ -6,13 +6,12 @@ import functools
 import json
 from typing import Any
 
-import jsonschema
-
 from . import resources
 
 
 @functools.lru_cache(maxsize=None)
-def validator(name: str) -> jsonschema.protocols.Validator:
+def validator(name: str) -> Any:
+    import jsonschema  # on the first reply, not before a serve process answers initialize
     schema = json.loads(resources.read_data("schemas", "replies", f"{name}.json"))
     return jsonschema.Draft202012Validator(schema)
 

@@ -192,14 +192,21 @@ class Backend:
 
     # ----------------------------------------------------------- requests
 
-    def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
-              query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
+    def target(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
+               query: list[tuple[str, str]] | None = None) -> str:
+        """The request's URL (what a cached reply is found by)."""
         ctx = dict(context, auth=self.auth)
         target = url or self._url(str(spec.path.render(ctx)), spec.endpoint)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
             target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs)
+        return target
+
+    def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
+              query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
+        ctx = dict(context, auth=self.auth)
+        target = self.target(spec, context, url=url, query=query)
         headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
         body, content_type = self._body(spec, ctx)
         if content_type:

@@ -7,13 +7,12 @@ as findings with file, line and column.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import jsonschema
-import jsonschema.exceptions
 
 from . import resources
 from .errors import Finding, InternalError, MappingError
@@ -117,6 +116,8 @@ def merge(base: dict, override: dict, depth: int = 2) -> dict:
 # ------------------------------------------------------------- schema check
 
 def schema_findings(located: Located, schema_name: str = "mapping.schema.json") -> list[Finding]:
+    import jsonschema  # only where a mapping is checked: a serve process of a checked one skips it
+    import jsonschema.exceptions
     validator = jsonschema.Draft202012Validator(schema(schema_name))
     findings = []
     for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
@@ -130,19 +131,19 @@ def schema_findings(located: Located, schema_name: str = "mapping.schema.json") 
     return findings
 
 
-def _unknown_keys(error: jsonschema.exceptions.ValidationError) -> list:
+def _unknown_keys(error: Any) -> list:
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return []
     allowed = set(_properties(error))
     return [k for k in error.instance if k not in allowed]
 
 
-def _properties(error: jsonschema.exceptions.ValidationError) -> list[str]:
+def _properties(error: Any) -> list[str]:
     schema = error.schema if isinstance(error.schema, dict) else {}
     return list((schema.get("properties") or {}).keys())
 
 
-def _explain(error: jsonschema.exceptions.ValidationError, key: str | None = None) -> str:
+def _explain(error: Any, key: str | None = None) -> str:
     where = json_path(tuple(error.absolute_path))
     if key is not None:
         allowed = _properties(error)
@@ -156,14 +157,49 @@ def load(target: str | Path):
     """The compiled mapping, or MappingError with every finding."""
     from .compiler import compile_mapping
     located = read(target)
-    problems = schema_findings(located)
-    if problems:
-        raise MappingError(problems)
+    marker = _checked_marker(located)
+    if marker is None or not marker.exists():
+        problems = schema_findings(located)
+        if problems:
+            raise MappingError(problems)
     mapping, findings = compile_mapping(located)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise MappingError(findings)
+    _remember(marker)
     return mapping
+
+
+# ---------------------------------------------- the schema check, remembered
+
+def _checked_marker(located: Located) -> Path | None:
+    """A file whose presence says: these exact mapping files passed the schema check of this
+    exact engine and schema. Any change to either gives another name. None: no cache folder."""
+    folder = os.environ.get("CPFMAP_CACHE_DIR") or _default_cache_dir()
+    if not folder:
+        return None
+    from . import __version__
+    digest = hashlib.sha256(__version__.encode())
+    digest.update(json.dumps(schema(), sort_keys=True).encode("utf-8"))
+    for source in located.sources:
+        digest.update("\0".join([str(source.file), *source.lines]).encode("utf-8") + b"\1")
+    return Path(folder) / f"checked-{digest.hexdigest()}"
+
+
+def _default_cache_dir() -> str | None:
+    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_CACHE_HOME") or (
+        str(Path.home() / ".cache") if Path.home().is_dir() else None)
+    return str(Path(base) / "cpfmap") if base else None
+
+
+def _remember(marker: Path | None) -> None:
+    if marker is None or marker.exists():
+        return
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"")
+    except OSError:
+        pass  # a read-only home: check every time
 
 
 def check(target: str | Path) -> list[Finding]:

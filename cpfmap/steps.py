@@ -1,40 +1,21 @@
 """Run the steps of an operation: render -> send -> check -> extract, with `when`,
-`set`, `fail`, `on_error` fallbacks, pagination and a TTL cache for GET replies."""
+`set`, `fail`, `on_error` fallbacks, pagination, and cached, indexed and prefetched GET
+replies (cache.py)."""
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any, Callable
 
 from . import model as m
-from .clock import Clock
+from .cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
 from .errors import BackendError, TransportError
-from .extract import body_of, extract_from, extract_value
+from .extract import body_of, extract_from, string_id
 from .session import Backend, message_of
-from .transport import HttpResponse, may_have_run
+from .transport import may_have_run
 
 log = logging.getLogger("cpfmap")
 DONE = object()  # a lookup found that a request which got no answer took effect
-
-
-class Cache:
-    """GET replies by URL, for `cache: seconds`; any write empties it."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.entries: dict[str, tuple[float, Any]] = {}
-
-    def get(self, key: str) -> Any:
-        hit = self.entries.get(key)
-        if hit and hit[0] > self.clock.now():
-            return hit[1]
-        self.entries.pop(key, None)
-        return None
-
-    def put(self, key: str, ttl: float, value: Any) -> None:
-        self.entries[key] = (self.clock.now() + ttl, value)
-
-    def clear(self) -> None:
-        self.entries.clear()
 
 
 class _Again(Exception):
@@ -47,10 +28,11 @@ class _Again(Exception):
 
 class StepRunner:
     def __init__(self, backend: Backend, cache: Cache,
-                 waiter: Callable[[m.TaskStart, dict], None] | None = None) -> None:
+                 waiter: Callable[[m.TaskStart, dict], None] | None = None, prefetch: Any = None) -> None:
         self.backend = backend
         self.cache = cache
         self.waiter = waiter  # polls the backend task a step started (step.wait)
+        self.prefetch = prefetch or InlinePrefetch()
 
     def run(self, steps: tuple, context: dict) -> dict:
         """Run steps in order, adding their variables to context; returns context. A refusal
@@ -88,13 +70,17 @@ class StepRunner:
             return
         if response is DONE:
             return
-        if isinstance(response, HttpResponse) and not step.accepts(response.status):
-            message = message_of(response, self.backend.mapping.connection.error_message)
-            if not self._already_done(step, context, resent, response.status, message):
-                self._refused(step, context, response.status, message, None, response.reason)
+        if response is None:   # a prefetch not answered in time: the extractions' defaults
+            context.update((name, extraction.default) for name, extraction in step.extract)
+            return
+        reply = response.response if isinstance(response, Fetched) else None
+        if reply is not None and not step.accepts(reply.status):
+            message = message_of(reply, self.backend.mapping.connection.error_message)
+            if not self._already_done(step, context, resent, reply.status, message):
+                self._refused(step, context, reply.status, message, None, reply.reason)
             return
         for name, extraction in step.extract:
-            context[name] = self._extract(extraction, response, context)
+            context[name] = self._extract(step, extraction, response, context)
         if step.wait is not None and self.waiter is not None:
             self._wait(step, context, resent)
 
@@ -124,7 +110,8 @@ class StepRunner:
                          self._label(step, context))
                 resent = True
                 continue
-            return response, resent or bool(getattr(response, "resent", False))
+            reply = response.response if isinstance(response, Fetched) else response
+            return response, resent or bool(getattr(reply, "resent", False))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _took_effect(self, step: m.Step, context: dict, lost: TransportError) -> bool:
@@ -142,10 +129,24 @@ class StepRunner:
                  self._label(step, context), message)
         return True
 
-    def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
-        if isinstance(response, HttpResponse):
-            return extract_value(extraction, response, context)
-        return extract_from(extraction, response, context)  # the items of every page, joined
+    def _extract(self, step: m.Step, extraction: m.Extraction, fetched: Any, context: dict) -> Any:
+        if not isinstance(fetched, Fetched):
+            return extract_from(extraction, fetched, context)  # the items of every page, joined
+        if extraction.source == "status":
+            data: Any = fetched.response.status
+        elif extraction.source == "headers":
+            data = {k.lower(): v for k, v in fetched.response.headers}
+        elif extraction.source == "reason":
+            data = fetched.response.reason
+        elif extraction.source == "entry":
+            data = fetched.index(step.index).get(self._lookup(step, context))
+        else:
+            data = fetched.body()
+        return extract_from(extraction, data, context)
+
+    @staticmethod
+    def _lookup(step: m.Step, context: dict) -> str:
+        return string_id(step.index.lookup.render(context))
 
     def _refused(self, step: m.Step, context: dict, status: int, message: str,
                  exc: TransportError | None, reason: str = "") -> None:
@@ -179,23 +180,70 @@ class StepRunner:
 
     # ------------------------------------------------------------ fetching
 
-    def _fetch(self, step: m.Step, context: dict) -> Any:
+    def _fetch(self, step: m.Step, context: dict) -> Fetched | list | None:
+        """The answer; a request that got none raises TransportError (a cached one too)."""
         if step.paginate is not None:
             return self._pages(step, context)
-        cached = bool(step.cache) and step.request.method == "GET"
-        key = self.backend.build(step.request, context).url if cached else ""
-        if key:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
-        if step.request.method not in ("GET", "HEAD"):
-            self.cache.clear()
-        response = self.backend.send(step.request, context, retry_safe=step.idempotent)
-        if key and step.accepts(response.status):
-            self.cache.put(key, step.cache, response)
-        return response
+        if step.request.method in ("GET", "HEAD"):
+            cached = step.cache and step.request.method == "GET"
+            fetched = self._cached(step, context) if cached else self._answer(step, context)
+        else:
+            try:
+                fetched = self._answer(step, context)
+            finally:  # the write may have run whatever came back
+                guest = _guest(context)
+                self.cache.drop(guest) if guest is not None else self.cache.clear()
+        if fetched is not None and fetched.error is not None:
+            raise fetched.error
+        return fetched
 
-    def _pages(self, step: m.Step, context: dict) -> Any:
+    def _answer(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
+        try:
+            response = self.backend.send(step.request, context, retry_safe=step.idempotent)
+        except TransportError as exc:
+            return Fetched(None, exc, self.cache.clock.now(), guest)
+        now = self.cache.clock.now()
+        fresh = step.prefetch is not None and self.cache.lookup(key) is None
+        return Fetched(response, None, staggered(key, now, step.cache) if fresh else now, guest)
+
+    def _cached(self, step: m.Step, context: dict) -> Fetched | None:
+        key = self.backend.target(step.request, context)
+        guest = SHARED if step.index is not None else _named_guest(key, context)
+        entry = self.cache.lookup(key)
+        if step.prefetch is not None:
+            return self._prefetched(step, context, key, guest, entry)
+        if self.cache.fresh(entry, step.cache) and not self._missing(step, entry, context):
+            return entry
+        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key),
+                                lambda got: got.error is None and step.accepts(got.response.status))
+
+    def _missing(self, step: m.Step, entry: Fetched, context: dict) -> bool:
+        """A key absent from a reused collection: the guest may be newer than the reply."""
+        if step.index is None or step.index.lookup is None or not step.accepts(entry.response.status):
+            return False
+        return self._lookup(step, context) not in entry.index(step.index)
+
+    def _prefetched(self, step: m.Step, context: dict, key: str, guest: str | None,
+                    entry: Fetched | None) -> Fetched | None:
+        """Fresh: reuse. Otherwise refresh on the prefetch pool; RAS gets the stale value at
+        once, or waits up to `prefetch.wait` for a first one (then: the defaults)."""
+        if self.cache.fresh(entry, step.cache):
+            return entry
+        if entry is not None and self.cache.in_flight(key):
+            return entry
+        ctx = dict(context)  # the caller's context changes while the refresh runs
+        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
+        future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
+        if future is not None and future.done() and future.exception() is None:
+            return future.result()
+        if entry is not None or future is None:
+            return entry
+        try:
+            return future.result(timeout=step.prefetch.wait)
+        except TimeoutError:
+            return None
+
+    def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
         spec = step.paginate
         size = spec.size if isinstance(spec.size, int) else _page_size(spec.size.render(context))
@@ -207,7 +255,7 @@ class StepRunner:
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
-                return response
+                return Fetched(response)
             body = body_of(response)
             page = spec.items.search(body, context) or []
             if not isinstance(page, list):
@@ -249,3 +297,17 @@ def _page_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     raise BackendError(f"paginate.size must be a positive whole number, got {value!r}")
+
+
+def _guest(context: dict) -> str | None:
+    """The guest a call is about (the tag of what it fetches, and of what its writes touch)."""
+    guest = (context.get("params") or {}).get("id")
+    return None if guest is None else string_id(guest)
+
+
+def _named_guest(url: str, context: dict) -> str | None:
+    """The call's guest if the request's path names it (a per-guest reply), else SHARED."""
+    guest = _guest(context)
+    if guest is None or urllib.parse.quote(guest, safe="") not in urllib.parse.urlsplit(url).path.split("/"):
+        return SHARED
+    return guest

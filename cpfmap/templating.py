@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
@@ -156,6 +157,7 @@ class Templates:
     def __init__(self, filters: Mapping[str, Callable] | None = None) -> None:
         self.text = self._env(None, filters)
         self.path = self._env(_quote_path, filters)
+        self._lazy: dict[tuple, _Lazy] = {}
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:
@@ -169,17 +171,52 @@ class Templates:
         return env
 
     def compile(self, source: str, where: str, *, path: bool = False) -> "Template":
-        """Compile one string leaf; raises jinja2.TemplateSyntaxError on bad syntax."""
+        """Parse one string leaf now (raises jinja2.TemplateSyntaxError on bad syntax, and
+        TemplateAssertionError for an unknown filter or test); generate its code on first use,
+        once per distinct text, so a serve process starts without compiling what it never runs."""
         env = self.path if path else self.text
         match = _SINGLE_EXPR.match(source)
-        if match and "{{" not in match["expr"] and "{%" not in match["expr"] and not path:
-            expr = match["expr"].strip()
-            ast = env.parse("{{ " + expr + " }}")
-            return Template(source, where, env.compile_expression(expr, undefined_to_none=False),
-                            frozenset(jinja2.meta.find_undeclared_variables(ast)), native=True)
-        ast = env.parse(source)
-        return Template(source, where, env.from_string(source).render,
-                        frozenset(jinja2.meta.find_undeclared_variables(ast)), native=False)
+        native = bool(match and "{{" not in match["expr"] and "{%" not in match["expr"] and not path)
+        ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
+        _check_known(env, ast, source)
+        key = (source, path, native)
+        build: Callable[[], Callable]
+        if native:
+            build = lambda: env.compile_expression(match["expr"].strip(), undefined_to_none=False)  # noqa: E731
+        else:
+            build = lambda: env.from_string(source).render  # noqa: E731
+        return Template(source, where, self._shared(key, build),
+                        frozenset(jinja2.meta.find_undeclared_variables(ast)), native)
+
+    def _shared(self, key: tuple, build: Callable) -> "_Lazy":
+        lazy = self._lazy.get(key)
+        if lazy is None:
+            lazy = self._lazy[key] = _Lazy(build)
+        return lazy
+
+
+def _check_known(env: jinja2.Environment, ast: Any, source: str) -> None:
+    """What jinja's code generation would refuse: filters and tests that do not exist."""
+    for node in ast.find_all((jinja2.nodes.Filter, jinja2.nodes.Test)):
+        table = env.filters if isinstance(node, jinja2.nodes.Filter) else env.tests
+        if node.name not in table:
+            kind = "filter" if isinstance(node, jinja2.nodes.Filter) else "test"
+            raise jinja2.TemplateAssertionError(f"No {kind} named '{node.name}'.", node.lineno, None, None)
+
+
+class _Lazy:
+    """A template's compiled function, built on the first call."""
+
+    __slots__ = ("build", "func")
+
+    def __init__(self, build: Callable) -> None:
+        self.build = build
+        self.func: Callable | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.func is None:
+            self.func = self.build()
+        return self.func(*args, **kwargs)
 
 
 def has_template(value: Any) -> bool:

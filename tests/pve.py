@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
+from fakepve.server import USER, ok
 
 _hosts = itertools.count(11)
 TOKEN_USER = "root@pam"
@@ -24,7 +25,24 @@ def next_host() -> str:
     return f"127.0.{n // 250}.{n % 250 + 2}"
 
 
-class LossyPve(FakePve):
+class FullListPve(FakePve):
+    """fakepve 0.5.0 leaves qmpstatus out of `GET /nodes/{node}/qemu?full=1`; real PVE lists it
+    for running VMs there (vmstatus with full), and the pack's sweep reads it from that list."""
+
+    async def _qemu_list(self, request):
+        node, user = request.match_info["node"], request[USER]
+        full = request.query.get("full") in ("1", "true")
+        data = []
+        for vm in self.vms:
+            if vm.node == node and self.allowed(user, f"/vms/{vm.vmid}", "VM.Audit"):
+                item = self._vm_status(vm, listing=True)
+                if full and vm.status == "running":
+                    item["qmpstatus"] = vm.qmpstatus
+                data.append(item)
+        return ok(self._complete("/nodes/{node}/qemu", data, node=node))
+
+
+class LossyPve(FullListPve):
     """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
     request that has run (its effect made) never reaches the client. Counts fakepve's own
     dropped connections (flaky_network), which drop a request before it runs."""

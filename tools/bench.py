@@ -8,13 +8,24 @@
 - poll cycle: what one RAS guest poll (list + get of every guest) costs in HTTP requests,
   showing the bulk request and cache at work;
 - live: calls per second against fakepve on a loopback address over TLS (needs the test
-  dependencies).
+  dependencies);
+- sweep: RAS's poll of a large farm (guests/list, then guests/get of every guest), sweeps 15 s
+  apart on an injected clock (no real waiting), on fakepve with 1,000 and 5,000 VMs on four
+  nodes, half of them running with a guest agent; per sweep: wall time, HTTP requests, ms per
+  get, peak RSS; for cpfmap's Proxmox pack and for a plain hand-written provider doing the
+  obvious requests per get. fakepve runs in its own process, each provider in its own;
+- cold start: spawn to the initialize reply, against a bare `import requests, jinja2,
+  jmespath, yaml`.
+
+    python tools/bench.py sweep [--guests 1000 5000] [--sweeps 4]
+    python tools/bench.py cold
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,11 +118,45 @@ def bench_live(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", nargs="?", default="all", choices=("all", "sweep", "cold", "sweep-child"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    repeat = 3 if parser.parse_args().quick else 20
-    bench_load(repeat)
-    bench_replay(repeat)
-    bench_live(repeat)
+    parser.add_argument("--guests", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--sweeps", type=int, default=4)
+    parser.add_argument("--baseline-max", type=int, default=1000, help="largest farm the baseline sweeps")
+    parser.add_argument("child", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 20
+    if args.what == "sweep-child":
+        return sweep_child(*args.child)
+    if args.what in ("all", "cold"):
+        bench_cold(5 if args.quick else 15)
+    if args.what in ("all", "sweep"):
+        import sweep
+        sweep.bench(args.guests, args.sweeps, args.baseline_max)
+    if args.what == "all":
+        bench_load(repeat)
+        bench_replay(repeat)
+        bench_live(repeat)
+
+
+def bench_cold(repeat: int) -> None:
+    def spawn(argv: list[str], data: bytes = b"") -> float:
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            subprocess.run(argv, input=data, capture_output=True, check=True, cwd=ROOT)
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples)
+    bare = spawn([sys.executable, "-c", "import requests, jinja2, jmespath, yaml"])
+    serve = spawn([sys.executable, str(ROOT / "connector.py"), "serve", "proxmox-ve"],
+                  b'{"method": "provider/initialize"}\n')
+    print(f"{'cold start: serve proxmox-ve to initialize reply':48} {serve * 1000:8.0f} ms   "
+          f"(bare imports {bare * 1000:.0f} ms; ratio {serve / bare:.2f})")
+
+
+def sweep_child(provider: str, guests: str, sweeps: str, url: str, ca: str) -> None:
+    import sweep
+    sweep.child(provider, int(guests), int(sweeps), url, ca)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def record(variant: str, mapping: str, plan: list) -> None:
             argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
                     "--log-level", "WARNING"]
             options = Options(settings=served.settings(), time_scale=0, **extra)
-            checks, sent = runner.run(argv, options, ["connect"] + workflows, keep_sent=True)
+            # keep: the next workflow builds on what this one changed (the template, the clone)
+            checks, sent = runner.run(argv, options, ["connect"] + workflows, keep_sent=True, keep=True)
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise SystemExit(f"{variant}/{name}: workflow failed: {failed[0].name}: {failed[0].detail}")

@@ -79,9 +79,10 @@ DEFS = {
                            obj("An extraction with options.", {
                                "jmespath": REF("jmespath"),
                                "from": prop("What the expression reads: the JSON `body` (default), "
-                                            "the `headers` (lower-case names), the `status` code or the HTTP "
-                                            "`reason` phrase.",
-                                            "headers", enum=["body", "headers", "status", "reason"]),
+                                            "the `headers` (lower-case names), the `status` code, the HTTP "
+                                            "`reason` phrase, or the `entry` the step's `index.lookup` found "
+                                            "(null if none).",
+                                            "headers", enum=["body", "headers", "status", "reason", "entry"]),
                                "default": prop("Value used when the expression yields null.", []),
                                "required": prop("If the expression yields null: fail with this "
                                                 f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
@@ -164,8 +165,39 @@ DEFS = {
                              "`idempotent` or a `lookup`; a refusal of a first attempt is an error as usual.",
                              [{"match": "already running"}], type="array", items=REF("refusal")),
         "lookup": REF("lookup"),
-        "cache": prop("Seconds a GET reply may be reused (any write clears the cache).", 5,
-                      type="number", minimum=0),
+        "cache": prop("Freshness: seconds a GET reply is reused, by every call that makes the same request, "
+                      "before it is fetched again (state: seconds; MAC addresses: minutes). Concurrent "
+                      "callers share one request. A write made while serving a call for a guest "
+                      "(control, convert, snapshot, clone, delete) drops the replies whose path names that "
+                      "guest and every shared reply (`index` replies, paths naming no guest); a task seen finishing "
+                      "drops the shared replies. Under record and replay, age is counted on a logical "
+                      "clock (one second per CPF request plus the engine's own waits), so a recording "
+                      "replays the same however fast it ran.", 5, type="number", minimum=0),
+        "index": obj("Read the cached reply as a collection indexed by a key, built once per fetch: "
+                     "the per-guest step is a dictionary lookup, not a filter over every item. Keys "
+                     "compare as text. A key missing from a reused reply fetches it again once (the "
+                     "guest may be newer than the reply). Needs `cache`.", {
+                         "items": prop("JMESPath to the list of items in the body (no `var()`: "
+                                       "the index is shared by every call).", "data[?type=='qemu']",
+                                       type="string"),
+                         "key": prop("JMESPath to an item's key.", "vmid", type="string"),
+                         "lookup": prop(f"The key this call wants ({TEMPLATE}); extractions with "
+                                        "`from: entry` read its item.", "{{ params.id }}", type="string"),
+                     }, required=["items", "key"],
+                     example={"items": "data", "key": "vmid", "lookup": "{{ params.id }}"}),
+        "prefetch": obj("Refresh this cached reply in the background, on a pool of at most "
+                        "`concurrency` workers, for details with no bulk source (guest-agent "
+                        "addresses): a call gets the value at hand at once while a stale one is "
+                        "refreshed, and waits at most `wait` seconds for a first one (then the "
+                        "extractions' defaults apply). Replies of any status are kept for `cache` "
+                        "seconds. First answers are spread over one lifetime so a sweep's refreshes "
+                        "do not all fall due together. Under record and replay refreshes run inline. "
+                        "Needs `cache`.", {
+                            "concurrency": prop("Workers (requests at once) for this step.", 4,
+                                                type="integer", minimum=1, maximum=64),
+                            "wait": prop("Seconds a call waits for a first answer.", 1, type="number",
+                                         minimum=0, maximum=60),
+                        }, example={"concurrency": 4, "wait": 1}),
         "paginate": REF("paginate"),
         "extract": prop("Step variables from the reply: name -> extraction.", {"node": "data.node"},
                         type="object", additionalProperties=REF("extraction")),

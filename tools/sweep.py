@@ -1,0 +1,231 @@
+"""The sweep benchmark of tools/bench.py: RAS polling a large farm on fakepve.
+
+    python tools/bench.py sweep [--guests 1000 5000] [--sweeps 4] [--baseline-max 1000]
+
+fakepve (tests/pve.py, with the full=1 VM list real PVE has) runs in its own process with
+the farm: four nodes, half the VMs running with a guest agent. Each provider runs in its
+own process (so peak RSS is its own), sweeping like RAS: guests/list, then guests/get of
+every guest, sweeps 15 s apart on an injected clock (no real waiting). Per sweep: wall time
+to the last reply, HTTP requests (prefetches included, counted until they settle), ms per
+get, peak RSS.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+NODES = ("pve1", "pve2", "pve3", "pve4")
+INTERVAL = 15.0   # RAS's guests_polling_rate in the Proxmox pack
+
+
+def bench(sizes: list[int], sweeps: int, baseline_max: int) -> None:
+    print(f"{'sweep (fakepve)':24} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
+          f"{'req/guest':>9} {'ms/get':>7} {'peak RSS MiB':>12}")
+    for size in sizes:
+        farm = subprocess.Popen([sys.executable, __file__, "farm", str(size)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            where = json.loads(farm.stdout.readline())
+            runs = [("cpfmap proxmox-ve", "cpfmap", sweeps)]
+            if size <= baseline_max:
+                runs.append(("hand-written baseline", "baseline", 1))
+            for label, provider, count in runs:
+                _run(label, provider, size, count, where)
+        finally:
+            farm.stdin.close()
+            farm.wait(60)
+
+
+def _run(label: str, provider: str, size: int, sweeps: int, where: dict) -> None:
+    argv = [sys.executable, str(ROOT / "tools" / "bench.py"), "sweep-child", provider, str(size), str(sweeps),
+            where["url"], where["ca"]]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    if proc.returncode:
+        print(f"{label}: failed\n{proc.stderr[-3000:]}")
+        return
+    for line in proc.stdout.splitlines():
+        row = json.loads(line)
+        print(f"{label:24} {size:6d} {row['sweep']:5d} {row['wall']:8.2f} {row['requests']:8d} "
+              f"{row['requests'] / size:9.3f} {row['wall'] * 1000 / size:7.2f} {row['rss'] or 0:12.1f}")
+
+
+# ------------------------------------------------------------------ the farm
+
+def farm(size: int) -> None:
+    from pve import AGENT_IFACES, ServedPve, disk
+    served = ServedPve()
+    for node in NODES:
+        served.pve.add_node(node)
+    for number in range(size):
+        vmid = 1000 + number
+        running = number % 2 == 0
+        config = {"net0": f"virtio=BC:24:11:{number >> 16 & 255:02X}:{number >> 8 & 255:02X}:{number & 255:02X},"
+                          "bridge=vmbr0", "scsi0": disk(vmid), "agent": "1" if running else "0"}
+        vm = served.pve.add_vm(vmid, f"VDI-{vmid}", node=NODES[number % len(NODES)],
+                               status="running" if running else "stopped", config=config)
+        if running:
+            vm.agent = {"interfaces": AGENT_IFACES}
+    settings = served.settings()
+    print(json.dumps({"url": f"https://{settings['host']}:{settings['port']}", "ca": settings["ca_file"]}), flush=True)
+    sys.stdin.read()
+    served.stop()
+
+
+# --------------------------------------------------------------- providers
+
+class SkipClock:
+    """The real clock, plus time skipped between sweeps (RAS's 15 s, without the waiting)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def now(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(seconds, 0.0))
+
+
+class Counting:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def send(self, request):
+        with self.lock:
+            self.count += 1
+        return self.inner.send(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def child(provider: str, size: int, sweeps: int, url: str, ca: str) -> None:
+    from pve import TOKEN_NAME, TOKEN_SECRET, TOKEN_USER
+    settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "username": TOKEN_USER,
+                "token_name": TOKEN_NAME, "token_secret": TOKEN_SECRET, "ca_file": ca}
+    run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca)
+    for number in range(1, sweeps + 1):
+        if number > 1:
+            run.clock.skipped += INTERVAL
+        before = run.requests()
+        started = time.perf_counter()
+        ids = run.list()
+        for guest in ids:
+            run.get(guest)
+        wall = time.perf_counter() - started
+        assert len(ids) == size, (len(ids), size)
+        run.settle()
+        print(json.dumps({"sweep": number, "wall": wall, "requests": run.requests() - before, "rss": _peak_rss()}),
+              flush=True)
+
+
+class CpfmapSweeper:
+    def __init__(self, settings: dict) -> None:
+        from cpfmap import spec
+        from cpfmap.cache import PooledPrefetch
+        from cpfmap.clock import RealClock
+        from cpfmap.engine import Engine
+        from cpfmap.redact import Redactor
+        from cpfmap.rpc import Server, engine_handlers
+        from cpfmap.transport import LiveTransport, RetryPolicy
+        self.clock = SkipClock()
+        self.transport = Counting(LiveTransport(RetryPolicy(), RealClock()))
+        self.prefetch = PooledPrefetch()
+        self.engine = Engine(spec.load("proxmox-ve"), self.transport, self.clock, Redactor(), self.prefetch)
+        self.server = Server(engine_handlers(self.engine), Redactor())
+        self._call("provider/connect", {"settings": settings})
+
+    def _call(self, method: str, params: dict | None = None):
+        reply = self.server.handle_text(json.dumps({"method": method, "params": params or {}}))
+        if "result" not in reply:
+            raise SystemExit(f"{method}: {reply}")
+        return reply["result"]
+
+    def requests(self) -> int:
+        return self.transport.count
+
+    def list(self) -> list[str]:
+        return self._call("guests/list")["guests"]
+
+    def get(self, guest: str) -> dict:
+        return self._call("guests/get", {"id": guest})
+
+    def settle(self) -> None:
+        """Wait (bounded) for the refreshes this sweep started, so they count in it."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not self.prefetch.busy():
+                return
+            time.sleep(0.05)
+
+
+class BaselineSweeper:
+    """What one would write by hand: for each get, find the VM's node in the cluster list,
+    then its status, its config and (running, with an agent) its agent's addresses."""
+
+    STATES = {"paused": "suspended", "suspended": "suspended", "prelaunch": "powering_on"}
+
+    def __init__(self, url: str, ca: str) -> None:
+        import requests
+        from pve import TOKEN_NAME, TOKEN_SECRET, TOKEN_USER
+        self.clock = SkipClock()
+        self.base = url + "/api2/json"
+        self.session = requests.Session()
+        self.session.verify = ca
+        self.session.trust_env = False   # REQUESTS_CA_BUNDLE would override verify
+        self.session.headers["Authorization"] = f"PVEAPIToken={TOKEN_USER}!{TOKEN_NAME}={TOKEN_SECRET}"
+        self.sent = 0
+
+    def _get(self, path: str, **query) -> object:
+        self.sent += 1
+        reply = self.session.get(self.base + path, params=query, timeout=(10, 60))
+        return reply.json()["data"] if reply.status_code == 200 else None
+
+    def requests(self) -> int:
+        return self.sent
+
+    def list(self) -> list[str]:
+        return [str(r["vmid"]) for r in self._get("/cluster/resources", type="vm") if r["type"] == "qemu"]
+
+    def get(self, guest: str) -> dict:
+        vm = next(r for r in self._get("/cluster/resources", type="vm")
+                  if r["type"] == "qemu" and str(r["vmid"]) == guest)
+        where = f"/nodes/{vm['node']}/qemu/{guest}"
+        status = self._get(where + "/status/current")
+        config = self._get(where + "/config")
+        macs = [m.lower() for k, v in config.items() if re.match(r"net\d+$", k)
+                for m in re.findall(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}", v)]
+        ips = []
+        if status["status"] == "running" and status.get("agent"):
+            answer = self._get(where + "/agent/network-get-interfaces") or {}
+            ips = [a["ip-address"] for i in answer.get("result", []) for a in i.get("ip-addresses", [])]
+        state = "powered_off" if status["status"] != "running" else self.STATES.get(status.get("qmpstatus"), "powered_on")
+        return {"id": guest, "name": status.get("name"), "state": state, "mac_addresses": macs, "ip_addresses": ips,
+                "is_template": bool(status.get("template"))}
+
+    def settle(self) -> None:
+        pass
+
+
+def _peak_rss() -> float | None:
+    """Peak resident memory of this process in MiB (where the platform tells)."""
+    try:
+        import resource
+    except ImportError:   # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["farm"]:
+    farm(int(sys.argv[2]))
