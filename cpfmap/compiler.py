@@ -30,6 +30,13 @@ SNAPSHOT_METHODS = ("guests/snapshots/create", "guests/snapshots/delete", "guest
                     "guests/snapshots/exists")
 RESULT_METHODS = ("guests/list", "guests/get", "guests/snapshots/exists")
 BASIC_CONTROLS = ("start", "stop", "reset", "restart")
+PAGING_OPTIONS = {
+    "offset": {"size", "limit_param", "offset_param"},
+    "page": {"size", "limit_param", "page_param", "first_page"},
+    "cursor": {"cursor", "cursor_from", "cursor_param", "size", "limit_param"},
+    "next_link": {"cursor", "cursor_from", "size", "limit_param"},
+    "link_header": {"size", "limit_param"},
+}
 ROOTS = {"settings", "params", "auth", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
@@ -84,16 +91,34 @@ class Compiler:
             self.error(path, f"a `when` is one {{{{ expression }}}} (text is always true): `{raw}`")
         return compiled
 
-    def expression(self, raw: str, path: tuple) -> Expression | None:
+    def expression(self, raw: str, path: tuple, known: set | None = None) -> Expression | None:
+        """A compiled JMESPath; with `known`, the names its var() calls read are checked too."""
         try:
-            return Expression.compile(str(raw), _where(path))
+            compiled = Expression.compile(str(raw), _where(path))
         except jmespath.exceptions.JMESPathError as exc:
             self.error(path, f"JMESPath syntax: {str(exc).splitlines()[0]} in `{raw}`")
             return None
+        if known is not None:
+            self._check_vars(compiled, path, known)
+        return compiled
+
+    def _check_vars(self, compiled: Expression, path: tuple, known: set) -> None:
+        for name in compiled.var_names():
+            root, _, rest = name.partition(".")
+            if root not in known | ROOTS:
+                hint = _suggest(root, known | {"settings", "params"})
+                self.error(path, f"var('{name}'): `{root}` is not defined here (known: "
+                                 f"{', '.join(sorted(known)) or 'none'}){hint}")
+            elif root == "settings" and rest:
+                setting = rest.split(".")[0]
+                self.used_settings.add(setting)
+                if setting not in self.settings:
+                    self.error(path, f"var('{name}'): `settings.{setting}` is not a declared setting"
+                                     f"{_suggest(setting, self.settings)}")
 
     def value(self, raw: Any, path: tuple, known: set) -> m.Value:
         if isinstance(raw, dict) and set(raw) == {"jmespath"}:
-            expr = self.expression(raw["jmespath"], path + ("jmespath",))
+            expr = self.expression(raw["jmespath"], path + ("jmespath",), known)
             return m.JmesValue(expr) if expr else m.Literal(None)
         if isinstance(raw, dict):
             return m.DictValue(tuple((str(k), self.value(v, path + (k,), known)) for k, v in raw.items()))
@@ -128,7 +153,7 @@ class Compiler:
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}
-        expr = self.expression(spec["jmespath"], path + (("jmespath",) if isinstance(raw, dict) else ()))
+        expr = self.expression(spec["jmespath"], path + (("jmespath",) if isinstance(raw, dict) else ()), known)
         if expr is None:
             return None
         required = spec.get("required")
@@ -212,14 +237,24 @@ class Compiler:
     def paginate(self, raw: dict | None, path: tuple, known: set) -> m.Paginate | None:
         if not raw:
             return None
+        kind = raw["type"]
+        takes = PAGING_OPTIONS[kind]
+        for key in sorted(set(raw) - takes - {"type", "items", "max_pages"}):
+            self.error(path + (key,), f"paginate type {kind} takes no `{key}` (it takes: "
+                                      f"{', '.join(sorted(takes))}; and items, max_pages)")
+        if "cursor" in takes and "cursor" not in raw:
+            self.error(path, f"paginate type {kind} needs `cursor`")
+        if "limit_param" in raw and "size" not in raw and kind not in ("offset", "page"):
+            self.error(path + ("limit_param",), "`limit_param` names the query parameter of `size`: give `size`")
         if isinstance(raw.get("size"), str):
             raw = dict(raw, size=self.template(raw["size"], path + ("size",), known))
-        items = self.expression(raw["items"], path + ("items",))
-        cursor = self.expression(raw["cursor"], path + ("cursor",)) if "cursor" in raw else None
-        if raw["type"] in ("cursor", "next_link") and cursor is None:
-            self.error(path, f"paginate type {raw['type']} needs `cursor`")
-        keys = ("size", "limit_param", "offset_param", "page_param", "first_page", "cursor_param", "max_pages")
-        return m.Paginate(raw["type"], items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
+        elif kind in ("offset", "page"):
+            raw = dict(raw, size=raw.get("size", 100))
+        items = self.expression(raw["items"], path + ("items",), known)
+        cursor = self.expression(raw["cursor"], path + ("cursor",), known) if "cursor" in raw else None
+        keys = ("size", "limit_param", "offset_param", "page_param", "first_page", "cursor_from", "cursor_param",
+                "max_pages")
+        return m.Paginate(kind, items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
 
     def operation(self, name: str, raw: dict, path: tuple, fragments: dict, params: tuple) -> m.Operation:
         known = {"params"}

@@ -53,6 +53,19 @@ def useful_ip(value: Any) -> str | None:
     return str(addr)
 
 
+_LINK = re.compile(r'<([^>]*)>((?:\s*;\s*(?:[^;,"]|"[^"]*")*)*)')
+_REL = re.compile(r'(?i)\brel\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
+
+
+def link_target(header: str | None, rel: str) -> str | None:
+    """The URL of an RFC 8288 Link header with the given relation (`<url>; rel="next"`), or None."""
+    for match in _LINK.finditer(header or ""):
+        found = _REL.search(match.group(2))
+        if found and rel in (found.group(1) or found.group(2) or "").lower().split():
+            return match.group(1).strip()
+    return None
+
+
 def _unique(items: list) -> list:
     out: list = []
     for item in items:
@@ -163,6 +176,18 @@ class Expression:
     def compile(cls, source: str, where: str) -> "Expression":
         """Raises jmespath.exceptions.ParseError on bad syntax."""
         return cls(source, where, jmespath.compile(source))
+
+    def var_names(self) -> list[str]:
+        """The literal names this expression reads with var('name'), for validate."""
+        found: list[str] = []
+        todo = [self.parsed.parsed]
+        while todo:
+            node = todo.pop()
+            if node.get("type") == "function_expression" and node.get("value") == "var":
+                found += [c["value"] for c in node["children"] if c.get("type") == "literal"
+                          and isinstance(c.get("value"), str)]
+            todo += [c for c in node.get("children", []) if isinstance(c, dict)]
+        return found
 
     def search(self, data: Any, context: Mapping[str, Any] | None = None) -> Any:
         options = jmespath.Options(custom_functions=Functions(context))

@@ -145,12 +145,13 @@ class ErrorRule:
 class Paginate:
     type: str
     items: Expression
-    size: "int | Template" = 100
+    size: "int | Template | None" = None   # None: no page size is sent (cursor and link types)
     limit_param: str = "limit"
     offset_param: str = "offset"
     page_param: str = "page"
     first_page: int = 1
     cursor: Expression | None = None
+    cursor_from: str = "body"
     cursor_param: str = "cursor"
     max_pages: int = 1000
 

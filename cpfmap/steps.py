@@ -2,13 +2,15 @@
 `set`, `fail`, `on_error` fallbacks, pagination and a TTL cache for GET replies."""
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any, Callable
 
 from . import model as m
 from .clock import Clock
 from .errors import BackendError, TransportError
-from .extract import body_of, extract_from, extract_value
+from .extract import body_of, extract_from, extract_value, link_target, string_id
 from .session import Backend, message_of
+from .templating import Template
 from .transport import HttpResponse
 
 
@@ -117,11 +119,12 @@ class StepRunner:
     def _pages(self, step: m.Step, context: dict) -> Any:
         """Every page's items joined into one list (the body extractions read)."""
         spec = step.paginate
-        size = spec.size if isinstance(spec.size, int) else _page_size(spec.size.render(context))
+        size = _page_size(spec.size.render(context)) if isinstance(spec.size, Template) else spec.size
         items: list = []
+        url: str | None = None
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor, size)
+            query, url = self._page_position(spec, number, len(items), cursor, size, url)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
@@ -131,24 +134,41 @@ class StepRunner:
             if not isinstance(page, list):
                 raise BackendError(f"paginate.items `{spec.items.source}` gave {type(page).__name__}, not a list")
             items.extend(page)
-            cursor = spec.cursor.search(body, context) if spec.cursor else None
+            cursor = self._next(spec, response, body, context)
             if self._last_page(spec, page, cursor, size):
                 return items
+            if url is None and spec.type in ("next_link", "link_header"):  # a relative link resolves against it
+                url = self.backend.build(step.request, context).url
         raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
 
-    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int) -> tuple:
+    @staticmethod
+    def _next(spec: m.Paginate, response: HttpResponse, body: Any, context: dict) -> Any:
+        """The next cursor or URL: from the Link header, the headers or the body."""
+        if spec.type == "link_header":
+            return link_target(response.header("Link"), "next")
+        if spec.cursor is None:
+            return None
+        data = {k.lower(): v for k, v in response.headers} if spec.cursor_from == "headers" else body
+        return spec.cursor.search(data, context)
+
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int | None,
+                       url: str | None) -> tuple:
+        """(query pairs, URL or None) of page `number`; url is the page before's."""
+        limit = [(spec.limit_param, str(size))] if size is not None else []
         if spec.type == "offset":
-            return [(spec.offset_param, str(seen)), (spec.limit_param, str(size))], None
+            return [(spec.offset_param, str(seen))] + limit, None
         if spec.type == "page":
-            return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(size))], None
+            return [(spec.page_param, str(spec.first_page + number))] + limit, None
         if spec.type == "cursor":
-            return ([(spec.cursor_param, str(cursor))] if number else []), None
-        return [], (self.backend.within_base(str(cursor)) if number else None)
+            return ([(spec.cursor_param, string_id(cursor))] if number else []) + limit, None
+        if not number:
+            return limit, None
+        return [], self.backend.within_base(urllib.parse.urljoin(url or "", str(cursor)))
 
     @staticmethod
-    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int) -> bool:
+    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int | None) -> bool:
         if spec.type in ("offset", "page"):
-            return len(page) < size
+            return len(page) < (size or 0)
         return cursor in (None, "")
 
 

@@ -101,22 +101,34 @@ DEFS = {
                         "set": prop("Carry on, setting these step variables (values) instead.",
                                     {"ips": []}, type="object"),
                     }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
-    "paginate": obj("Fetch every page of a list and extract from all items joined.", {
+    "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
+                    "only its own options (validate names the ones it takes): offset: size, limit_param, "
+                    "offset_param; page: size, limit_param, page_param, first_page; cursor: cursor, "
+                    "cursor_from, cursor_param, size, limit_param; next_link: cursor, cursor_from, size, "
+                    "limit_param; link_header: size, limit_param; every type: items, max_pages.", {
         "type": prop("offset: offset/limit parameters; page: page number; cursor: a token from each "
-                     "reply; next_link: a URL from each reply.", "offset",
-                     enum=["offset", "page", "cursor", "next_link"]),
+                     "reply (body or headers) sent back as a query parameter; next_link: a URL from each "
+                     "reply (body or headers); link_header: the URL of the `Link` header's rel=\"next\" "
+                     "(RFC 8288, as GitHub and many others page). A URL to follow must be below base_url.",
+                     "offset", enum=["offset", "page", "cursor", "next_link", "link_header"]),
         "items": REF("jmespath"),
-        "size": prop("Items per page (offset, page): a number, or a template such as "
-                     "`{{ settings.page_size }}`.", 100, oneOf=[{"type": "integer", "minimum": 1},
-                                                              {"type": "string", "pattern": "\\{\\{"}]),
-        "limit_param": prop("Query name for the page size.", "limit", type="string"),
-        "offset_param": prop("Query name for the offset (offset).", "offset", type="string"),
-        "page_param": prop("Query name for the page number (page).", "page", type="string"),
-        "first_page": prop("Number of the first page (page).", 1, type="integer", minimum=0),
-        "cursor": prop("JMESPath to the next cursor, or to the next URL (next_link); null ends.",
-                       "next_cursor", type="string"),
-        "cursor_param": prop("Query name for the cursor (cursor).", "cursor", type="string"),
-        "max_pages": prop("Safety limit on pages.", 1000, type="integer", minimum=1),
+        "size": prop("Items per page: a number, or a template such as `{{ settings.page_size }}`. "
+                     "offset and page: default 100, a shorter page is the last. cursor: sent with every "
+                     "request; next_link and link_header: sent with the first (the links carry it on); "
+                     "omitted if absent.", 100,
+                     oneOf=[{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
+        "limit_param": prop("Query name for the page size (default `limit`).", "limit", type="string"),
+        "offset_param": prop("Query name for the offset (offset; default `offset`).", "offset", type="string"),
+        "page_param": prop("Query name for the page number (page; default `page`).", "page", type="string"),
+        "first_page": prop("Number of the first page (page; default 1).", 1, type="integer", minimum=0),
+        "cursor": prop("JMESPath to the next cursor (cursor), or to the next URL (next_link), over the "
+                       "body or the headers (see cursor_from); null or empty ends.", "next_cursor",
+                       type="string"),
+        "cursor_from": prop("What `cursor` reads: the JSON `body` (default) or the `headers` (lower-case "
+                            "names, e.g. `\"x-next-cursor\"`).", "headers", enum=["body", "headers"]),
+        "cursor_param": prop("Query name for the cursor (cursor; default `cursor`).", "cursor", type="string"),
+        "max_pages": prop("Safety limit on pages; more is an error (default 1000).", 1000, type="integer",
+                          minimum=1),
     }, required=["type", "items"], example={"type": "offset", "items": "items", "size": 50}),
     "step": obj("One step of a method: a request, a computed variable, a check or a fragment.", {
         "name": prop("Name for messages.", "resolve node", type="string"),
