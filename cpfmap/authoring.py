@@ -92,6 +92,10 @@ def _explain_step(n: int, step: m.Step, context: dict, backend: Backend, redacto
                 return
         except BackendError:
             yield f"{label}: runs only if `{step.when.source.strip()}` (known from an earlier reply)"
+    if step.steps:
+        for inner in step.steps:
+            yield from _explain_step(n, inner, context, backend, redactor)
+        return
     for name, value in step.set:
         try:
             context[name] = value.eval(context)

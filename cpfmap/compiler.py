@@ -188,10 +188,14 @@ class Compiler:
         if depth > 8:
             self.error(here + ("use",), f"fragment `{name}` uses itself")
             return ()
-        extra = set(item) - {"use"}
+        extra = set(item) - {"use", "when", "name"}
         if extra:
-            self.error(here, f"a `use` step takes no other keys ({', '.join(sorted(extra))})")
-        return self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
+            self.error(here, f"a `use` step takes only `when` and `name` ({', '.join(sorted(extra))})")
+        when = self.condition(item["when"], here + ("when",), known) if "when" in item else None
+        inner = self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
+        if when is None:
+            return inner
+        return (m.Step(where=_where(here), name=item.get("name", f"use {name}"), when=when, steps=inner),)
 
     def step(self, raw: dict, path: tuple, known: set) -> m.Step:
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
@@ -232,7 +236,9 @@ class Compiler:
                 self.error(path + ("match",), f"bad regular expression: {exc}")
         fail = self.template(raw["fail"], path + ("fail",), known | {"error"}) if "fail" in raw else None
         sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
-        return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets)
+        if "wait" in raw and "set" not in raw:
+            self.error(path + ("wait",), "`wait` goes with `set` (a rule that fails waits for nothing)")
+        return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets, bool(raw.get("wait", True)))
 
     def paginate(self, raw: dict | None, path: tuple, known: set) -> m.Paginate | None:
         if not raw:

@@ -134,6 +134,7 @@ class ErrorRule:
     match: str | None = None
     fail: Template | None = None
     set: Value | None = None
+    wait: bool = True   # the step's `wait` still runs after this rule recovers
 
     def covers(self, status: int, message: str) -> bool:
         if self.statuses and status not in self.statuses:
@@ -171,9 +172,17 @@ class Step:
     fail: Template | None = None
     on_error: tuple = ()  # (ErrorRule, ...)
     wait: "TaskStart | None" = None
+    steps: tuple = ()     # a `use` with `when`: the fragment's steps, run only if `when` holds
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300
+
+
+def every_step(steps: tuple):
+    """The steps and, depth first, the steps of conditional fragments among them."""
+    for step in steps:
+        yield step
+        yield from every_step(step.steps)
 
 
 # ------------------------------------------------------------------- tasks

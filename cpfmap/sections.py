@@ -138,7 +138,7 @@ def _check_tasks(c: Compiler, methods: dict, controls: dict, polls: dict) -> Non
                 c.error(path, f"{name} needs a `result`")
             if op.task and op.task.poll:
                 _check_handle(c, path + ("task",), op.task, polls)
-            for step in op.steps:
+            for step in m.every_step(op.steps):
                 if step.wait is not None:
                     _check_handle(c, path + ("steps",), step.wait, polls)
 

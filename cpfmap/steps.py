@@ -47,6 +47,9 @@ class StepRunner:
         for step in steps:
             if step.when is not None and not step.when.render(context):
                 continue
+            if step.steps:
+                self.run(step.steps, context)
+                continue
             if step.fail is not None:
                 raise BackendError(str(step.fail.render(context)))
             for name, value in step.set:
@@ -56,18 +59,20 @@ class StepRunner:
         return context
 
     def _request(self, step: m.Step, context: dict) -> None:
+        wait = True
         try:
             response = self._fetch(step, context)
         except TransportError as exc:
-            self._refused(step, context, 0, exc.message, exc)
-            return
-        if isinstance(response, HttpResponse) and not step.accepts(response.status):
-            message = message_of(response, self.backend.mapping.connection.error_message)
-            self._refused(step, context, response.status, message, None)
-            return
-        for name, extraction in step.extract:
-            context[name] = self._extract(extraction, response, context)
-        if step.wait is not None and self.waiter is not None:
+            wait = self._refused(step, context, 0, exc.message, exc, None)
+        else:
+            if isinstance(response, HttpResponse) and not step.accepts(response.status):
+                message = message_of(response, self.backend.mapping.connection.error_message)
+                wait = self._refused(step, context, response.status, message, None, response)
+            else:
+                for name, extraction in step.extract:
+                    context[name] = self._extract(extraction, response, context)
+        # Also after an on_error rule that recovered (its `set` may name the task), unless it says wait: false.
+        if wait and step.wait is not None and self.waiter is not None:
             self.waiter(step.wait, context)
 
     def _extract(self, extraction: m.Extraction, response: Any, context: dict) -> Any:
@@ -76,15 +81,17 @@ class StepRunner:
         return extract_from(extraction, response, context)  # the items of every page, joined
 
     def _refused(self, step: m.Step, context: dict, status: int, message: str,
-                 exc: TransportError | None) -> None:
-        error = {"status": status, "message": message}
+                 exc: TransportError | None, response: HttpResponse | None) -> bool:
+        """Apply the first on_error rule that covers the refusal (whether the step's wait still
+        runs), or raise."""
+        error = {"status": status, "message": message, "body": _json_or_none(response)}
         for rule in step.on_error:
             if rule.covers(status, message):
                 ctx = dict(context, error=error)
                 if rule.fail is not None:
                     raise BackendError(str(rule.fail.render(ctx)))
                 context.update(rule.set.eval(ctx) if rule.set else {})
-                return
+                return rule.wait
         if exc is not None:
             raise exc
         error = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
@@ -170,6 +177,13 @@ class StepRunner:
         if spec.type in ("offset", "page"):
             return len(page) < (size or 0)
         return cursor in (None, "")
+
+
+def _json_or_none(response: HttpResponse | None) -> Any:
+    try:
+        return response.json() if response is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _page_size(value: Any) -> int:

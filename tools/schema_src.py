@@ -96,10 +96,15 @@ DEFS = {
                         "match": prop("A regular expression searched in the backend's error message.",
                                       "does not exist", type="string"),
                         "fail": prop(f"Fail the call with this message ({TEMPLATE}; `error.status`, "
-                                     "`error.message` hold the backend's answer).",
-                                     "Guest {{ params.id }} not found", type="string"),
-                        "set": prop("Carry on, setting these step variables (values) instead.",
+                                     "`error.message` and `error.body` (the reply's JSON, or null) hold "
+                                     "the backend's answer).", "Guest {{ params.id }} not found", type="string"),
+                        "set": prop("Carry on, setting these step variables (values over the step's "
+                                    "variables and `error`) instead; the step's `extract` does not run.",
                                     {"ips": []}, type="object"),
+                        "wait": prop("With `set`: whether the step's `wait` still runs after this rule "
+                                     "recovered (default true; `set` can give its handle, e.g. "
+                                     "`{upid: \"{{ error.body.data }}\"}`). false: there is no task to "
+                                     "wait for (e.g. 404, already gone).", False, type="boolean"),
                     }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
     "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
                     "only its own options (validate names the ones it takes): offset: size, limit_param, "
@@ -132,7 +137,9 @@ DEFS = {
     }, required=["type", "items"], example={"type": "offset", "items": "items", "size": 50}),
     "step": obj("One step of a method: a request, a computed variable, a check or a fragment.", {
         "name": prop("Name for messages.", "resolve node", type="string"),
-        "use": prop("Insert the steps of this fragment (see `fragments`).", "resolve_node", type="string"),
+        "use": prop("Insert the steps of this fragment (see `fragments`). A `use` step takes only "
+                    "`when` (then the whole fragment runs only if it is true) and `name`.", "resolve_node",
+                    type="string"),
         "when": prop(f"Run the step only if this ({TEMPLATE}) is true.", "{{ params.snapshot }}",
                      type="string"),
         "request": REF("request"),
