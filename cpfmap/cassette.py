@@ -33,7 +33,7 @@ from .errors import CassetteError, ReplayMiss
 from .extract import string_id
 from .redact import MASK, Redactor
 from .source import read_text
-from .transport import HttpRequest, HttpResponse, Transport
+from .transport import HttpRequest, HttpResponse, Transport, reset_connections
 
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
 
@@ -270,6 +270,9 @@ class RecordingTransport:
     def close(self) -> None:
         self.flush()
         self.inner.close()
+
+    def reset(self) -> bool:
+        return reset_connections(self.inner)
 
     def flush(self) -> None:
         if not self.exchanges:

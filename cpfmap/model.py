@@ -242,8 +242,9 @@ class AuthScheme:
     inject_headers: tuple = ()
     inject_cookies: tuple = ()
     inject_query: tuple = ()
-    ttl: float | None = None
+    ttl: "float | Template | None" = None   # a template reads the login reply (auth.*)
     logout: RequestSpec | None = None
+    refresh: Login | None = None   # renews a session from the previous one's values
 
 
 @dataclass(frozen=True)

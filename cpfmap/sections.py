@@ -94,14 +94,15 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
     known = {"settings"}
     tpl = lambda key: c.template(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
     when = c.condition(raw["when"], path + ("when",), known) if "when" in raw else None
-    login = None
-    if "login" in raw:
-        lp = path + ("login",)
-        login = m.Login(c.request(raw["login"]["request"], lp + ("request",), known),
-                        tuple(raw["login"].get("accept", ())),
-                        c.extractions(raw["login"]["extract"], lp + ("extract",), known))
-    inject = raw.get("inject") or {}
     with_auth = known | {"auth"}
+    login = _login(c, raw["login"], path + ("login",), known) if "login" in raw else None
+    refresh = _login(c, raw["refresh"], path + ("refresh",), with_auth) if "refresh" in raw else None
+    if refresh is not None and login is None:
+        c.error(path + ("refresh",), "`refresh` renews what `login` got: give `login` too")
+    ttl = raw.get("ttl")
+    if isinstance(ttl, str):
+        ttl = c.template(ttl, path + ("ttl",), with_auth)
+    inject = raw.get("inject") or {}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None
     return m.AuthScheme(
         type=kind, name=raw.get("name", kind), when=when,
@@ -110,7 +111,12 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         inject_headers=c.templates_of(inject.get("headers"), path + ("inject", "headers"), with_auth),
         inject_cookies=c.templates_of(inject.get("cookies"), path + ("inject", "cookies"), with_auth),
         inject_query=c.templates_of(inject.get("query"), path + ("inject", "query"), with_auth),
-        ttl=raw.get("ttl"), logout=logout)
+        ttl=ttl, logout=logout, refresh=refresh)
+
+
+def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:
+    return m.Login(c.request(raw["request"], path + ("request",), known), tuple(raw.get("accept", ())),
+                   c.extractions(raw.get("extract"), path + ("extract",), known))
 
 
 def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.PollRule:

@@ -16,7 +16,7 @@ from .clock import Clock
 from .errors import AuthError, BackendError, TransportError
 from .extract import Expression, extract_value, string_id
 from .redact import Redactor
-from .transport import HttpRequest, HttpResponse, Tls, Transport
+from .transport import HttpRequest, HttpResponse, Tls, Transport, reset_connections
 
 log = logging.getLogger("cpfmap")
 
@@ -74,6 +74,7 @@ class Backend:
         self.scheme = self._choose(base)
         self.auth: dict[str, Any] = {}
         self.logged_in_at: float | None = None
+        self.session_ttl: float | None = None
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -86,7 +87,7 @@ class Backend:
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
-        ctx = dict(context, auth=self.auth)
+        ctx = dict(context, auth=self.auth if self.auth else context.get("auth", {}))
         target = url or self._url(str(spec.path.render(ctx)))
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
@@ -158,9 +159,19 @@ class Backend:
         request = self.build(spec, context, **options)
         response = self._send(request)
         if response.status == 401 and self.scheme.type == "session":
-            log.info("backend answered 401; logging in again")
-            self.login()
+            # A server that answers 401 before reading the request body leaves it on the
+            # connection: the login goes out on a fresh one, or it would arrive garbled.
+            fresh = reset_connections(self.transport)
+            log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
+            self.login(renew=True)
             response = self._send(self.build(spec, context, **options))
+            if response.status == 401:
+                error = AuthError(f"Authentication failed: {request.method} {request.url.split('?')[0]} answered "
+                                  f"HTTP 401 again right after a new login"
+                                  f"{' on a new connection' if fresh else ' (on the same connection)'}: "
+                                  f"{message_of(response, self.mapping.connection.error_message)}")
+                error.status = 401
+                raise error
         return response
 
     def _send(self, request: HttpRequest) -> HttpResponse:
@@ -172,35 +183,68 @@ class Backend:
     # --------------------------------------------------------------- auth
 
     def _refresh_if_due(self) -> None:
-        ttl = self.scheme.ttl
+        ttl = self.session_ttl
         if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
                 and self.clock.now() - self.logged_in_at >= ttl:
             log.info("session older than %ss; logging in again", ttl)
-            self.login()
+            self.login(renew=True)
 
-    def login(self) -> None:
-        """Session schemes: send the login request and keep what it yields (all secret)."""
-        login = self.scheme.login
-        if self.scheme.type != "session" or login is None:
+    def login(self, renew: bool = False) -> None:
+        """Session schemes: send the login request and keep what it yields (text values are
+        secret). renew: a session exists; its `refresh` request goes first, if the scheme has
+        one, and a fresh login only if the backend refuses it."""
+        scheme = self.scheme
+        if scheme.type != "session" or scheme.login is None:
             return
-        self.auth = {}
-        base = {"settings": self.settings}
+        previous, self.auth = self.auth, {}
+        if renew and scheme.refresh is not None and previous:
+            values = self._session_request(scheme.refresh, previous, refusable=True)
+            if values is not None:
+                self._keep({**previous, **{k: v for k, v in values.items() if v is not None}})
+                return
+            log.info("the backend refused to refresh the session; logging in afresh")
+        self._keep(self._session_request(scheme.login, {}, refusable=False))
+
+    def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> dict | None:
+        """The values a login or refresh reply yields; None if a refusable request was refused."""
+        base = {"settings": self.settings, "auth": previous}
         response = self._send(self.build(login.request, base))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
+        if not accepted and refusable:
+            return None
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
             raise AuthError(f"Authentication failed: HTTP {response.status}: {reason}")
-        values = self._extract_login(response, login)
+        return self._extract_login(response, login.extract or self.scheme.login.extract, required=not refusable)
+
+    def _keep(self, values: dict) -> None:
         for value in values.values():
-            self.redactor.add(value)
+            if isinstance(value, str):  # credentials are text; numbers (expires_in) are not secrets
+                self.redactor.add(value)
         self.auth = values
         self.logged_in_at = self.clock.now()
+        self.session_ttl = self._ttl(values)
 
-    def _extract_login(self, response: HttpResponse, login: m.Login) -> dict:
+    def _ttl(self, values: dict) -> float | None:
+        ttl = self.scheme.ttl
+        if ttl is None or isinstance(ttl, (int, float)):
+            return ttl
+        value = ttl.render({"settings": self.settings, "auth": values})
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise AuthError(f"Authentication failed: session ttl `{ttl.source}` gave {value!r}, "
+                            "not a positive number of seconds")
+        return float(value)
+
+    def _extract_login(self, response: HttpResponse, extract: tuple, required: bool = True) -> dict:
         values = {}
-        for name, extraction in login.extract:
+        for name, extraction in extract:
             value = extract_value(extraction, response, {"settings": self.settings})
-            if value is None:
+            if value is None and required:
                 raise AuthError(f"Authentication failed: the login reply has no `{name}` "
                                 f"(`{extraction.expression.source}`)")
             values[name] = value
@@ -214,3 +258,4 @@ class Backend:
                 log.warning("logout failed: %s", exc)
         self.auth = {}
         self.logged_in_at = None
+        self.session_ttl = None

@@ -3,7 +3,9 @@ settings; credentials go on every request and never into logs or replies."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import threading
 
 import pytest
 import yaml
@@ -13,7 +15,7 @@ from cpfmap.clock import VirtualClock
 from cpfmap.engine import Engine
 from cpfmap.redact import Redactor
 from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.transport import FunctionTransport, HttpResponse, LiveTransport
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 SCHEMES = [
@@ -67,3 +69,52 @@ def test_credentials_are_masked_in_error_replies(provider):
     connect(server, key="k-abcdef123")
     reply = server.handle_text('{"method": "guests/get", "params": {"id": "k-abcdef123"}}')
     assert "k-abcdef123" not in json.dumps(reply)
+
+
+class _Garbling(http.server.BaseHTTPRequestHandler):
+    """Answers the first power request 401 without reading its body, as some servers do."""
+
+    protocol_version = "HTTP/1.1"
+    log: list = []
+
+    def do_POST(self):  # noqa: N802
+        if self.path.endswith("/power") and not any(p == "401" for _, p in self.log):
+            self.log.append((self.client_address[1], "401"))
+            return self._answer(401, b'{"error": {"message": "token expired"}}')
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.log.append((self.client_address[1], self.path))
+        self._answer(200, b'{"token": "tok-%d"}' % len(self.log) if self.path.endswith("/login") else body)
+
+    def do_GET(self):  # noqa: N802
+        self._answer(200, b"{}")
+
+    def _answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_after_a_401_the_login_goes_out_on_a_fresh_connection():
+    _Garbling.log = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbling)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    redactor = Redactor()
+    engine = Engine(spec.load("tests/data/tiny.yaml"), LiveTransport(), VirtualClock(), redactor)
+    server = Server(engine_handlers(engine), redactor)
+    try:
+        settings = {"url": f"http://127.0.0.1:{httpd.server_port}", "user": "a", "password": "pw-0123456"}
+        assert server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": settings}})) \
+            == {"result": {}}
+        reply = server.handle_text('{"method": "guests/control", "params": {"id": "1", "control": "start"}}')
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert reply == {"result": {}}, reply
+    refused = next(port for port, what in _Garbling.log if what == "401")
+    relogin = [port for port, what in _Garbling.log if what.endswith("/login")][1]
+    assert relogin != refused

@@ -248,8 +248,8 @@ DEFS = {
             "request": REF("request"),
             "accept": REF("statuses"),
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
-                            "all are secrets.", {"ticket": "data.ticket"}, type="object",
-                            additionalProperties=REF("extraction")),
+                            "every text value is a secret (numbers such as expires_in are not).",
+                            {"ticket": "data.ticket"}, type="object", additionalProperties=REF("extraction")),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
@@ -262,8 +262,23 @@ DEFS = {
             "query": prop("Query parameters (templates over auth.*).", {"sid": "{{ auth.sid }}"},
                           type="object", additionalProperties=REF("template")),
         }, example={"headers": {"Authorization": "Bearer {{ auth.token }}"}}),
-        "ttl": prop("session: seconds a login stays good; log in again before it runs out.", 7000,
-                    type="number", minimum=1),
+        "refresh": obj("session: renew the session with values of the previous one, e.g. an OAuth2 "
+                       "refresh token (`{{ auth.refresh_token }}`). Used instead of `login` once a session "
+                       "exists (its ttl ran out, or a 401); if the backend refuses it (status not "
+                       "accepted) a fresh `login` follows. Values its reply lacks keep the previous "
+                       "session's.", {
+                           "request": REF("request"),
+                           "accept": REF("statuses"),
+                           "extract": prop("Credentials from the reply (default: the login's extract), "
+                                           "visible as auth.NAME.", {"token": "access_token"}, type="object",
+                                           additionalProperties=REF("extraction")),
+                       }, required=["request"], example={
+                           "request": {"method": "POST", "path": "/oauth/token", "form": {
+                               "grant_type": "refresh_token", "refresh_token": "{{ auth.refresh_token }}"}}}),
+        "ttl": prop("session: seconds a login stays good; log in again (or `refresh`) before it runs out. "
+                    f"A number, or {TEMPLATE} over the login reply's values (auth.*), rendered after each "
+                    "login: `{{ auth.expires_in - 30 }}`.", 7000,
+                    oneOf=[{"type": "number", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
         "logout": REF("request"),
     }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
