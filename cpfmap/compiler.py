@@ -116,14 +116,17 @@ class Compiler:
                     self.error(path, f"var('{name}'): `settings.{setting}` is not a declared setting"
                                      f"{_suggest(setting, self.settings)}")
 
-    def value(self, raw: Any, path: tuple, known: set) -> m.Value:
+    def value(self, raw: Any, path: tuple, known: set, *, sent: bool = False) -> m.Value:
+        """sent: the value goes into a request, where `{literal: X}` is sent as written, nulls too."""
         if isinstance(raw, dict) and set(raw) == {"jmespath"}:
             expr = self.expression(raw["jmespath"], path + ("jmespath",), known)
             return m.JmesValue(expr) if expr else m.Literal(None)
+        if isinstance(raw, dict) and set(raw) == {"literal"}:
+            return m.Literal(m.Kept(raw["literal"]) if sent else raw["literal"])
         if isinstance(raw, dict):
-            return m.DictValue(tuple((str(k), self.value(v, path + (k,), known)) for k, v in raw.items()))
+            return m.DictValue(tuple((str(k), self.value(v, path + (k,), known, sent=sent)) for k, v in raw.items()))
         if isinstance(raw, list):
-            return m.ListValue(tuple(self.value(v, path + (i,), known) for i, v in enumerate(raw)))
+            return m.ListValue(tuple(self.value(v, path + (i,), known, sent=sent) for i, v in enumerate(raw)))
         if has_template(raw):
             compiled = self.template(raw, path, known)
             return m.TemplateValue(compiled) if compiled else m.Literal(None)
@@ -140,7 +143,7 @@ class Compiler:
     # ------------------------------------------------------------- pieces
 
     def request(self, raw: dict, path: tuple, known: set) -> m.RequestSpec:
-        opt = lambda key: self.value(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
+        opt = lambda key: self.value(raw[key], path + (key,), known, sent=True) if key in raw else None  # noqa: E731
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")

@@ -55,6 +55,24 @@ class ListValue:
         return [value.eval(context) for value in self.items]
 
 
+@dataclass(frozen=True)
+class Kept:
+    """`{literal: X}` in a request: X as written, sent even where it holds nulls."""
+    value: Any
+
+
+def without_nulls(value: Any) -> Any:
+    """The one null rule of requests: an object member whose value is null is left out (json, at
+    any depth; query, form and headers); list items stay. A Kept value is sent as written."""
+    if isinstance(value, Kept):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 Value = Literal | TemplateValue | JmesValue | DictValue | ListValue
 
 

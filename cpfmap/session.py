@@ -22,15 +22,18 @@ log = logging.getLogger("cpfmap")
 
 
 def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
+    """name -> value (a list repeats the name); null leaves a name out, `{literal: null}` sends it empty."""
     if mapping is None:
         return []
     if not isinstance(mapping, Mapping):
         raise BackendError(f"{what} must be an object, got {mapping!r}")
     out = []
     for key, value in mapping.items():
+        kept = isinstance(value, m.Kept)
+        value = value.value if kept else value
         for item in value if isinstance(value, list) else [value]:
-            if item is not None and item != "":
-                out.append((str(key), string_id(item)))
+            if item is not None or kept:
+                out.append((str(key), "" if item is None else string_id(item)))
     return out
 
 
@@ -119,7 +122,7 @@ class Backend:
     @staticmethod
     def _body(spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
         if spec.json is not None:
-            return json.dumps(spec.json.eval(ctx)).encode("utf-8"), "application/json"
+            return json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8"), "application/json"
         if spec.form is not None:
             data = urllib.parse.urlencode(_pairs(spec.form.eval(ctx), "form"))
             return data.encode("utf-8"), "application/x-www-form-urlencoded"

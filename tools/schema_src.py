@@ -49,7 +49,11 @@ DEFS = {
                      "{{ settings.host }}", type="string"),
     "value": prop("A value built when the method runs: literals are kept as they are; strings are "
                   f"{TEMPLATE}; an object `{{jmespath: EXPR}}` evaluates JMESPath over the variables "
-                  "(settings, params, step variables); objects and lists are built member by member.",
+                  "(settings, params, step variables); an object `{literal: X}` is X exactly as written "
+                  "(never rendered; in a request, sent even if it is or holds null); objects and lists are "
+                  "built member by member. In a request (query, form, headers, json) one null rule holds: "
+                  "an object member whose value is null is left out, at any depth; list items and empty "
+                  "text are sent; `{literal: null}` sends a JSON null (json) or an empty value (query, form).",
                   {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
     "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions: var(name), "
                      "lower, upper, split, regex_match, regex_replace, regex_find, regex_find_all, unique, "
@@ -65,13 +69,16 @@ DEFS = {
                                     "only if it starts with base_url.",
                                     "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
                        "query": prop("Query parameters: name -> value (a list repeats the name; null "
-                                     "or an empty string drops it).", {"type": "vm"}, type="object"),
+                                     "leaves it out, `{literal: null}` sends it empty).", {"type": "vm"},
+                                     type="object"),
                        "headers": prop("Extra headers for this request (templates).",
                                        {"Accept": "application/json"}, type="object",
                                        additionalProperties={"type": "string"}),
-                       "json": prop("A JSON body (value).", {"name": "{{ params.name }}"}),
-                       "form": prop("A form-encoded body: name -> value (null drops it).",
-                                    {"newid": "{{ newid }}"}, type="object"),
+                       "json": prop("A JSON body (value); a member whose value is null is left out, at "
+                                    "any depth; `{literal: null}` sends a JSON null.",
+                                    {"name": "{{ params.name }}", "note": {"literal": None}}),
+                       "form": prop("A form-encoded body: name -> value (null leaves it out, "
+                                    "`{literal: null}` sends it empty).", {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
                    }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
