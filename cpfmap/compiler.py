@@ -49,6 +49,7 @@ class Compiler:
         self.templates = Templates({"translate": self._translate, "string_id": string_id})
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
+        self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
 
     # ------------------------------------------------------------ helpers
 
@@ -281,7 +282,13 @@ class Compiler:
         handle = self.templates_of(raw.get("handle"), path + ("handle",), known)
         completed = self.value(raw["completed"], path + ("completed",), known) if "completed" in raw else None
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
-        return m.TaskStart(raw.get("poll"), handle, completed, when)
+        output = None
+        if "output" in raw:
+            if "poll" not in raw:
+                self.error(path + ("output",), "`output` goes with `poll` (work done at once gives `completed`)")
+            poll_known = self.poll_known.get(raw.get("poll"), {"task"})
+            output = self.value(raw["output"], path + ("output",), set(poll_known))
+        return m.TaskStart(raw.get("poll"), handle, completed, when, output)
 
 
 def _where(path: tuple) -> str:

@@ -36,6 +36,9 @@ class Engine:
         self.redactor = redactor or Redactor()
         self.cache = Cache(clock)
         self.backend: Backend | None = None
+        # Operations whose task gives its own output on completion: name -> operation.
+        self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
+                        if op.task is not None and op.task.output is not None}
 
     # ------------------------------------------------------------ provider
 
@@ -93,11 +96,13 @@ class Engine:
         return {}
 
     def task_status(self, params: Mapping) -> dict:
-        rule, values = tasks.decode(params["id"], self.mapping.polls)
+        rule, values, started_by = tasks.decode(params["id"], self.mapping.polls,
+                                                {name: op.task.poll for name, op in self.outputs.items()})
         if rule == tasks.COMPLETED:
             reply: dict = {"state": "completed", "output": values}
         else:
-            reply = self._poll(self.mapping.polls[rule], values)
+            output = self.outputs[started_by].task.output if started_by else self.mapping.polls[rule].output
+            reply = self._poll(self.mapping.polls[rule], values, output)
         return self._checked("tasks/get", reply)
 
     # ------------------------------------------------------------ internals
@@ -122,13 +127,13 @@ class Engine:
         context = self._runner(backend).run(op.steps, self._context(backend, params))
         if op.task is None:
             return op.result.eval(context) if op.result is not None else {}
-        task_id = self._start_task(op.task, context)
+        task_id = self._start_task(op.task, context, op.name if op.task.output is not None else None)
         extra = op.result.eval(context) if op.result is not None else {}
         if not isinstance(extra, dict):
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
 
-    def _start_task(self, task: m.TaskStart, context: dict) -> str:
+    def _start_task(self, task: m.TaskStart, context: dict, output: str | None = None) -> str:
         if task.completed is not None or (task.when is not None and not task.when.render(context)):
             output = task.completed.eval(context) if task.completed is not None else {}
             return tasks.encode(tasks.COMPLETED, _strings(output, "task output"))
@@ -142,16 +147,16 @@ class Engine:
             tasks.check_handle(self.mapping.polls[task.poll], values)
         except CpfmapError as exc:
             raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
-        return tasks.encode(task.poll, values)
+        return tasks.encode(task.poll, values, output)
 
-    def _poll(self, rule: m.PollRule, values: dict) -> dict:
+    def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()
         context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values})
         state = rule.state.eval(context)
         if state not in TASK_STATES:
             raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")
         if state == "completed":
-            output = rule.output.eval(context) if rule.output is not None else {}
+            output = output_value.eval(context) if output_value is not None else {}
             return {"state": state, "output": _strings(output, "task output")}
         if state == "failed":
             message = str(rule.error.render(context)) if rule.error is not None else ""

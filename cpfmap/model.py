@@ -211,6 +211,7 @@ class TaskStart:
     handle: tuple = ()          # ((key, Template), ...)
     completed: Value | None = None
     when: Template | None = None
+    output: Value | None = None   # replaces the poll rule's output for tasks this operation starts
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ def build(c: Compiler, data: dict) -> tuple:
     fragments = data.get("fragments") or {}
     connection = _connection(c, data["connection"])
     auth = tuple(_auth(c, raw, ("auth", i)) for i, raw in enumerate(data.get("auth") or [{"type": "none"}]))
+    polls = {str(name): _poll(c, str(name), raw, ("tasks", name), fragments)
+             for name, raw in (data.get("tasks") or {}).items()}
     methods = {name: c.operation(name, raw or {}, ("methods", name), fragments, PARAMS[name])
                for name, raw in (data.get("methods") or {}).items()}
     controls = {name: c.operation(f"control {name}", raw or {}, ("controls", name), fragments, PARAMS["control"])
                 for name, raw in (data.get("controls") or {}).items()}
-    polls = {str(name): _poll(c, str(name), raw, ("tasks", name), fragments)
-             for name, raw in (data.get("tasks") or {}).items()}
     _check_tasks(c, methods, controls, polls)
     capabilities = _capabilities(c, data.get("capabilities") or {}, methods, controls, auth)
     for name in sorted(c.settings - c.used_settings):
@@ -129,6 +129,7 @@ def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.
         handle.append((str(key), m.HandleKey(spec["pattern"], bool(spec.get("required", True)))))
     known = {"task"}
     steps = c.steps(raw["steps"], path + ("steps",), known, fragments)
+    c.poll_known[name] = set(known)
     return m.PollRule(name, tuple(handle), steps, c.value(raw["state"], path + ("state",), known),
                       c.template(raw["error"], path + ("error",), known) if "error" in raw else None,
                       c.value(raw["output"], path + ("output",), known) if "output" in raw else None)

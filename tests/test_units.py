@@ -91,11 +91,14 @@ POLLS = {"op": PollRule("op", (("op", HandleKey("[0-9a-f]{8}")), ("vm", HandleKe
 
 def test_task_ids_round_trip_and_are_strict():
     tid = tasks.encode("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert tasks.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert tasks.decode(tasks.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"})
+    assert tasks.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None)
+    assert tasks.decode(tasks.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"}, None)
+    with_output = tasks.encode("op", {"op": "0a1b2c3d"}, "guests/clone")
+    assert tasks.decode(with_output, POLLS, {"guests/clone": "op"}) == ("op", {"op": "0a1b2c3d"}, "guests/clone")
     for bad in ["", 5, None, "cpf1.", "cpf1.$$$", "x" * 5000, tasks.encode("nope", {"op": "0a1b2c3d"}),
                 tasks.encode("op", {"op": "0a1b2c3d/../x"}), tasks.encode("op", {"vm": "1"}),
-                tasks.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd"]:
+                tasks.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd",
+                tasks.encode("op", {"op": "0a1b2c3d"}, "guests/get"), tasks.encode("completed", {}, "guests/clone")]:
         with pytest.raises(InvalidParams, match="invalid task id"):
             tasks.decode(bad, POLLS)
 

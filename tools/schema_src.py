@@ -179,6 +179,11 @@ DEFS = {
         "when": prop(f"Start a task only if this ({TEMPLATE}) is true; otherwise the work was not needed "
                      "and the task reports completed at once (idempotent convert).", "{{ upid is defined }}",
                      type="string"),
+        "output": prop("With `poll`: the output of this method's task once it completes (value over the "
+                       "poll rule's variables: `task.*` and its step variables), instead of the poll "
+                       "rule's `output`. For output that only one kind of operation has, e.g. the clone id "
+                       "in the job result, while snapshot tasks of the same rule give none.",
+                       {"clone_id": "{{ job.result.vm_id }}"}),
     }, example={"poll": "pve", "handle": {"upid": "{{ upid }}", "node": "{{ node }}"}}),
     "wait": obj("Wait for the backend task this step started before the next step (or the reply), "
                 "so its failure is reported: e.g. stop a VM, then destroy it.", {
@@ -207,7 +212,8 @@ DEFS = {
         "state": prop("running, completed or failed (value; `task.<key>` holds the handle).",
                       "{{ poll | translate('pve_task') }}"),
         "error": prop(f"Message of a failed task ({TEMPLATE}).", "{{ poll.exitstatus }}", type="string"),
-        "output": prop("Output of a completed task (value); {} if absent.", {"clone_id": "{{ task.clone_id }}"}),
+        "output": prop("Output of a completed task (value); {} if absent. A method's `task.output` "
+                       "replaces it for the tasks that method starts.", {"clone_id": "{{ task.clone_id }}"}),
     }, required=["handle", "steps", "state"], example={
         "handle": {"job": {"pattern": "[0-9a-f]{8}"}},
         "steps": [{"request": {"method": "GET", "path": "/jobs/{{ task.job }}"}, "extract": {"job": "@"}}],
