@@ -12,7 +12,7 @@ from . import model as m
 from . import replies, tasks
 from .clock import Clock
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
-from .extract import TASK_STATES, normal_mac, string_id, useful_ip
+from .extract import TASK_STATES, read_all, read_ip, read_mac, string_id
 from .redact import Redactor
 from .session import Backend
 from .steps import Cache, StepRunner
@@ -226,12 +226,12 @@ def _shape_guest(result: Any, params: Mapping) -> Any:
         return result
     out = dict(result)
     out["id"] = string_id(out.get("id") if out.get("id") is not None else params.get("id"))
-    for key, clean in (("mac_addresses", normal_mac), ("ip_addresses", useful_ip)):
+    for key, read in (("mac_addresses", read_mac), ("ip_addresses", read_ip)):
         value = out.get(key)
         if value is None:
             out[key] = []
-        elif isinstance(value, list):
-            out[key] = list(dict.fromkeys(v for v in (clean(x) for x in value if x is not None) if v))
+        elif isinstance(value, list):  # a value it cannot read is an error, never dropped unseen
+            out[key] = read_all(value, lambda v, key=key, read=read: read(v, f"guests/get {key}"))
     if isinstance(out.get("name"), (int, float)) and not isinstance(out.get("name"), bool):
         out["name"] = string_id(out["name"])
     return out

@@ -57,7 +57,9 @@ DEFS = {
                   {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
     "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions: var(name), "
                      "lower, upper, split, regex_match, regex_replace, regex_find, regex_find_all, unique, "
-                     "string_id, string_ids, items, from_items, get, parse_kv, macs, ips.",
+                     "string_id, string_ids, items, from_items, get, parse_kv, macs (aa:bb:cc:dd:ee:ff, "
+                     "aa-bb-.., aabb.ccdd.eeff, bare hex), ips (addr, addr/prefix, addr%zone; loopback and "
+                     "link-local left out); macs and ips report a value they cannot read.",
                      "data[?type=='qemu'].vmid", type="string", minLength=1),
     "statuses": prop("HTTP status codes.", [200, 201], type="array", items={"type": "integer", "minimum": 100,
                                                                              "maximum": 599}),
