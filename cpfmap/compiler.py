@@ -30,6 +30,7 @@ SNAPSHOT_METHODS = ("guests/snapshots/create", "guests/snapshots/delete", "guest
                     "guests/snapshots/exists")
 RESULT_METHODS = ("guests/list", "guests/get", "guests/snapshots/exists")
 BASIC_CONTROLS = ("start", "stop", "reset", "restart")
+_WHOLE_LINK = re.compile(r"^\s*\{\{[^{}]*\|\s*raw_path\s*\}\}\s*$")
 PAGING_OPTIONS = {
     "offset": {"size", "limit_param", "offset_param"},
     "page": {"size", "limit_param", "page_param", "first_page"},
@@ -153,7 +154,7 @@ class Compiler:
             or self.templates.compile("/", "?", path=True),
             query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
             body=self.template(body, path + ("body",), known) if body is not None else None,
-            content_type=raw.get("content_type"))
+            content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))))
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}

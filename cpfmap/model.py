@@ -136,6 +136,7 @@ class RequestSpec:
     form: Value | None = None
     body: Template | None = None
     content_type: str | None = None
+    link: bool = False   # the path is one `{{ ... | raw_path }}`: a URL, or a path from the host root
 
 
 @dataclass(frozen=True)

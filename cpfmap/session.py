@@ -91,7 +91,7 @@ class Backend:
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
         ctx = dict(context, auth=self.auth if self.auth else context.get("auth", {}))
-        target = url or self._url(str(spec.path.render(ctx)))
+        target = url or self._url(str(spec.path.render(ctx)), spec.link)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
@@ -105,8 +105,9 @@ class Backend:
         return HttpRequest(spec.method, target, tuple(headers), body,
                            (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe)
 
-    def _url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
+    def _url(self, path: str, link: bool = False) -> str:
+        """link: a path that is one raw_path value, from the host root like a link in a reply."""
+        if path.startswith(("http://", "https://")) or (link and path.startswith("/")):
             return self.within_base(path)
         return self.base_url + ("" if path.startswith("/") else "/") + path
 

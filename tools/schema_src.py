@@ -64,11 +64,16 @@ DEFS = {
     "statuses": prop("HTTP status codes.", [200, 201], type="array", items={"type": "integer", "minimum": 100,
                                                                              "maximum": 599}),
     "request": obj("An HTTP request. Path is joined to connection.base_url; every value inserted into "
-                   "the path is percent-encoded.", {
+                   "the path is percent-encoded (a `/` in a value becomes %2F) unless it goes through "
+                   "`raw_path`.", {
                        "method": prop("HTTP method.", "GET", type="string",
                                       enum=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
                        "path": prop(f"URL path below base_url, {TEMPLATE}; an absolute URL is allowed "
-                                    "only if it starts with base_url.",
+                                    "only if it starts with base_url. `{{ value | raw_path }}` inserts a path "
+                                    "whole (slashes, ?, &, = and %XX kept; dot segments, spaces, backslashes "
+                                    "and # refused); a path that is only `{{ link | raw_path }}` is a link as "
+                                    "a backend gives it: a URL below base_url, or a path from the host root "
+                                    "(`/api/v1/jobs/7`) on base_url's host.",
                                     "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
                        "query": prop("Query parameters: name -> value (a list repeats the name; null "
                                      "leaves it out, `{literal: null}` sends it empty).", {"type": "vm"},
