@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import yaml
+
 from . import model as m
 from .compiler import BASIC_CONTROLS, PARAMS, RESULT_METHODS, SNAPSHOT_METHODS, TASK_METHODS, Compiler
 from .extract import _NO_DEFAULT, TABLE_KINDS, Matcher, Rule, Table, string_id
@@ -52,11 +54,55 @@ def _tables(c: Compiler, raw: dict) -> dict:
         for value in results:
             if allowed is not None and value not in allowed:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
+        _check_key_types(c, path + ("map",), spec.get("map") or {})
+        for i, rule in enumerate(spec.get("rules") or []):
+            _check_value_types(c, path + ("rules", i, "when"), rule["when"])
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
         pairs = tuple((string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
+
+
+def _check_key_types(c: Compiler, path: tuple, table: dict) -> None:
+    """Keys are compared as text: warn where YAML typed a key so that its text is not what was
+    written (on -> true, 010 -> 8, 1.0 -> 1 (and the same key as true), ~ -> null)."""
+    for text in _written_keys(c, path):
+        if text in table:
+            continue  # YAML kept it as the text written
+        typed = _yaml_scalar(text)
+        if isinstance(typed, str) or (typed is not None and string_id(typed) == text):
+            continue
+        shown = "null" if typed is None else string_id(typed)
+        c.error(path + (text, "<key>"), f"YAML reads the key `{text}` as {type(typed).__name__} {shown}, which "
+                                        f"matches the text \"{shown}\"; to match \"{text}\", quote it: '{text}'",
+                "warning")
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _check_value_types(c: Compiler, path: tuple, when: dict) -> None:
+    for field, value in when.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool):
+                c.error(path + (field,), f"YAML reads `{field}`'s value as the boolean {string_id(item)} "
+                                         f"(from true/false, or on/off/yes/no in YAML 1.1), so it matches "
+                                         f"the text \"{string_id(item)}\"; if the backend sends other text, "
+                                         "quote it", "warning")
+
+
+def _written_keys(c: Compiler, path: tuple) -> list:
+    """The keys of the YAML mapping at path as written in the file (before YAML typed them)."""
+    for source in c.located.sources:
+        if path in source.marks:
+            return [p[len(path)] for p in source.marks if len(p) == len(path) + 2 and p[:len(path)] == path
+                    and p[-1] == "<key>"]
+    return []
 
 
 def _matcher(raw: Any) -> Matcher:
