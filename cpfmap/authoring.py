@@ -2,19 +2,22 @@
 method against the backend or a recording, scaffold a new pack."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import model as m
+from . import spec
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import BackendError, ConfigError, CpfmapError
 from .redact import Redactor
 from .rpc import PARAMS, Server, engine_handlers
 from .session import Backend
-from .spec import PACKS_DIR
+from .templating import Placeholder
 from .transcript import http_entry
 from .transport import Exchange, TracingTransport, Transport
 
@@ -50,7 +53,8 @@ def show_request(request, redactor: Redactor) -> list[str]:
 
 
 def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: dict) -> Iterator[str]:
-    """The requests `method` would send, rendered, secrets masked; nothing is sent."""
+    """The requests `method` would send, rendered, secrets masked; nothing is sent. A value that
+    comes from a reply is shown as a placeholder naming its source."""
     redactor = Redactor()
     settings = placeholder_settings(mapping, raw_settings)
     for setting in mapping.settings:
@@ -58,18 +62,32 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
             redactor.add(settings.get(setting.name))
     backend = Backend(mapping, _Nowhere(), VirtualClock(), redactor, settings)
     yield f"# {mapping.name}: {method} {json.dumps(params)} (auth: {backend.scheme.name})"
-    if backend.scheme.login is not None:
+    login = backend.scheme.login
+    if login is not None:
         yield "login (once per session; credentials from its reply go on every request):"
-        yield from _indent(show_request(backend.build(backend.scheme.login.request, {"settings": settings}), redactor))
-    backend.auth = {name: f"<{name} from login>" for name, _ in (backend.scheme.login.extract if backend.scheme.login else ())}
+        yield from _indent(show_request(backend.build(login.request, {"settings": settings}), redactor))
+    backend.auth = {name: Placeholder(f"<{name} from the login reply>") for name, _ in (login.extract if login else ())}
     operation = _operation(mapping, method, params)
     context: dict = {"settings": settings, "params": params}
-    for n, step in enumerate(operation.steps, 1):
-        yield from _explain_step(n, step, context, backend, redactor)
+    steps = list(_leaves(operation.steps))
+    labels = step_labels(mapping, method, params, len(steps))
+    for (number, fragment), step in zip(labels, steps):
+        yield from _explain_step(number, fragment, step, context, backend, redactor)
     if operation.task is not None:
         task = operation.task
         yield (f"then: a task, polled by rule `{task.poll}` (tasks/get)" if task.poll
                else "then: a task that reports completed at once")
+
+
+def _leaves(steps: tuple) -> Iterator[m.Step]:
+    """The steps as the mapping numbers them: a `use` with `when` gives its fragment's steps,
+    each under that `when` (unless it has its own)."""
+    for step in steps:
+        if not step.steps:
+            yield step
+            continue
+        for inner in _leaves(step.steps):
+            yield inner if inner.when is not None else dataclasses.replace(inner, when=step.when)
 
 
 def _operation(mapping: m.CompiledMapping, method: str, params: dict) -> m.Operation:
@@ -83,40 +101,114 @@ def _operation(mapping: m.CompiledMapping, method: str, params: dict) -> m.Opera
     return mapping.methods[method]
 
 
-def _explain_step(n: int, step: m.Step, context: dict, backend: Backend, redactor: Redactor) -> Iterator[str]:
-    label = f"step {n}" + (f" ({step.name})" if step.name else "")
-    if step.when is not None:
-        try:
-            if not step.when.render(context):
-                yield f"{label}: skipped (`{step.when.source}` is false)"
-                return
-        except BackendError:
-            yield f"{label}: runs only if `{step.when.source.strip()}` (known from an earlier reply)"
-    if step.steps:
-        for inner in step.steps:
-            yield from _explain_step(n, inner, context, backend, redactor)
-        return
-    for name, value in step.set:
-        try:
-            context[name] = value.eval(context)
-        except BackendError:
-            pass
-    if step.fail is not None:
-        yield f"{label}: fails with: {_try(step.fail, context)}"
-    if step.request is None:
-        return
+def step_labels(mapping: m.CompiledMapping, method: str, params: dict, count: int) -> list[tuple[str, str]]:
+    """(number, fragment) per compiled step, numbered as the mapping numbers its steps (set and
+    fail steps counted): `3` is the third step; `2.1` the first step of the fragment step 2 uses."""
     try:
-        yield f"{label}:"
-        yield from _indent(show_request(backend.build(step.request, context), redactor))
+        data = spec.read(mapping.files[0]).data
+    except CpfmapError:
+        data = {}
+    section, key = ("controls", params.get("control", "")) if method == "guests/control" else ("methods", method)
+    raw = ((data.get(section) or {}).get(key) or {}).get("steps") or []
+    labels = _labels(raw, data.get("fragments") or {}, "", "", 0)
+    return labels if len(labels) == count else [(str(n), "") for n in range(1, count + 1)]
+
+
+def _labels(raw: list, fragments: dict, prefix: str, fragment: str, depth: int) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for n, item in enumerate(raw, 1):
+        if isinstance(item, dict) and "use" in item and depth < 8:
+            out += _labels(fragments.get(item["use"]) or [], fragments, f"{prefix}{n}.", str(item["use"]), depth + 1)
+        else:
+            out.append((f"{prefix}{n}", fragment))
+    return out
+
+
+def _explain_step(number: str, fragment: str, step: m.Step, context: dict, backend: Backend,
+                  redactor: Redactor) -> Iterator[str]:
+    label = f"step {number}"
+    about = ": ".join(x for x in (f"fragment {fragment}" if fragment else "", step.name) if x)
+    head = label + (f" ({about})" if about else "")
+    details: list[str] = []
+    if step.when is not None:
+        verdict = _condition(step.when, context)
+        if verdict is False:
+            yield f"{head}: skipped (`{step.when.source.strip()}` is false)"
+            return
+        if verdict is not True:
+            details.append(f"runs only if `{step.when.source.strip()}` ({verdict})")
+    for name, value in step.set:
+        context[name] = _evaluated(name, value, context, label)
+        details.append(f"sets {name} = {_shown(context[name])}")
+    if step.fail is not None:
+        details.append(f"fails with: {_try(step.fail, context)}")
+    if step.request is not None:
+        details += _request_lines(step, context, backend, redactor)
+        for name, _ in step.extract:
+            context[name] = Placeholder(f"<{name} from {label}>")
+        for rule in step.on_error:
+            context.update({k: Placeholder(f"<{k} from {label}>") for k in _set_names(rule.set)})
+    yield f"{head}:"
+    yield from _indent(details)
+
+
+def _condition(when: m.Template, context: dict) -> bool | str:
+    """True or False when explain knows the answer; otherwise why it cannot."""
+    unknown = sorted(n for n in when.names if isinstance(context.get(n), Placeholder))
+    if unknown:
+        return "decided by " + ", ".join(str(context[n]) for n in unknown)
+    try:
+        return bool(when.render(context))
+    except BackendError as exc:
+        return f"cannot be decided here: {exc.message}"
+
+
+def _evaluated(name: str, value: m.Value, context: dict, label: str) -> Any:
+    sources = sorted(n for n in _value_names(value) if isinstance(context.get(n), Placeholder))
+    if sources:
+        return Placeholder(f"<{name} from {label}, computed from {', '.join(sources)}>")
+    try:
+        return value.eval(context)
     except BackendError:
-        missing = ", ".join(sorted(step.request.path.names - set(context))) or "values"
-        yield f"  {step.request.method} {step.request.path.source}   (needs {missing} from an earlier reply; see --replay)"
+        return Placeholder(f"<{name} from {label}>")
+
+
+def _value_names(value: Any) -> set[str]:
+    if isinstance(value, m.TemplateValue):
+        return set(value.template.names)
+    if isinstance(value, m.JmesValue):
+        return set(re.findall(r"[A-Za-z_]\w*", value.expression.source))
+    if isinstance(value, (m.DictValue, m.ListValue)):
+        items = value.items if isinstance(value, m.ListValue) else [v for _, v in value.items]
+        return set().union(*(_value_names(v) for v in items)) if items else set()
+    return set()
+
+
+def _set_names(value: Any) -> list[str]:
+    return [k for k, _ in value.items] if isinstance(value, m.DictValue) else []
+
+
+def _shown(value: Any) -> str:
+    return str(value) if isinstance(value, Placeholder) else json.dumps(value, default=str)
+
+
+def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Redactor) -> list[str]:
+    try:
+        lines = [_unquoted(line) for line in show_request(backend.build(step.request, context), redactor)]
+    except BackendError as exc:
+        lines = [f"{step.request.method} {step.request.path.source}   (cannot be rendered here: {exc.message})"]
     if step.paginate is not None:
-        yield f"  every page ({step.paginate.type} pagination), items from `{step.paginate.items.source}`"
+        lines.append(f"  every page ({step.paginate.type} pagination), items from `{step.paginate.items.source}`")
     if step.extract:
-        yield "  extracts: " + ", ".join(f"{name} = {x.expression.source}" for name, x in step.extract)
+        lines.append("  extracts: " + ", ".join(f"{name} = {x.expression.source}" for name, x in step.extract))
     if step.wait is not None:
-        yield f"  then waits for its task (rule `{step.wait.poll}`)"
+        lines.append(f"  then waits for its task (rule `{step.wait.poll}`)")
+    return lines
+
+
+def _unquoted(line: str) -> str:
+    """Placeholders in a query string are shown as they are, not percent-encoded."""
+    return re.sub(r"%3C[^&\s]*?%3E", lambda m: urllib.parse.unquote_plus(m.group(0)), line)
 
 
 def _try(template: m.Template, context: dict) -> str:
@@ -147,8 +239,10 @@ def call(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: di
     tracing = TracingTransport(transport, clock.now if replay else __import__("time").monotonic)
     server = Server(engine_handlers(Engine(mapping, tracing, clock, redactor)), redactor)
     connected = server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": raw_settings}}))
+    if method == "provider/connect" or "result" not in connected:
+        return connected, connected, tracing.exchanges, redactor  # connecting was the call
     request = {"method": method, "params": params} if params else {"method": method}
-    reply = server.handle_text(json.dumps(request)) if "result" in connected else connected
+    reply = server.handle_text(json.dumps(request))
     return connected, reply, tracing.exchanges, redactor
 
 
@@ -176,4 +270,17 @@ def new_pack(name: str, root: Path = Path(".")) -> Path:
         text = source.read_text(encoding="utf-8").replace("PACKNAME", name)
         (folder / source.name.removesuffix(".tmpl")).write_text(text, encoding="utf-8", newline="\n")
     (folder / "recordings" / ".gitkeep").write_text("", encoding="utf-8")
+    write_settings_table(folder / "mapping.yaml", folder / "README.md")
     return folder
+
+
+def write_settings_table(mapping_path: Path, readme: Path, check: bool = False) -> bool:
+    """Regenerate the README's settings table from the mapping; with check, only compare.
+    True when the README is (or now is) up to date."""
+    from .reference import readme_with_settings
+    text = readme.read_text(encoding="utf-8")
+    fresh = readme_with_settings(text, spec.load(mapping_path))
+    if check or fresh == text:
+        return fresh == text
+    readme.write_text(fresh, encoding="utf-8", newline="\n")
+    return True

@@ -99,6 +99,7 @@ class Cassette:
         self.repeat_last = repeat_last or set()  # indexes whose last answer may repeat
         self.name = name
         self.used = [False] * len(interactions)
+        self.answered: list[int] = []   # which interaction answered each request, in order
 
     def answer(self, request: HttpRequest) -> HttpResponse:
         path, query = split_url(request.url)
@@ -107,9 +108,11 @@ class Cassette:
         fresh = [i for i in candidates if not self.used[i]]
         if fresh:
             self.used[fresh[0]] = True
+            self.answered.append(fresh[0])
             return self.interactions[fresh[0]].response
         repeatable = [i for i in candidates if i in self.repeat_last]
         if repeatable:
+            self.answered.append(repeatable[-1])
             return self.interactions[repeatable[-1]].response
         raise ReplayMiss(self._miss(request.method, path, query, body, bool(candidates)))
 
@@ -251,8 +254,10 @@ class ReplayTransport:
 class RecordingTransport:
     """Sends through the live transport and writes every exchange, scrubbed, to a cassette.
 
-    The file is rewritten before each request and at close, with every secret the session
-    knows by then: a login reply is written only once its ticket is known to be secret.
+    Each exchange is appended once, when the next request starts (so a login reply is
+    written only once its ticket is known to be secret): the cost per exchange is flat and
+    a crash loses at most the last one. At close the file is rewritten whole, scrubbed with
+    every secret the session learnt, in VCR.py's canonical layout.
     """
 
     def __init__(self, inner: Transport, path: str | Path, redactor: Redactor) -> None:
@@ -260,6 +265,7 @@ class RecordingTransport:
         self.path = Path(path)
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
+        self.written = 0   # exchanges already appended to the file
 
     def send(self, request: HttpRequest) -> HttpResponse:
         self.flush()
@@ -268,17 +274,28 @@ class RecordingTransport:
         return response
 
     def close(self) -> None:
-        self.flush()
-        self.inner.close()
+        try:
+            if self.exchanges:
+                write_atomic(self.path, dump(self._scrubbed(self.exchanges)))
+        finally:
+            self.inner.close()
 
     def reset(self) -> bool:
         return reset_connections(self.inner)
 
     def flush(self) -> None:
-        if not self.exchanges:
+        """Append the exchanges not yet on disk; the file is a valid cassette after each flush."""
+        new = self.exchanges[self.written:]
+        if not new:
             return
-        text = dump([vcr_interaction(q, r, self.redactor) for q, r in self.exchanges])
-        write_atomic(self.path, text)
+        if self.written == 0:
+            write_atomic(self.path, "version: 1\ninteractions:\n")
+        with self.path.open("a", encoding="utf-8", newline="\n") as out:
+            out.write(_yaml(self._scrubbed(new)))
+        self.written = len(self.exchanges)
+
+    def _scrubbed(self, exchanges: list) -> list[dict]:
+        return [vcr_interaction(q, r, self.redactor) for q, r in exchanges]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -291,8 +308,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def dump(interactions: Iterable[dict]) -> str:
-    return yaml.safe_dump({"interactions": list(interactions), "version": 1}, sort_keys=False,
-                          allow_unicode=True, width=120)
+    return _yaml({"interactions": list(interactions), "version": 1})
+
+
+def _yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True, width=120)
+
+
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: recording stays cheap
 
 
 def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor) -> dict:

@@ -18,7 +18,7 @@ from typing import IO, Callable
 
 import yaml
 
-from . import __version__, authoring, cassette, spec, transcript
+from . import __version__, authoring, cassette, reference, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
@@ -41,6 +41,10 @@ class Streams:
         self.stdout.flush()
 
 
+MAPPING_HELP = "mapping file, pack folder or pack name"
+PARAM_HELP = "a param of the CPF request, repeatable: --param id=101 (booleans: true/false)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cpfmap", description="Declarative connector engine for the Parallels "
                                                            "RAS Custom Provider Framework.")
@@ -53,11 +57,14 @@ def parser() -> argparse.ArgumentParser:
     record = sub.add_parser("record", help="serve CPF against the live backend, recording every HTTP exchange")
     record.add_argument("mapping", help="mapping file, pack folder or pack name")
     record.add_argument("--cassette", required=True, help="cassette file to write (VCR.py format, scrubbed)")
+    record.add_argument("--session", help="also write each CPF request with its reply (scrubbed) to this JSON-lines "
+                                          "file; dry-run --session compares its replay with these replies")
     _logging_options(record)
     dry = sub.add_parser("dry-run", help="run a CPF session against a recording, no network")
     dry.add_argument("mapping", help="mapping file, pack folder or pack name")
     dry.add_argument("--cassette", required=True, help="recording: VCR.py cassette or hand-written responses")
-    dry.add_argument("--session", help="JSON-lines file of CPF requests; prints a transcript")
+    dry.add_argument("--session", help="JSON-lines file of CPF requests (or of requests with the replies a "
+                                       "record --session kept: each replayed reply is compared); prints a transcript")
     dry.add_argument("--format", choices=("text", "json"), default="text", help="transcript format")
     _logging_options(dry, "WARNING")
     conf = sub.add_parser("conformance", help="run RAS's workflows and protocol probes against a provider",
@@ -77,31 +84,40 @@ def parser() -> argparse.ArgumentParser:
     conf.add_argument("--time-scale", type=float, default=1.0, help="multiply RAS's polling intervals by this")
     conf.add_argument("--reply-timeout", type=float, default=60.0, help="seconds to wait for each reply")
     conf.add_argument("--junit", help="also write JUnit XML here")
+    conf.add_argument("-v", "--verbose", action="store_true",
+                      help="print each CPF exchange and, under it, the provider's log for it (with a mapping: "
+                           "every HTTP request it caused)")
     explain = sub.add_parser("explain", help="show the HTTP requests a method would send, without sending")
-    explain.add_argument("mapping")
+    explain.add_argument("mapping", help=MAPPING_HELP)
     explain.add_argument("method", help="CPF method, e.g. guests/get or guests/control")
-    explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     explain.add_argument("--settings", help="JSON or YAML settings file (missing ones are shown as <name>)")
     explain.add_argument("--replay", metavar="CASSETTE", help="run it against a recording and show every exchange")
     call = sub.add_parser("call", help="connect, run one CPF method, print the reply")
-    call.add_argument("mapping")
-    call.add_argument("method")
-    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    call.add_argument("mapping", help=MAPPING_HELP)
+    call.add_argument("method", help="CPF method, e.g. guests/list, guests/get or provider/connect")
+    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     call.add_argument("--settings", required=True, help="JSON or YAML settings file")
     call.add_argument("--replay", metavar="CASSETTE", help="answer from a recording instead of the backend")
     call.add_argument("-v", "--verbose", action="store_true", help="print each HTTP exchange with its timing")
     new = sub.add_parser("new-pack", help="scaffold a pack folder NAME/ with a mapping skeleton and README")
-    new.add_argument("name")
+    new.add_argument("name", help="pack name: lower-case letters, digits and dashes")
     new.add_argument("--dir", type=Path, default=Path("."), help="folder to create the pack in (default: the current folder)")
+    docs = sub.add_parser("docs", help="the settings table of a pack README, generated from the mapping")
+    docs.add_argument("mapping", help=MAPPING_HELP)
+    docs.add_argument("--readme", type=Path, help="rewrite the table between the settings markers of this README")
+    docs.add_argument("--check", action="store_true", help="with --readme: only check; exit 1 if the table is stale")
     validate = sub.add_parser("validate", help="check mappings: YAML, schema, templates, expressions, levels")
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
-    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--format", choices=("text", "json"), default="text",
+                          help="text: file:line:column: severity: message; json: the findings per mapping")
     return p
 
 
 def _logging_options(p: argparse.ArgumentParser, level: str = "INFO") -> None:
     p.add_argument("--log-file", help="also append the log to this file")
-    p.add_argument("--log-level", default=level, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-level", default=level, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help=f"least severe message to log (default {level}); the log goes to stderr and --log-file")
 
 
 def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor) -> None:
@@ -122,7 +138,7 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         transport: Transport | None = None, clock=None) -> int:
     streams = Streams(stdin, stdout, stderr)
     try:
-        args = parser().parse_args(argv)
+        args = _parse_args(argv, streams)
     except SystemExit as exc:
         return int(exc.code or 0)
     args.command_mode = "--" in argv
@@ -142,6 +158,18 @@ def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
         return 2
 
 
+def _parse_args(argv: list[str], streams: Streams) -> argparse.Namespace:
+    """argparse on the injected streams: --help and --version on stdout (main() may have pointed
+    sys.stdout at stderr to protect the reply stream), usage errors on stderr."""
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(shown), contextlib.redirect_stderr(streams.stderr):
+            return parser().parse_args(argv)
+    finally:
+        if shown.getvalue():
+            streams.out(shown.getvalue())
+
+
 def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport | None = None, clock=None) -> int:
     redactor = Redactor()
     setup_logging(args, streams.stderr, redactor)
@@ -153,12 +181,19 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     clock = clock or RealClock()
     conn = mapping.connection
     transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
-    if getattr(args, "cassette", None):
-        transport = RecordingTransport(transport, args.cassette, redactor)
+    recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
+    transport = recording or transport
+    if log.isEnabledFor(logging.DEBUG):
+        transport = transcript.LoggedTransport(transport, clock.now)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
+    server = Server(engine_handlers(engine), redactor)
     try:
-        return Server(engine_handlers(engine), redactor).serve(streams.stdin, streams.stdout)
+        if recording is not None and getattr(args, "session", None):
+            with transcript.open_session_log(args.session) as out:
+                recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings())
+                return recorder.serve(streams.stdin, streams.stdout)
+        return server.serve(streams.stdin, streams.stdout)
     finally:
         with contextlib.suppress(Exception):
             engine.disconnect({})
@@ -186,21 +221,26 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
     setup_logging(args, streams.stderr, redactor)
     mapping = spec.load(args.mapping)
     clock = VirtualClock()
-    replay = TracingTransport(ReplayTransport(cassette.load(args.cassette)), clock.now)
+    recording = cassette.load(args.cassette)
+    replay = TracingTransport(ReplayTransport(recording), clock.now)
     server = Server(engine_handlers(Engine(mapping, replay, clock, redactor)), redactor)
     entries = []
     for line in read_text(Path(args.session), "session file").split("\n"):
         if not line.strip():
             continue
-        before = len(replay.exchanges)
+        line, recorded, live_http = transcript.session_line(line)
+        before, answered = len(replay.exchanges), len(recording.answered)
         reply = server.handle_text(line)
         done = replay.exchanges[before:]
         http = [transcript.http_entry(x.request, x.response, redactor) for x in done]
         miss = any(isinstance(x.error, ReplayMiss) for x in done) and "error" in reply
-        entries.append(transcript.Entry(_request_of(line, redactor), reply, http, miss))
+        entry = transcript.Entry(_request_of(line, redactor), reply, http, miss, recorded)
+        transcript.compare(entry, live_http, recording.answered[answered:], recording)
+        entries.append(entry)
+    notes = transcript.notes(entries, recording, transcript.caches(mapping))
     render = transcript.render_json if args.format == "json" else transcript.render_text
-    streams.out(render(entries))
-    return 1 if any(e.miss for e in entries) else 0
+    streams.out(render(entries, notes))
+    return 1 if any(e.miss or e.differs for e in entries) else 0
 
 
 def _request_of(line: str, redactor: Redactor):
@@ -239,11 +279,13 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
     if args.command_mode:
         argv = list(args.target)
     else:
-        argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level", "WARNING"]
+        argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level",
+                "DEBUG" if args.verbose else "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
     options = Options(settings=_settings_file(args.settings), guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
-                      version=args.template_version, time_scale=args.time_scale)
+                      version=args.template_version, time_scale=args.time_scale,
+                      trace=(lambda line: streams.out(line + "\n")) if args.verbose else None)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
     checks = runner.run(argv, options, workflows, args.reply_timeout)
     streams.out(report.table(checks))
@@ -309,9 +351,22 @@ def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int
     return 0
 
 
+def cmd_docs(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    if args.readme is None:
+        streams.out(reference.settings_table(spec.load(args.mapping)))
+        return 0
+    fresh = authoring.write_settings_table(spec.resolve(args.mapping), args.readme, check=args.check)
+    if args.check and not fresh:
+        streams.stderr.write(f"cpfmap docs: the settings table in {args.readme} is stale: "
+                             f"run cpfmap docs {args.mapping} --readme {args.readme}\n")
+        return 1
+    streams.out(f"{args.readme}: settings table {'up to date' if args.check else 'written'}\n")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
                                  "validate": cmd_validate, "conformance": cmd_conformance, "explain": cmd_explain,
-                                 "call": cmd_call, "new-pack": cmd_new_pack}
+                                 "call": cmd_call, "new-pack": cmd_new_pack, "docs": cmd_docs}
 
 
 def _protected_stdout() -> IO[bytes]:

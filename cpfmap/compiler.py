@@ -13,23 +13,14 @@ from typing import Any
 import jinja2
 import jmespath.exceptions
 
+from . import contract
 from . import model as m
 from .extract import Expression, Table, string_id
 from .templating import Templates, has_template
 
-PARAMS = {
-    "provider/connect": ("settings",), "provider/disconnect": (), "guests/list": (), "guests/get": ("id",),
-    "guests/convert": ("id", "is_template"), "guests/clone": ("id", "name", "snapshot", "is_link_clone"),
-    "guests/snapshots/create": ("id", "name"), "guests/snapshots/delete": ("id", "name"),
-    "guests/snapshots/revert": ("id", "name"), "guests/snapshots/exists": ("id", "name"),
-    "control": ("id", "control"),
-}
-TASK_METHODS = ("guests/convert", "guests/clone", "guests/snapshots/create", "guests/snapshots/delete",
-                "guests/snapshots/revert")
-SNAPSHOT_METHODS = ("guests/snapshots/create", "guests/snapshots/delete", "guests/snapshots/revert",
-                    "guests/snapshots/exists")
-RESULT_METHODS = ("guests/list", "guests/get", "guests/snapshots/exists")
-BASIC_CONTROLS = ("start", "stop", "reset", "restart")
+# What `params` holds in each `methods:` entry, and in every control (`control`).
+PARAMS = {method: tuple(p.name for p in contract.METHODS[method].params) for method in contract.MAPPED_METHODS}
+PARAMS["control"] = tuple(p.name for p in contract.METHODS["guests/control"].params)
 _WHOLE_LINK = re.compile(r"^\s*\{\{[^{}]*\|\s*raw_path\s*\}\}\s*$")
 PAGING_OPTIONS = {
     "offset": {"size", "limit_param", "offset_param"},
@@ -60,6 +51,9 @@ class Compiler:
             self.findings.append(finding)
 
     def _translate(self, value: Any, table: str) -> Any:
+        """The value looked up in translation table `table` (see `tables`); a value with no
+        entry is an error naming it, unless the table has a `default`. Validate checks the name.
+        Example: `{{ 'running' | translate('power') }}` -> `"powered_on"`"""
         return self.tables[table].translate(value)
 
     def template(self, raw: str, path: tuple, known: set, *, url: bool = False) -> m.Template | None:

@@ -11,8 +11,9 @@ from typing import Any, Mapping
 from . import model as m
 from . import replies, tasks
 from .clock import Clock
+from .contract import REPLY_SCHEMAS, TASK_STATES
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
-from .extract import TASK_STATES, read_all, read_ip, read_mac, string_id
+from .extract import read_all, read_ip, read_mac, string_id
 from .redact import Redactor
 from .session import Backend
 from .steps import Cache, StepRunner
@@ -21,10 +22,6 @@ from .transport import Transport
 log = logging.getLogger("cpfmap")
 PROTOCOL_VERSION = "1.0.0"
 FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
-REPLY_SCHEMAS = {"guests/list": "guests-list", "guests/get": "guests-get", "guests/clone": "guests-clone",
-                 "guests/convert": "task-started", "guests/snapshots/create": "task-started",
-                 "guests/snapshots/delete": "task-started", "guests/snapshots/revert": "task-started",
-                 "guests/snapshots/exists": "snapshots-exists", "tasks/get": "tasks-get"}
 
 
 class Engine:
@@ -221,7 +218,7 @@ def _shape_list(result: Any) -> Any:
 
 
 def _shape_guest(result: Any, params: Mapping) -> Any:
-    """One normal form for every mapping: string id, lower-case colon MACs, no loopback IPs."""
+    """One normal form for every mapping: string id, and addresses by contract.ADDRESSES."""
     if not isinstance(result, dict):
         return result
     out = dict(result)

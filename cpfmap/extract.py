@@ -16,16 +16,16 @@ import jmespath
 import jmespath.exceptions
 from jmespath import functions
 
+from .contract import GUEST_STATES, TASK_STATES
 from .errors import BackendError
 
-GUEST_STATES = ("powered_off", "powering_off", "powered_on", "powering_on", "suspended", "suspending")
-TASK_STATES = ("running", "completed", "failed")
 TABLE_KINDS = {"guest_state": GUEST_STATES, "task_state": TASK_STATES, "any": None}
 _MAC = re.compile(r"^(?:[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})$", re.I)
 
 
 def string_id(value: Any) -> str:
-    """An id as RAS wants it: 101 -> "101", 101.0 -> "101", "x" -> "x"."""
+    """An id as RAS wants it, a string: 101 and 101.0 give "101", true gives "true".
+    Example: `{{ 101.0 | string_id }}` -> `"101"`"""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -110,6 +110,10 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": ["string"]})
     def _func_var(self, name):
+        """The template variable at dotted path `name` (settings, params, earlier step
+        variables), or null when any part is missing; use it to compare with a request parameter:
+        `data[?to_string(vmid)==var('params.id')] | [0]`.
+        Example: `var('params.id')` -> `"101"`"""
         value: Any = self._context
         for part in name.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
@@ -117,26 +121,36 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": ["string"]})
     def _func_lower(self, s):
+        """`s` in lower case. Example: `lower('Running')` -> `"running"`"""
         return s.lower()
 
     @functions.signature({"types": ["string"]})
     def _func_upper(self, s):
+        """`s` in upper case. Example: `upper('vm')` -> `"VM"`"""
         return s.upper()
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]})
     def _func_split(self, s, sep):
+        """`s` split at every `sep`; an empty string gives `[]`.
+        Example: `split('a,b', ',')` -> `["a", "b"]`"""
         return s.split(sep) if s else []
 
     @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
     def _func_regex_match(self, pattern, s):
+        """true when Python regular expression `pattern` matches anywhere in `s`; false for null.
+        Example: `regex_match('^ras-', name)` on `{"name": "ras-1"}` -> `true`"""
         return s is not None and re.search(pattern, s) is not None
 
     @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string", "null"]})
     def _func_regex_replace(self, pattern, replacement, s):
+        """`s` with every match of `pattern` replaced (`\\1` refers to a group); null stays null.
+        Example: `regex_replace('-', ':', mac)` on `{"mac": "aa-bb"}` -> `"aa:bb"`"""
         return None if s is None else re.sub(pattern, replacement, s)
 
     @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
     def _func_regex_find(self, pattern, s):
+        """The first match of `pattern` in `s` (its first group if it has groups), or null.
+        Example: `regex_find('vm-([0-9]+)', 'vm-101-disk')` -> `"101"`"""
         match = re.search(pattern, s) if s is not None else None
         if not match:
             return None
@@ -144,37 +158,53 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": ["string"]}, {"types": ["string", "null"]})
     def _func_regex_find_all(self, pattern, s):
+        """Every match of `pattern` in `s` (first group if any); `[]` for null.
+        Example: `regex_find_all('[0-9]+', 'a1b22')` -> `["1", "22"]`"""
         if s is None:
             return []
         return [m.group(1) if m.groups() else m.group(0) for m in re.finditer(pattern, s)]
 
     @functions.signature({"types": ["array"]})
     def _func_unique(self, items):
+        """`items` without repeats, first occurrence kept, order kept.
+        Example: `unique(['a', 'b', 'a'])` -> `["a", "b"]`"""
         return _unique(items)
 
     @functions.signature({"types": []})
     def _func_string_id(self, value):
+        """An id as RAS wants it: a string; `101` and `101.0` give `"101"`; null stays null.
+        Example: `string_id(vmid)` on `{"vmid": 101}` -> `"101"`"""
         return None if value is None else string_id(value)
 
     @functions.signature({"types": ["array"]})
     def _func_string_ids(self, items):
+        """string_id of every item, nulls dropped.
+        Example: `string_ids([].vmid)` on `[{"vmid": 1}, {"vmid": 2}]` -> `["1", "2"]`"""
         return [string_id(item) for item in items if item is not None]
 
     @functions.signature({"types": ["object"]})
     def _func_items(self, obj):
+        """An object as `[key, value]` pairs, so keys can be filtered like values.
+        Example: `items(@)` on `{"a": 1}` -> `[["a", 1]]`"""
         return [[key, value] for key, value in obj.items()]
 
     @functions.signature({"types": ["array"]})
     def _func_from_items(self, pairs):
+        """The inverse of items: `[key, value]` pairs back into an object (other entries ignored).
+        Example: `from_items([['a', `1`]])` -> `{"a": 1}`"""
         return {str(pair[0]): pair[1] for pair in pairs if isinstance(pair, list) and len(pair) == 2}
 
     @functions.signature({"types": ["object", "null"]}, {"types": ["string"]})
     def _func_get(self, obj, key):
+        """Member `key` of `obj`, for keys that are not identifiers (`net0`, `a-b`); null if absent.
+        Example: `get(@, 'x-id')` on `{"x-id": 7}` -> `7`"""
         return None if obj is None else obj.get(key)
 
     @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
     def _func_parse_kv(self, s, sep, assign):
-        """'virtio=BC:24:11:00:00:01,bridge=vmbr0' -> {"virtio": "BC:..", "bridge": "vmbr0"}."""
+        """`s` as an object: parts split at `sep`, each `key{assign}value` (a part without
+        `assign` gives null); null gives `{}`.
+        Example: `parse_kv('virtio=BC:24:11:00:00:01,bridge=vmbr0', ',', '=')` -> `{"virtio": "BC:24:11:00:00:01", "bridge": "vmbr0"}`"""
         out: dict = {}
         for part in (s or "").split(sep):
             key, found, value = part.partition(assign)
@@ -184,17 +214,18 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": ["array"]})
     def _func_macs(self, items):
-        """MAC addresses in one form, aa:bb:cc:dd:ee:ff, from any of MAC_NOTATIONS, without repeats;
-        null and empty items are skipped; any other value it cannot read is an error naming it.
-        macs(['AA-BB-CC-DD-EE-FF', '001a.2b3c.4d5e']) -> ['aa:bb:cc:dd:ee:ff', '00:1a:2b:3c:4d:5e']"""
+        """MAC addresses in normal form (lower-case, colon-separated), without repeats; accepts
+        `aa:bb:cc:dd:ee:ff`, `AA-BB-..`, Cisco's dotted `aabb.ccdd.eeff` and 12 bare hex digits; skips
+        nulls and empty strings; any other value it cannot read is an error that names it.
+        Example: `macs(['52-54-00-00-00-65', '5254.0000.0066'])` -> `["52:54:00:00:00:65", "52:54:00:00:00:66"]`"""
         return read_all(items, read_mac)
 
     @functions.signature({"types": ["array"]})
     def _func_ips(self, items):
-        """IP addresses as text from `addr`, `addr/prefix` or `addr%zone`, without repeats; loopback,
-        link-local and unspecified addresses are left out (RAS must not see them); null and empty
-        items are skipped; any other value it cannot read is an error naming it.
-        ips(['10.0.0.5/24', '127.0.0.1', 'fe80::1']) -> ['10.0.0.5']"""
+        """IP addresses (v4 or v6; a `/prefix` or `%zone` suffix is ignored) in normal form, without
+        loopback, link-local and unspecified addresses and repeats; skips nulls and empty strings;
+        any other value it cannot read is an error that names it.
+        Example: `ips(['10.0.0.5/24', '127.0.0.1', 'fe80::1'])` -> `["10.0.0.5"]`"""
         return read_all(items, read_ip)
 
 

@@ -11,22 +11,14 @@ import logging
 import time
 from typing import IO, Any, Callable, Mapping
 
+from . import contract
 from .errors import CpfmapError, InternalError, InvalidParams, MethodNotFound, ParseError
 from .redact import Redactor
 
 log = logging.getLogger("cpfmap")
-ID = ("id", str, True)
-NAME = ("name", str, True)
 # method -> ((param, type, required), ...): what RAS sends, checked before anything runs.
-PARAMS: dict[str, tuple] = {
-    "provider/initialize": (), "provider/connect": (("settings", dict, True),), "provider/disconnect": (),
-    "guests/list": (), "guests/get": (ID,), "guests/control": (ID, ("control", str, True)),
-    "tasks/get": (ID,), "guests/convert": (ID, ("is_template", bool, True)),
-    "guests/clone": (ID, NAME, ("snapshot", str, False), ("is_link_clone", bool, False)),
-    "guests/snapshots/create": (ID, NAME), "guests/snapshots/delete": (ID, NAME),
-    "guests/snapshots/revert": (ID, NAME), "guests/snapshots/exists": (ID, NAME),
-}
-CONTROLS = ("start", "stop", "reset", "restart", "suspend", "delete")
+PARAMS: dict[str, tuple] = {name: contract.signature(name) for name in contract.METHODS}
+CONTROLS = tuple(contract.CONTROLS)
 TYPE_NAMES = {str: "a string", bool: "a boolean", dict: "an object"}
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 
 from . import model as m
-from .compiler import BASIC_CONTROLS, PARAMS, RESULT_METHODS, SNAPSHOT_METHODS, TASK_METHODS, Compiler
+from .compiler import PARAMS, Compiler
+from .contract import BASIC_CONTROLS, LEVELS, RESULT_METHODS, SNAPSHOT_METHODS, TASK_METHODS
 from .extract import _NO_DEFAULT, TABLE_KINDS, Matcher, Rule, Table, string_id
 
 
@@ -207,9 +208,6 @@ def _check_handle(c: Compiler, path: tuple, task: m.TaskStart, polls: dict) -> N
         c.error(path + ("handle", key), f"poll rule `{task.poll}` declares no handle key `{key}`")
     for key in sorted(k for k, spec in rule.handle if spec.required and k not in given):
         c.error(path + ("handle",), f"poll rule `{task.poll}` requires handle key `{key}`")
-
-
-LEVELS = ("none", "basic", "versioning")
 
 
 def _capabilities(c: Compiler, raw: dict, methods: dict, controls: dict, auth: tuple) -> m.Capabilities:

@@ -23,8 +23,10 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 
 
 def encode_name(value: str, allowed: str = "A-Za-z0-9_", escape: str = "-") -> str:
-    """Reversible encoding for names a backend restricts: `escape` + two hex digits per byte
-    of anything outside `allowed` (and of `escape` itself)."""
+    """A reversible encoding for names a backend restricts (snapshot names): every character
+    outside the character class `allowed`, and `escape` itself, becomes `escape` + two hex
+    digits per UTF-8 byte. decode_name undoes it.
+    Example: `{{ 'RAS Template Snapshot' | encode_name }}` -> `"RAS-20Template-20Snapshot"`"""
     keep = re.compile(f"[{allowed}]")
     out = []
     for char in str(value):
@@ -36,21 +38,30 @@ def encode_name(value: str, allowed: str = "A-Za-z0-9_", escape: str = "-") -> s
 
 
 def decode_name(value: str, escape: str = "-") -> str:
-    """The inverse of encode_name."""
+    """The inverse of encode_name (use the same `escape`); a name it cannot decode is an error.
+    Example: `{{ 'RAS-20Template-20Snapshot' | decode_name }}` -> `"RAS Template Snapshot"`"""
     hexed = re.sub(re.escape(escape) + r"([0-9A-F]{2})", lambda m: f"%{m.group(1)}", str(value))
     return urllib.parse.unquote(hexed, errors="strict")
 
 
 def _b64encode(value: Any) -> str:
+    """Base64 of the value's UTF-8 text (for hand-built Basic or token headers).
+    Example: `{{ 'user:pw' | b64encode }}` -> `"dXNlcjpwdw=="`"""
     data = value if isinstance(value, bytes) else str(value).encode("utf-8")
     return base64.b64encode(data).decode("ascii")
 
 
 def _regex_replace(value: Any, pattern: str, replacement: str) -> str:
+    """The value as text with every match of Python regular expression `pattern` replaced
+    (`\\1` refers to a group).
+    Example: `{{ 'vm-101' | regex_replace('^vm-', '') }}` -> `"101"`"""
     return re.sub(pattern, replacement, str(value))
 
 
 def _regex_search(value: Any, pattern: str) -> str | None:
+    """The first match of `pattern` in the value's text (its first group if it has groups),
+    or none.
+    Example: `{{ 'UPID:pve1:0001' | regex_search('^UPID:([^:]+)') }}` -> `"pve1"`"""
     match = re.search(pattern, str(value))
     if not match:
         return None
@@ -69,7 +80,9 @@ def raw_path(value: Any) -> RawPath:
     """Opt out of percent-encoding for a path taken whole from a variable or a backend link
     (`/jobs/17/result`, `https://host/api/jobs/17`): its slashes, ?, & and = and its %XX escapes
     are kept. Still safe: a full URL must be below base_url (checked when sent), and a path with
-    `.` or `..` segments, a backslash, a space, a control character or `#` is refused."""
+    `.` or `..` segments, a backslash, a space, a control character or `#` is refused. A request
+    path that is only `{{ link | raw_path }}` may also be a path from the host root.
+    Example: `{{ '/jobs/7/result' | raw_path }}` -> `"/jobs/7/result"`"""
     text = str(value)
     segments = urllib.parse.unquote(urllib.parse.urlsplit(text).path).split("/")
     if _BAD_PATH.search(text) or any(part in (".", "..") for part in segments):
@@ -84,9 +97,30 @@ FILTERS: dict[str, Callable] = {
 }
 
 
+class Placeholder(str):
+    """A value `explain` cannot know because it comes from a reply: shown as `<what>`. Its
+    members are placeholders too (`{{ vm.node }}` shows `<vm.node from step 2>`), and it is
+    never percent-encoded, so the reader sees where a value will come from."""
+
+    def __getattr__(self, name: str) -> "Placeholder":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._member(name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._member(str(key)) if isinstance(key, (str, int)) else str.__getitem__(self, key)
+
+    def _member(self, name: str) -> "Placeholder":
+        text = str(self)
+        head, _, tail = text[1:-1].partition(" ")
+        return Placeholder(f"<{head}.{name}{' ' + tail if tail else ''}>")
+
+
 def _quote_path(value: Any) -> str:
     if isinstance(value, RawPath):
         return urllib.parse.quote(value, safe=_PATH_SAFE)
+    if isinstance(value, Placeholder):
+        return str(value)
     if isinstance(value, bool):
         value = "1" if value else "0"
     return urllib.parse.quote(str(value), safe="")

@@ -1,14 +1,23 @@
 """A dry-run transcript: each CPF request, the HTTP requests it caused (redacted) with the
-recorded status, and the CPF reply. Text for people, JSON for machines."""
+recorded status, and the CPF reply; where the session file holds the live session's replies
+(`record --session`), each replayed reply is compared with the recorded one and every
+difference is reported with where it is and what explains it. Text for people, JSON for
+machines. `record --session` writes such session files."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, Callable
 
-from .cassette import SECRET_HEADERS
+from .cassette import SECRET_HEADERS, Cassette
 from .redact import MASK, Redactor
-from .transport import HttpRequest, HttpResponse
+from .rpc import Server
+from .transport import HttpRequest, HttpResponse, Transport
+
+log = logging.getLogger("cpfmap")
 
 
 @dataclass
@@ -17,6 +26,9 @@ class Entry:
     reply: dict
     http: list = field(default_factory=list)
     miss: bool = False
+    recorded: dict | None = None     # the live session's reply, when the session file has it
+    differs: str | None = None       # where the replayed reply first differs from it
+    why: list = field(default_factory=list)
 
 
 def http_entry(request: HttpRequest, response: HttpResponse | None, redactor: Redactor) -> dict:
@@ -26,7 +38,163 @@ def http_entry(request: HttpRequest, response: HttpResponse | None, redactor: Re
             "status": response.status if response is not None else None}
 
 
-def render_text(entries: list[Entry]) -> str:
+# ------------------------------------------------------------- session files
+
+def session_line(line: str) -> tuple[str, dict | None, list | None]:
+    """(the request line to send, the recorded reply, the recorded exchanges it caused). A
+    session line is a CPF request, or `{"request", "reply", "http"}` as `record --session` writes."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line, None, None
+    if isinstance(data, dict) and "request" in data and "method" not in data:
+        reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
+        http = data.get("http") if isinstance(data.get("http"), list) else None
+        return json.dumps(data["request"]), reply, http
+    return line, None, None
+
+
+class RecordingServer(Server):
+    """A Server that also writes each request with its reply (scrubbed) and the indexes of the
+    cassette exchanges it caused, one JSON line each, appended as it goes."""
+
+    def __init__(self, server: Server, out: IO[str], exchanges: list, secret_settings: tuple = ()) -> None:
+        super().__init__(server.handlers, server.redactor, server.broken)
+        self.out = out
+        self.exchanges = exchanges   # the recording transport's list, growing as requests go out
+        self.secret_settings = secret_settings
+
+    def handle_line(self, raw: bytes | str) -> str | None:
+        before = len(self.exchanges)
+        reply = super().handle_line(raw)
+        if reply is not None:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            try:
+                request: Any = json.loads(text.lstrip("\ufeff"))
+            except ValueError:
+                request = text.strip()
+            line = {"request": self.redactor.scrub(_masked_settings(request, self.secret_settings)),
+                    "reply": json.loads(reply),
+                    "http": list(range(before, len(self.exchanges)))}
+            self.out.write(json.dumps(line) + "\n")
+            self.out.flush()
+        return reply
+
+
+def _masked_settings(request: Any, secret: tuple) -> Any:
+    """A connect request with its secret settings masked even when connecting failed (the
+    redactor learns them only from settings that load)."""
+    params = request.get("params") if isinstance(request, dict) else None
+    settings = params.get("settings") if isinstance(params, dict) else None
+    if not isinstance(settings, dict):
+        return request
+    masked = {k: (MASK if k in secret and v not in (None, "") else v) for k, v in settings.items()}
+    return {**request, "params": {**params, "settings": masked}}
+
+
+class LoggedTransport:
+    """Logs every HTTP exchange at DEBUG (the log is redacted): `serve --log-level DEBUG`, and
+    what `conformance -v` shows under each CPF exchange."""
+
+    def __init__(self, inner: Transport, clock: Callable[[], float]) -> None:
+        self.inner, self.clock = inner, clock
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        started = self.clock()
+        try:
+            response = self.inner.send(request)
+        except Exception as exc:
+            log.debug("http %s %s -> no answer: %s", request.method, request.url, exc)
+            raise
+        log.debug("http %s %s -> %s (%.0f ms)", request.method, request.url, response.status,
+                  (self.clock() - started) * 1000)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_session_log(path: str | Path) -> IO[str]:
+    return Path(path).open("w", encoding="utf-8", newline="\n")
+
+
+# ------------------------------------------------------------- comparison
+
+def difference(recorded: Any, replayed: Any, where: str = "reply") -> str | None:
+    """Where `replayed` first differs from `recorded`, or None; `***` in a recording (a scrubbed
+    secret) matches anything."""
+    if isinstance(recorded, str) and MASK in recorded:
+        pattern = ".*".join(re.escape(piece) for piece in recorded.split(MASK))
+        if isinstance(replayed, str) and re.fullmatch(pattern, replayed, re.S):
+            return None
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        for key in list(recorded) + [k for k in replayed if k not in recorded]:
+            if key not in replayed or key not in recorded:
+                side = "the replay" if key not in replayed else "the recording"
+                return f"{where}.{key}: missing in {side}"
+            found = difference(recorded[key], replayed[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(recorded, list) and isinstance(replayed, list) and len(recorded) == len(replayed):
+        for n, (a, b) in enumerate(zip(recorded, replayed)):
+            found = difference(a, b, f"{where}[{n}]")
+            if found:
+                return found
+        return None
+    if recorded == replayed:
+        return None
+    return f"{where}: recorded {_short(recorded)}, replayed {_short(replayed)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def compare(entry: Entry, live_http: list | None, replay_http: list[int], cassette: Cassette) -> None:
+    """Fill in how the entry's reply differs from the recorded one, and why."""
+    if entry.recorded is None:
+        return
+    entry.differs = difference(entry.recorded, entry.reply)
+    if entry.differs is None:
+        return
+    if entry.miss:
+        entry.why.append("a request of the replay had no recorded answer (see REPLAY MISS above)")
+    if live_http is not None and live_http != replay_http:
+        entry.why.append(f"the live session was answered by recorded exchanges {_ranges(live_http, cassette)}; "
+                         f"the replay by {_ranges(replay_http, cassette)}")
+
+
+def _ranges(indexes: list, cassette: Cassette) -> str:
+    if not indexes:
+        return "none (no HTTP request)"
+    shown = [f"#{i} {cassette.interactions[i].method} {cassette.interactions[i].path}"
+             if isinstance(i, int) and 0 <= i < len(cassette.interactions) else f"#{i}" for i in indexes[:4]]
+    return ", ".join(shown) + (f" and {len(indexes) - 4} more" if len(indexes) > 4 else "")
+
+
+def caches(mapping: Any) -> bool:
+    """Does any step of the mapping answer from its cache?"""
+    operations = [*mapping.methods.values(), *mapping.controls.values(), *mapping.polls.values()]
+    return any(step.cache for op in operations for step in op.steps)
+
+
+def notes(entries: list[Entry], cassette: Cassette, caches: bool) -> list[str]:
+    """What explains the differences, once for the whole session."""
+    out = []
+    unused = [i for i, used in enumerate(cassette.used) if not used and i not in cassette.repeat_last]
+    if unused:
+        out.append(f"{len(unused)} recorded HTTP exchanges were never asked for (first: {_ranges(unused[:1], cassette)})")
+    if caches and any(e.differs for e in entries):
+        out.append("the mapping caches replies (`cache`): a step answered from memory in one run and sent in the "
+                   "other shifts which recorded answer every later identical request gets")
+    return out
+
+
+# ------------------------------------------------------------------ render
+
+def render_text(entries: list[Entry], extra: list[str] | None = None) -> str:
     lines = []
     for n, entry in enumerate(entries, 1):
         lines.append(f"[{n}] CPF  -> {json.dumps(entry.request)}")
@@ -36,12 +204,28 @@ def render_text(entries: list[Entry]) -> str:
             if http["body"]:
                 lines.append(f"          body: {http['body'][:300]}")
         lines.append(f"     CPF  <- {json.dumps(entry.reply)}")
-    misses = sum(1 for e in entries if e.miss)
-    errors = sum(1 for e in entries if "error" in e.reply)
-    lines.append(f"{len(entries)} requests, {errors} error replies, {misses} caused by replay misses")
+        if entry.differs:
+            lines.append(f"     DIFFERS from the recorded reply at {entry.differs}")
+            lines += [f"          because {why}" for why in entry.why]
+    lines.append(_summary(entries))
+    lines += [f"note: {note}" for note in extra or []]
     return "\n".join(lines) + "\n"
 
 
-def render_json(entries: list[Entry]) -> str:
-    return json.dumps([{"request": e.request, "http": e.http, "reply": e.reply, "replay_miss": e.miss}
-                       for e in entries], indent=2) + "\n"
+def _summary(entries: list[Entry]) -> str:
+    misses = sum(1 for e in entries if e.miss)
+    errors = sum(1 for e in entries if "error" in e.reply)
+    text = f"{len(entries)} requests, {errors} error replies, {misses} caused by replay misses"
+    recorded = [e for e in entries if e.recorded is not None]
+    if recorded:
+        differ = sum(1 for e in recorded if e.differs)
+        text += f"; {differ} of {len(recorded)} recorded replies differ" if differ else \
+            f"; all {len(recorded)} recorded replies reproduced"
+    return text
+
+
+def render_json(entries: list[Entry], extra: list[str] | None = None) -> str:
+    """A list of entries; the session notes ride on each entry that differs."""
+    return json.dumps([{"request": e.request, "http": e.http, "reply": e.reply, "replay_miss": e.miss,
+                        "recorded_reply": e.recorded, "differs": e.differs,
+                        "why": e.why + (extra or []) if e.differs else e.why} for e in entries], indent=2) + "\n"

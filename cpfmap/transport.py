@@ -6,8 +6,12 @@ TransportError when no HTTP answer came back. This is the only module that impor
 """
 from __future__ import annotations
 
+import http.client
 import json
+import re
+import socket
 import ssl
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -151,12 +155,13 @@ class LiveTransport:
 
     def send(self, request: HttpRequest) -> HttpResponse:
         attempt = 1
+        started = self.clock.now()
         while True:
             try:
                 response = self._send_once(request)
             except TransportError as exc:
                 if not self._may_retry(request, exc, attempt):
-                    raise
+                    raise _tried(exc, attempt, self.clock.now() - started)
             else:
                 if response.status not in RETRY_STATUSES or not self._repeatable(request) \
                         or attempt >= self.retry.attempts:
@@ -217,23 +222,62 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _tried(exc: TransportError, attempts: int, seconds: float) -> TransportError:
+    """Say how many tries the error took and how long they took in all."""
+    if attempts > 1:
+        exc.message = f"{exc.message} ({attempts} tries over {seconds:.1f}s)"
+        exc.args = (exc.message,)
+    return exc
+
+
+def _tls_reason(exc: BaseException, chain: list[BaseException]) -> str:
+    refused = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if refused is not None:
+        return (f"the server's certificate was refused ({refused.verify_message}); check the host name, and "
+                "give the CA that signed the certificate in ca_file")
+    reason = next((str(e) for e in chain if isinstance(e, ssl.SSLError)), str(exc))
+    return _short(_URLLIB3_NOISE.sub("", reason).strip(" :()")) or type(exc).__name__
+
+
+def _reason(exc: BaseException, chain: list[BaseException], request: HttpRequest) -> str:
+    """Why no connection came about, in an administrator's words (not urllib3's)."""
+    host = urllib.parse.urlsplit(request.url)
+    where = f"{host.hostname}:{host.port or (443 if host.scheme == 'https' else 80)}"
+    for error in chain:
+        if isinstance(error, socket.gaierror):
+            return f"the host name {host.hostname} cannot be resolved (check the host setting and DNS)"
+        if isinstance(error, ConnectionRefusedError):
+            return f"connection refused: nothing accepts connections on {where} (check the host and port)"
+        if isinstance(error, ConnectionResetError):
+            return f"{where} closed the connection (reset by peer)"
+        if isinstance(error, http.client.RemoteDisconnected):
+            return f"{where} closed the connection without answering"
+    for error in chain:
+        if isinstance(error, OSError) and error.strerror:
+            return f"{error.strerror[0].lower()}{error.strerror[1:]} ({where})"
+    return _short(_URLLIB3_NOISE.sub("", str(exc)).strip(" :()")) or type(exc).__name__
+
+
+_URLLIB3_NOISE = re.compile(r"\w+ConnectionPool\(.*?\): Max retries exceeded with url: \S+ |"
+                            r"\(Caused by \w+\(|<urllib3\.[^>]*>: ?|\[Errno -?\d+\] ")
+
+
 def _transport_error(request: HttpRequest, exc: requests.exceptions.RequestException) -> TransportError:
     where = f"{request.method} {request.url.split('?')[0]}"
     chain = _chain(exc)
     if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in chain):
-        reason = next((str(e) for e in chain if isinstance(e, ssl.SSLError)), str(exc))
-        error = TransportError(f"TLS error talking to {where}: {_short(reason)}")
+        error = TransportError(f"TLS error talking to {where}: {_tls_reason(exc, chain)}")
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
-        error = TransportError(f"timed out connecting to {where} (after {request.timeout[0]:g}s)")
+        error = TransportError(f"timed out connecting to {where}: no connection within {request.timeout[0]:g}s")
         error.not_sent = True  # type: ignore[attr-defined]
     elif isinstance(exc, requests.exceptions.Timeout):
         error = TransportError(f"no answer from {where} within {request.timeout[1]:g}s")
         error.hung = True  # type: ignore[attr-defined]
     elif any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
-        error = TransportError(f"cannot connect to {where}: {_short(str(exc))}")
+        error = TransportError(f"cannot connect to {where}: {_reason(exc, chain, request)}")
         error.not_sent = True  # type: ignore[attr-defined]
     else:
-        error = TransportError(f"connection to {where} failed: {_short(str(exc))}")
+        error = TransportError(f"connection to {where} failed: {_reason(exc, chain, request)}")
     return error
 
 

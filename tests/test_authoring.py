@@ -37,7 +37,26 @@ def test_explain_renders_requests_masks_secrets_and_says_what_depends(tmp_path):
     assert "then: a task, polled by rule `op`" in out
     code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101")
     assert "GET https://<host>:8006/api2/json/cluster/resources?type=vm" in out
-    assert "needs node from an earlier reply" in out
+    assert "/nodes/<node from step 1.2, computed from vm>/qemu/101/status/current" in out
+
+
+def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_guesses_a_when():
+    code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101")
+    headers = [line.split(" (")[0].rstrip(":") for line in out.splitlines() if line.startswith("step ")]
+    assert headers == ["step 1.1", "step 1.2", "step 2.1", "step 2.2", "step 2.3", "step 3", "step 4"]
+    assert "null" not in out and "skipped" not in out
+    assert "step 1.1 (fragment resolve_vm: find the VM in the cluster):" in out
+    assert "(decided by <status from step 2.1>)" in out    # step 4's `when` depends on a reply
+    assert "sets is_template = <is_template from step 2.3, computed from native_template, tags>" in out
+
+
+def test_explain_says_skipped_only_when_it_knows():
+    linked = str(ROOT / "cpfmap/packs/proxmox-ve/linked.yaml")
+    _, out, _ = cli("explain", linked, "guests/snapshots/create", "--param", "id=9", "--param",
+                    "name=RAS Template Snapshot")
+    assert "skipped (`{{ params.name != 'RAS Template Snapshot' }}` is false)" in out
+    _, out, _ = cli("explain", linked, "guests/snapshots/create", "--param", "id=9", "--param", "name=V2")
+    assert "skipped" not in out and "fails with: snapshot V2" in out
 
 
 def test_explain_with_replay_shows_every_exchange(tmp_path):
@@ -64,6 +83,12 @@ def test_call_live_verbose_shows_exchanges_with_timing_and_no_secret(pve, settin
     lines = out.splitlines()
     assert lines[0].startswith("-> GET https://") and lines[0].endswith(" ms)") and "/version  <- 200" in lines[0]
     assert TOKEN_SECRET not in out
+
+
+def test_call_provider_connect_with_settings_connects_and_replies(tmp_path):
+    path = settings(tmp_path, host="pve1.example.test", username="root@pam", token_name="ras", token_secret="x-123456")
+    code, out, err = cli("call", "proxmox-ve", "provider/connect", "--settings", path, "--replay", str(INVENTORY))
+    assert code == 0 and json.loads(out) == {"result": {}}, err
 
 
 def test_call_reports_bad_settings_and_bad_params(tmp_path):

@@ -98,3 +98,19 @@ def test_hand_written_body_match_and_miss_diagnostic():
 def test_malformed_cassettes_are_clear_errors(data, message):
     with pytest.raises(CassetteError, match=re.escape(message)):
         cassette.from_data(data)
+
+
+def test_recording_writes_each_exchange_once_and_the_file_is_a_cassette_at_every_step(tmp_path, monkeypatch):
+    scrubbed = []
+    real = cassette.vcr_interaction
+    monkeypatch.setattr(cassette, "vcr_interaction", lambda *a: scrubbed.append(1) or real(*a))
+    path = tmp_path / "c.yaml"
+    rec = RecordingTransport(FunctionTransport(backend), path, Redactor())
+    for n in range(40):
+        rec.send(HttpRequest("GET", f"https://h/api/vms/{n}"))
+        # a crash now loses at most the exchange in flight: the earlier ones are a loadable cassette
+        assert n == 0 or len(cassette.load(path).interactions) == n
+    assert len(scrubbed) == 39          # each exchange scrubbed and written once, not the whole file each time
+    rec.close()
+    assert [r.path for r in cassette.load(path).interactions] == [f"/api/vms/{n}" for n in range(40)]
+    assert list(yaml.safe_load(path.read_text())) == ["interactions", "version"]

@@ -120,3 +120,86 @@ def test_a_cassette_recorded_by_vcrpy_replays_here(tmp_path):
     replies = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert replies[1]["result"]["guests"] == ["101", "102", "103", "104"], replies
     assert replies[2]["result"]["name"] == "web-02"
+
+
+def test_dry_run_compares_its_replies_with_the_ones_record_kept(tmp_path):
+    served = ServedPve()
+    cluster(served.pve)
+    cassette, session = tmp_path / "live.yaml", tmp_path / "live.jsonl"
+    try:
+        data = session_lines(served, "token")
+        live = run("record", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=data)
+    finally:
+        served.stop()
+    assert live.returncode == 0, live.stderr.decode()
+    kept = [json.loads(line) for line in session.read_text().splitlines()]
+    assert [k["reply"] for k in kept] == [json.loads(line) for line in live.stdout.decode().splitlines()]
+    assert TOKEN_SECRET not in session.read_text()
+    proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
+    assert proc.returncode == 0 and f"all {len(kept)} recorded replies reproduced" in proc.stdout.decode()
+
+    # a replay that does not reproduce the live session says where, and what explains it
+    get_102 = next(k for k in kept if k["request"].get("params") == {"id": "102"})
+    get_102["reply"]["result"]["name"] = "renamed-live"
+    get_102["http"] = [0]
+    session.write_text("".join(json.dumps(k) + "\n" for k in kept))
+    proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
+    out = proc.stdout.decode()
+    assert proc.returncode == 1
+    assert 'DIFFERS from the recorded reply at reply.result.name: recorded "renamed-live", replayed "Win11' in out
+    assert "because the live session was answered by recorded exchanges #0 GET /api2/json/version; the replay by #" in out
+    assert f"1 of {len(kept)} recorded replies differ" in out
+
+
+def test_difference_names_the_first_path_and_treats_scrubbed_values_as_wildcards():
+    from cpfmap.transcript import difference
+    assert difference({"result": {"a": "x-***"}}, {"result": {"a": "x-secret"}}) is None
+    assert difference({"result": [1, 2]}, {"result": [1, 3]}) == "reply.result[1]: recorded 2, replayed 3"
+    assert difference({"result": {}}, {"error": {"code": 1}}) == "reply.result: missing in the replay"
+
+
+def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path):
+    import io
+
+    from cpfmap.redact import Redactor
+    from cpfmap.rpc import Server
+    from cpfmap.transcript import RecordingServer
+
+    def connect(params):
+        raise ValueError("bad port")
+    out = io.StringIO()
+    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",))
+    server.handle_line('{"method": "provider/connect", "params": {"settings": {"token_secret": "abc-12345", "port": "x"}}}')
+    line = json.loads(out.getvalue())
+    assert line["request"]["params"]["settings"] == {"token_secret": "***", "port": "x"}
+    assert line["reply"]["error"]["code"] == -32603 and line["http"] == []
+
+
+def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_why(tmp_path):
+    """Live, the cached list had expired between two polls (two GETs); a replay on a clock that
+    does not move answers the second from its cache: the transcript must say so, not pass."""
+    import yaml
+    mapping = yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text())
+    mapping["methods"]["guests/list"]["steps"] = [{"request": {"method": "GET", "path": "/machines"}, "cache": 30,
+                                                   "extract": {"ids": "string_ids(items[].id)"}}]
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    page = lambda ids: {"json": {"items": [{"id": i} for i in ids], "total": len(ids)}}  # noqa: E731
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"responses": [
+        {"request": {"method": "POST", "path": "/api/v1/login"}, "response": {"json": {"token": "tok-12345"}}},
+        {"request": {"method": "GET", "path": "/api/v1/whoami"}, "response": {"json": {}}},
+        {"request": {"method": "GET", "path": "/api/v1/machines"}, "responses": [page([1]), page([1, 2])]}]}))
+    settings = {"url": "http://h", "user": "u", "password": "pw-12345"}
+    lines = [{"request": {"method": "provider/connect", "params": {"settings": settings}}, "reply": {"result": {}},
+              "http": [0, 1]},
+             {"request": {"method": "guests/list"}, "reply": {"result": {"guests": ["1"]}}, "http": [2]},
+             {"request": {"method": "guests/list"}, "reply": {"result": {"guests": ["1", "2"]}}, "http": [3]}]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    proc = run("dry-run", str(tmp_path / "m.yaml"), "--cassette", str(tmp_path / "c.yaml"),
+               "--session", str(tmp_path / "s.jsonl"), data=b"")
+    out = proc.stdout.decode()
+    assert proc.returncode == 1, out + proc.stderr.decode()
+    assert 'DIFFERS from the recorded reply at reply.result.guests: recorded ["1", "2"], replayed ["1"]' in out
+    assert "the live session was answered by recorded exchanges #3 GET /api/v1/machines; the replay by none" in out
+    assert "1 recorded HTTP exchanges were never asked for (first: #3 GET /api/v1/machines)" in out
+    assert "note: the mapping caches replies (`cache`)" in out
+    assert "1 of 3 recorded replies differ" in out

@@ -80,3 +80,59 @@ def test_refused_connection_is_retried_even_for_post_then_reported():
     with pytest.raises(TransportError, match="cannot connect"):
         LiveTransport(RetryPolicy(2, 0.1), clock).send(HttpRequest("POST", f"http://127.0.0.1:{port}/x"))
     assert clock.slept == [0.1]  # never sent, so safe to try again
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_refused_connection_is_said_in_user_terms_with_tries_and_time():
+    port = _closed_port()
+    with pytest.raises(TransportError) as caught:
+        LiveTransport(RetryPolicy(3, 0.5), VirtualClock()).send(HttpRequest("GET", f"http://127.0.0.1:{port}/x"))
+    message = caught.value.message
+    assert f"connection refused: nothing accepts connections on 127.0.0.1:{port}" in message
+    assert message.endswith("(3 tries over 1.5s)")
+    for noise in ("ConnectionPool", "Max retries", "Errno", "object at", "Caused by"):
+        assert noise not in message
+
+
+def test_unresolvable_host_is_said_in_user_terms():
+    import requests
+
+    from cpfmap.transport import _transport_error
+    cause = socket.gaierror(-2, "Name or service not known")
+    exc = requests.exceptions.ConnectionError("HTTPSConnectionPool(host='pve.example', port=8006): Max retries")
+    exc.__cause__ = cause
+    error = _transport_error(HttpRequest("GET", "https://pve.example:8006/api2/json/version"), exc)
+    assert "the host name pve.example cannot be resolved" in error.message
+
+
+def test_a_single_try_does_not_claim_several():
+    from cpfmap.transport import _tried
+    assert _tried(TransportError("timed out connecting to GET /x: no connection within 5s"), 1, 5.0).message \
+        == "timed out connecting to GET /x: no connection within 5s"
+    assert _tried(TransportError("timed out"), 3, 16.5).message == "timed out (3 tries over 16.5s)"
+
+
+def test_an_untrusted_certificate_is_said_in_user_terms(tmp_path):
+    import ssl
+
+    from fakepve.certs import make_cert
+    cert, key, _ = make_cert(str(tmp_path), name="server", hosts=("127.0.0.1",))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(TransportError) as caught:
+            LiveTransport(RetryPolicy(1, 0), VirtualClock()).send(
+                HttpRequest("GET", f"https://127.0.0.1:{httpd.server_address[1]}/x"))
+    finally:
+        httpd.shutdown()
+    message = caught.value.message
+    assert "the server's certificate was refused (" in message and "give the CA" in message
+    assert "_ssl.c" not in message and "Max retries" not in message

@@ -60,13 +60,18 @@ def test_tutorial_record_then_dry_run(hypervisor, tmp_path):
     url, settings = hypervisor
     session = (ROOT / "examples/tutorial/session.jsonl").read_text().replace("http://127.0.0.1:8780", url)
     cassette = tmp_path / "tinyvisor.yaml"
-    live = connector("record", MAPPING, "--cassette", str(cassette), data=session.encode())
+    kept = tmp_path / "kept.jsonl"
+    live = connector("record", MAPPING, "--cassette", str(cassette), "--session", str(kept), data=session.encode())
     assert live.returncode == 0
-    assert "tiny-secret" not in cassette.read_text() and "Bearer" not in cassette.read_text()
+    for text in (cassette.read_text(), kept.read_text()):
+        assert "tiny-secret" not in text and "Bearer" not in text
     session_file = tmp_path / "session.jsonl"
     session_file.write_text(session)
     dry = connector("dry-run", MAPPING, "--cassette", str(cassette), "--session", str(session_file))
     assert dry.returncode == 0, dry.stdout.decode()
     assert "0 caused by replay misses" in dry.stdout.decode()
+    compared = connector("dry-run", MAPPING, "--cassette", str(cassette), "--session", str(kept))
+    assert compared.returncode == 0 and f"all {len(session.splitlines())} recorded replies reproduced" in \
+        compared.stdout.decode(), compared.stdout.decode()
     replayed = connector("serve", MAPPING, "--replay", str(cassette), data=session.encode())
     assert replayed.stdout == live.stdout

@@ -1,6 +1,8 @@
-"""Generate docs/mapping-reference.md from schemas/mapping.schema.json:
+"""Generate the references for mapping authors:
     python tools/reference_doc.py
-A test fails when the file is stale."""
+docs/mapping-reference.md from schemas/mapping.schema.json (every key, nested options too)
+and the filters and functions' docstrings; docs/cpf-reference.md from cpfmap/contract.py.
+A test fails when either file is stale."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "cpfmap" / "schemas" / "mapping.schema.json"
 OUT = ROOT / "docs" / "mapping-reference.md"
+CPF_OUT = ROOT / "docs" / "cpf-reference.md"
+sys.path.insert(0, str(ROOT))
+from cpfmap import reference  # noqa: E402 - filters, functions and the CPF contract, from the code
 
 
 PIPE = "\\|"
@@ -30,7 +35,34 @@ def kind(node: dict) -> str:
         return f"list of {kind(node['items'])}"
     if base == "object" and isinstance(node.get("additionalProperties"), dict):
         return f"name -> {kind(node['additionalProperties'])}"
-    return str(base)
+    return str(base) + _range(node)
+
+
+def _range(node: dict) -> str:
+    low, high = node.get("minimum"), node.get("maximum")
+    if low is None and high is None:
+        return ""
+    return f", {'' if low is None else low}..{'' if high is None else high}"
+
+
+def nested(node: dict) -> list[tuple[str, dict]]:
+    """The object-valued parts of a node that have keys of their own: (suffix, object)."""
+    out = []
+    for name, sub in node.get("properties", {}).items():
+        out += [(f".{name}{suffix}", obj) for suffix, obj in _objects(sub)]
+    return out
+
+
+def _objects(node: dict) -> list[tuple[str, dict]]:
+    if node.get("properties"):
+        return [("", node)] + [(s, o) for s, o in nested(node)]
+    out = []
+    for key, suffix in (("items", "[]"), ("additionalProperties", ".NAME")):
+        if isinstance(node.get(key), dict):
+            out += [(suffix + s, o) for s, o in _objects(node[key])]
+    for variant in node.get("oneOf", []):
+        out += _objects(variant)
+    return out
 
 
 def table(node: dict) -> list[str]:
@@ -49,9 +81,15 @@ def section(title: str, node: dict, level: str = "##") -> list[str]:
     if node.get("properties"):
         lines += table(node) + [""]
     else:
+        for suffix, obj in _objects(node):
+            lines += [f"Written as an object{' ' + suffix if suffix else ''}: {obj.get('description', '')}", ""]
+            lines += table(obj) + [""]
         lines += [f"Type: {kind(node)}", ""]
         if node.get("examples"):
             lines += ["Example: `" + json.dumps(node["examples"][0]) + "`", ""]
+    for suffix, obj in nested(node):
+        name = title.strip("`")
+        lines += [f"{level}# `{name}{suffix}`", "", obj.get("description", ""), ""] + table(obj) + [""]
     return lines
 
 
@@ -66,10 +104,16 @@ def render() -> str:
     lines += ["# Definitions", ""]
     for name, node in schema["$defs"].items():
         lines += section(name, node)
+    lines += ["# Functions", ""] + reference.functions_markdown()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_cpf() -> str:
+    return "\n".join(reference.contract_markdown()).rstrip() + "\n"
 
 
 if __name__ == "__main__":
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(render(), encoding="utf-8", newline="\n")
-    sys.stdout.write(f"wrote {OUT}\n")
+    for path, text in ((OUT, render()), (CPF_OUT, render_cpf())):
+        path.write_text(text, encoding="utf-8", newline="\n")
+        sys.stdout.write(f"wrote {path}\n")

@@ -9,7 +9,10 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "cpfmap" / "schemas" / "mapping.schema.json"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "cpfmap" / "schemas" / "mapping.schema.json"
+sys.path.insert(0, str(ROOT))
+from cpfmap import contract, reference  # noqa: E402 - the CPF contract: method and control names, capability ranges
 
 
 def prop(description: str, example=None, **schema) -> dict:
@@ -40,6 +43,13 @@ def obj(description: str, properties: dict, required=(), example=None, **extra) 
     return out
 
 
+def _method_doc(name: str) -> str:
+    """What RAS sends and expects for a method (docs/cpf-reference.md has the whole contract)."""
+    method = contract.METHODS[name]
+    params = ", ".join(f"{p.name}{'' if p.required else ' (optional)'}" for p in method.params) or "none"
+    return f"{method.doc} Params: {params}. Reply: {method.reply_doc}."
+
+
 REF = lambda name: {"$ref": f"#/$defs/{name}"}  # noqa: E731
 TEMPLATE = "a Jinja2 template (sandboxed, strict: an undefined name is an error)"
 
@@ -55,11 +65,8 @@ DEFS = {
                   "an object member whose value is null is left out, at any depth; list items and empty "
                   "text are sent; `{literal: null}` sends a JSON null (json) or an empty value (query, form).",
                   {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
-    "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions: var(name), "
-                     "lower, upper, split, regex_match, regex_replace, regex_find, regex_find_all, unique, "
-                     "string_id, string_ids, items, from_items, get, parse_kv, macs (aa:bb:cc:dd:ee:ff, "
-                     "aa-bb-.., aabb.ccdd.eeff, bare hex), ips (addr, addr/prefix, addr%zone; loopback and "
-                     "link-local left out); macs and ips report a value they cannot read.",
+    "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions (see Functions): "
+                     + ", ".join(reference.jmespath_functions()) + ".",
                      "data[?type=='qemu'].vmid", type="string", minLength=1),
     "statuses": prop("HTTP status codes.", [200, 201], type="array", items={"type": "integer", "minimum": 100,
                                                                              "maximum": 599}),
@@ -357,12 +364,9 @@ SCHEMA = {
         "capabilities": obj("What provider/initialize advertises. can_suspend_guests follows from a "
                             "suspend control; template_method and can_link_clones are checked against "
                             "the methods present.", {
-                                "guests_polling_rate": prop("Seconds.", 15, type="integer", minimum=3,
-                                                            maximum=900),
-                                "tasks_polling_rate": prop("Seconds.", 3, type="integer", minimum=1,
-                                                           maximum=60),
-                                "tasks_polling_retries": prop("Polls before RAS gives up.", 20, type="integer",
-                                                              minimum=0, maximum=180),
+                                **{name: prop(f"{meaning[0].upper()}{meaning[1:]}; {low}..{high}, default "
+                                              f"{default}.", default, type="integer", minimum=low, maximum=high)
+                                   for name, low, high, default, meaning in contract.CAPABILITIES},
                                 "template_method": prop("none, basic or versioning; highest possible if "
                                                         "absent.", "basic", enum=["none", "basic", "versioning"]),
                                 "can_link_clones": prop("Advertise linked clones (needs snapshots); "
@@ -373,17 +377,17 @@ SCHEMA = {
                                         "tasks_polling_retries": 100, "template_method": "versioning"}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),
-        "methods": obj("CPF methods: name -> operation.", example={"guests/list": {
+        "methods": obj("CPF methods: name -> operation. What RAS sends with each and what the reply must hold: "
+                       "docs/cpf-reference.md.", example={"guests/list": {
             "steps": [{"request": {"method": "GET", "path": "/vms"}, "extract": {"ids": "string_ids([].id)"}}],
             "result": {"guests": "{{ ids }}"}}}, properties={
-            name: REF("operation") for name in (
-                "provider/connect", "provider/disconnect", "guests/list", "guests/get", "guests/convert",
-                "guests/clone", "guests/snapshots/create", "guests/snapshots/delete",
-                "guests/snapshots/revert", "guests/snapshots/exists")
+            name: dict(REF("operation"), description=_method_doc(name)) for name in contract.MAPPED_METHODS
         }),
         "controls": obj("guests/control: control -> operation.", example={"start": {"steps": [
             {"request": {"method": "POST", "path": "/vms/{{ params.id }}/start"}}]}}, properties={
-            name: REF("operation") for name in ("start", "stop", "reset", "restart", "suspend", "delete")
+            name: dict(REF("operation"), description=f"{text[0].upper()}{text[1:]}. Params: id, control. "
+                                                     "Reply: {} once the backend accepted it.")
+            for name, text in contract.CONTROLS.items()
         }),
         "tasks": prop("Poll rules: name -> rule.", {"job": {"handle": {"job": {"pattern": "[0-9a-f]{8}"}},
                                                          "steps": [], "state": "completed"}},

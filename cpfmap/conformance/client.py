@@ -32,6 +32,7 @@ class ProviderProcess:
         self.stderr: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.sent: list[bytes] = []    # every line written, for recordings
+        self._logged = 0               # stderr lines already shown by log_for
 
     def start(self) -> "ProviderProcess":
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -50,6 +51,24 @@ class ProviderProcess:
         for line in iter(self.proc.stderr.readline, b""):
             if len(self.stderr) < 5000:
                 self.stderr.append(line.decode("utf-8", "replace").rstrip())
+
+    def log_for(self, method: str, wait: float = 2.0) -> list[str]:
+        """The provider's stderr lines since the last call: for cpfmap, up to its summary line
+        for `method` (written before the reply, so waiting for it is bounded and certain);
+        for another provider, what arrived until stderr went quiet."""
+        deadline = time.monotonic() + wait
+        seen, quiet_since = self._logged, time.monotonic()
+        while time.monotonic() < deadline:
+            lines = self.stderr[self._logged:]
+            if any(f" {method} " in line and " -> " in line for line in lines):
+                break
+            if len(self.stderr) != seen:
+                seen, quiet_since = len(self.stderr), time.monotonic()
+            elif time.monotonic() - quiet_since > 0.2:
+                break
+            time.sleep(0.01)
+        lines, self._logged = self.stderr[self._logged:], len(self.stderr)
+        return lines
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

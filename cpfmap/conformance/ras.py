@@ -2,15 +2,15 @@
 budget, and waiting for guest states."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..contract import snapshot_name
 from ..replies import problem as schema_problem
 from .client import ProviderProcess
 
-VERSION_NAME = "RAS_TEMPLATE_VERSION_{0}"
-LINK_SNAPSHOT = "RAS Template Snapshot"
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Options:
     version: int = 1
     time_scale: float = 1.0
     state_polls: int = 60
+    trace: Callable[[str], None] | None = None   # -v: each CPF exchange and the provider's log for it
 
 
 class Ras:
@@ -67,6 +68,8 @@ class Ras:
     def call(self, method: str, params: dict | None = None, schema: str | None = None) -> Any:
         request = {"method": method} if params is None else {"method": method, "params": params}
         exchange = self.client.request(request)
+        if self.options.trace is not None:
+            self._trace(request, exchange)
         reply = exchange.reply
         if reply is None:
             raise self.fail(f"{method} answers", "no reply within the timeout"
@@ -84,6 +87,12 @@ class Ras:
                             f"cpfmap/schemas/replies/{schema}.json")
         self.passed(f"{method} {_brief(params)}".strip(), request, reply)
         return result
+
+    def _trace(self, request: dict, exchange) -> None:
+        self.options.trace(f"CPF  -> {json.dumps(_unsecret(request))}")
+        for line in self.client.log_for(request.get("method", "")):
+            self.options.trace(f"       {line}")
+        self.options.trace(f"CPF  <- {exchange.raw if exchange.raw is not None else '(no reply)'}")
 
     def get(self, guest: str) -> dict:
         return self.call("guests/get", {"id": guest}, "guests-get")
@@ -137,13 +146,20 @@ class Ras:
         return bool(self.capabilities.get("can_link_clones")) and self.level != "none"
 
     def snapshot_name(self, version: int | None = None) -> str | None:
-        if self.level == "versioning":
-            return VERSION_NAME.format(version or self.options.version)
-        return LINK_SNAPSHOT if self.links else None
+        return snapshot_name(self.level, self.links, version or self.options.version)
+
+
+def _unsecret(request: dict) -> dict:
+    """The request as shown by -v: settings values masked (the runner cannot tell which are secret)."""
+    params = request.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("settings"), dict):
+        return request
+    return {**request, "params": {**params, "settings": dict.fromkeys(params["settings"], "***")}}
 
 
 def _brief(params: dict | None) -> str:
     if not params:
         return ""
-    keys = ("id", "control", "name", "is_template")
-    return " ".join(f"{k}={params[k]}" for k in keys if k in params and not isinstance(params[k], dict))
+    keys = ("id", "control", "name", "is_template", "snapshot", "is_link_clone")
+    return " ".join(f"{k}={json.dumps(params[k]) if isinstance(params[k], bool) else params[k]}"
+                    for k in keys if k in params and not isinstance(params[k], dict))
