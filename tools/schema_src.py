@@ -16,24 +16,10 @@ from cpfmap import contract, reference  # noqa: E402 - the CPF contract: method 
 
 
 def prop(description: str, example=None, **schema) -> dict:
-    out = {"description": description + _bounds(schema), **schema}
+    out = {"description": description, **schema}
     if example is not None:
         out["examples"] = [example]
     return out
-
-
-def _bounds(schema: dict) -> str:
-    """The range a number or list must keep, stated in the description the reference shows."""
-    low = schema.get("minimum", schema.get("minItems"))
-    high = schema.get("maximum", schema.get("maxItems"))
-    above = schema.get("exclusiveMinimum")
-    if above is not None:
-        return f" Greater than {above}" + (f", at most {high}." if high is not None else ".")
-    if low is not None and high is not None:
-        return f" From {low} to {high}."
-    if low is not None:
-        return f" At least {low}."
-    return f" At most {high}." if high is not None else ""
 
 
 def obj(description: str, properties: dict, required=(), example=None, **extra) -> dict:
