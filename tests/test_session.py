@@ -118,3 +118,21 @@ def test_after_a_401_the_login_goes_out_on_a_fresh_connection():
     refused = next(port for port, what in _Garbling.log if what == "401")
     relogin = [port for port, what in _Garbling.log if what.endswith("/login")][1]
     assert relogin != refused
+
+
+@pytest.mark.parametrize("expires,message", [
+    (3600, None),
+    ([5], "session ttl `{{ auth.expires_in }}` gave [5], not a positive number of seconds"),
+    (0, "session ttl `{{ auth.expires_in }}` gave 0, not a positive number of seconds"),
+])
+def test_a_session_ttl_from_the_login_reply_must_be_seconds(tmp_path, expires, message):
+    scheme = dict(BASE["auth"][0], ttl="{{ auth.expires_in }}",
+                  login={"request": BASE["auth"][0]["login"]["request"], "extract": {"token": "token", "expires_in": "expires_in"}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(spec.merge(BASE, {"auth": [scheme]})))
+    body = json.dumps({"token": "tok-0123456", "expires_in": expires}).encode()
+    transport = FunctionTransport(lambda request: HttpResponse(200, (("Content-Type", "application/json"),), body))
+    redactor = Redactor()
+    server = Server(engine_handlers(Engine(spec.load(path), transport, VirtualClock(), redactor)), redactor)
+    reply = connect(server)
+    assert reply == {"result": {}} if message is None else message in reply["error"]["message"], reply
