@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import model as m
-from . import spec
+from . import resources, spec
 from .clock import RealClock, VirtualClock
 from .engine import Engine
 from .errors import BackendError, ConfigError, CpfmapError
@@ -264,9 +264,9 @@ def new_pack(name: str, root: Path = Path(".")) -> Path:
     folder = root / name
     if folder.exists():
         raise ConfigError(f"{folder} already exists")
-    template_dir = Path(__file__).resolve().parent / "scaffold"
+    template_dir = resources.data_path("scaffold")
     (folder / "recordings").mkdir(parents=True)
-    for source in template_dir.iterdir():
+    for source in (p for p in template_dir.iterdir() if p.is_file()):
         text = source.read_text(encoding="utf-8").replace("PACKNAME", name)
         (folder / source.name.removesuffix(".tmpl")).write_text(text, encoding="utf-8", newline="\n")
     (folder / "recordings" / ".gitkeep").write_text("", encoding="utf-8")

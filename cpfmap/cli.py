@@ -18,7 +18,7 @@ from typing import IO, Callable
 
 import yaml
 
-from . import __version__, authoring, cassette, reference, spec, transcript
+from . import __version__, authoring, cassette, distcli, reference, spec, transcript
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
@@ -103,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     new = sub.add_parser("new-pack", help="scaffold a pack folder NAME/ with a mapping skeleton and README")
     new.add_argument("name", help="pack name: lower-case letters, digits and dashes")
     new.add_argument("--dir", type=Path, default=Path("."), help="folder to create the pack in (default: the current folder)")
+    new.add_argument("--project", action="store_true", help="a pip-installable pack project (see `cpfmap bundle`, README)")
     docs = sub.add_parser("docs", help="the settings table of a pack README, generated from the mapping")
     docs.add_argument("mapping", help=MAPPING_HELP)
     docs.add_argument("--readme", type=Path, help="rewrite the table between the settings markers of this README")
@@ -111,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("mappings", nargs="+", help="mapping files, pack folders or pack names")
     validate.add_argument("--format", choices=("text", "json"), default="text",
                           help="text: file:line:column: severity: message; json: the findings per mapping")
+    distcli.add_commands(sub)
     return p
 
 
@@ -345,6 +347,8 @@ def _call(args: argparse.Namespace, streams: Streams, transport: Transport | Non
 
 
 def cmd_new_pack(args: argparse.Namespace, streams: Streams, **_: object) -> int:
+    if args.project:
+        return distcli.cmd_new_project(args, streams)
     folder = authoring.new_pack(args.name, args.dir)
     streams.out(f"created {folder}\nnext: edit {folder / 'mapping.yaml'}, then "
                 f"cpfmap validate {folder}\n")
@@ -366,7 +370,7 @@ def cmd_docs(args: argparse.Namespace, streams: Streams, **_: object) -> int:
 
 COMMANDS: dict[str, Callable] = {"serve": cmd_serve, "record": cmd_serve, "dry-run": cmd_dry_run,
                                  "validate": cmd_validate, "conformance": cmd_conformance, "explain": cmd_explain,
-                                 "call": cmd_call, "new-pack": cmd_new_pack, "docs": cmd_docs}
+                                 "call": cmd_call, "new-pack": cmd_new_pack, "docs": cmd_docs, **distcli.COMMANDS}
 
 
 def _protected_stdout() -> IO[bytes]:

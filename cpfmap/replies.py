@@ -8,12 +8,12 @@ from typing import Any
 
 import jsonschema
 
-from .spec import SCHEMA_DIR
+from . import resources
 
 
 @functools.lru_cache(maxsize=None)
 def validator(name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((SCHEMA_DIR / "replies" / f"{name}.json").read_text(encoding="utf-8"))
+    schema = json.loads(resources.read_data("schemas", "replies", f"{name}.json"))
     return jsonschema.Draft202012Validator(schema)
 
 

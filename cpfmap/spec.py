@@ -15,30 +15,35 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 
-from .errors import Finding, MappingError
+from . import resources
+from .errors import Finding, InternalError, MappingError
 from .source import Source, json_path, load_yaml
 
-PACKAGE = Path(__file__).resolve().parent
-SCHEMA_DIR = PACKAGE / "schemas"
-PACKS_DIR = PACKAGE / "packs"
 DEFAULT_MAPPING = "mapping.yaml"
 
 
 @lru_cache(maxsize=None)
 def schema(name: str = "mapping.schema.json") -> dict:
-    return json.loads((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    """A schema of schemas/; a missing one is a MappingError, so `serve` answers with it."""
+    try:
+        return json.loads(resources.read_data("schemas", name))
+    except InternalError as exc:
+        raise MappingError(Finding(exc.message, name)) from None
 
 
 def resolve(target: str | Path) -> Path:
-    """A mapping file, a pack directory (its mapping.yaml) or a pack name (a folder of cpfmap/packs/)."""
+    """A mapping file, a pack folder (its default mapping) or a pack reference, NAME or
+    NAME:VARIANT, looked up as catalog.py says."""
+    from . import catalog
     path = Path(target)
-    if path.is_dir():
-        path = path / DEFAULT_MAPPING
-    elif not path.exists() and (PACKS_DIR / str(target)).is_dir():
-        path = PACKS_DIR / str(target) / DEFAULT_MAPPING
+    if catalog.is_pack_folder(path):
+        path = catalog.folder_mapping(path)
+    elif not path.is_file():
+        path = catalog.mapping_for(str(target)) or path
     if not path.is_file():
-        packs = sorted(p.name for p in PACKS_DIR.iterdir() if p.is_dir()) if PACKS_DIR.is_dir() else []
-        hint = f"; packs: {', '.join(packs)}" if packs else ""
+        found = catalog.discover()
+        hint = f"; packs: {', '.join(found.names())}" if found.names() else ""
+        hint += "".join(f"; {problem}" for problem in found.problems)
         raise MappingError(Finding(f"no mapping at `{target}` (a file, a pack folder or a pack name{hint})",
                                    str(target)))
     return path
@@ -98,8 +103,8 @@ def merge(base: dict, override: dict, depth: int = 2) -> dict:
 
 # ------------------------------------------------------------- schema check
 
-def schema_findings(located: Located) -> list[Finding]:
-    validator = jsonschema.Draft202012Validator(schema())
+def schema_findings(located: Located, schema_name: str = "mapping.schema.json") -> list[Finding]:
+    validator = jsonschema.Draft202012Validator(schema(schema_name))
     findings = []
     for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
         if error.context:
@@ -122,14 +127,19 @@ def _best_branch(error: jsonschema.exceptions.ValidationError) -> jsonschema.exc
 def _unknown_keys(error: jsonschema.exceptions.ValidationError) -> list:
     if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
         return []
-    allowed = set((error.schema.get("properties") or {}).keys())
+    allowed = set(_properties(error))
     return [k for k in error.instance if k not in allowed]
+
+
+def _properties(error: jsonschema.exceptions.ValidationError) -> list[str]:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return list((schema.get("properties") or {}).keys())
 
 
 def _explain(error: jsonschema.exceptions.ValidationError, key: str | None = None) -> str:
     where = json_path(tuple(error.absolute_path))
     if key is not None:
-        allowed = list((error.schema.get("properties") or {}).keys())
+        allowed = _properties(error)
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else f"; allowed: {', '.join(allowed)}"
         return f"unknown key `{key}` in {where}{hint}"
@@ -152,12 +162,18 @@ def load(target: str | Path):
 
 def check(target: str | Path) -> list[Finding]:
     """Every finding (errors and warnings) for `validate`."""
+    return checked(target)[1]
+
+
+def checked(target: str | Path) -> tuple[Any, list[Finding]]:
+    """(the compiled mapping or None when it has errors, every finding): one compilation for both."""
     from .compiler import compile_mapping
     try:
         located = read(target)
     except MappingError as exc:
-        return exc.findings
+        return None, exc.findings
     problems = schema_findings(located)
     if problems:
-        return problems
-    return compile_mapping(located)[1]
+        return None, problems
+    mapping, findings = compile_mapping(located)
+    return (None if any(f.severity == "error" for f in findings) else mapping), findings

@@ -94,9 +94,9 @@ class StepRunner:
                 return rule.wait
         if exc is not None:
             raise exc
-        error = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
-        error.status = status
-        raise error
+        failure = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
+        failure.status = status
+        raise failure
 
     def _label(self, step: m.Step, context: dict) -> str:
         try:

@@ -101,7 +101,7 @@ def test_call_reports_bad_settings_and_bad_params(tmp_path):
 
 def test_new_pack_scaffold_validates_clean(tmp_path):
     folder = authoring.new_pack("my-hv", tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "mapping.yaml", "recordings"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "mapping.yaml", "pack.yaml", "recordings"]
     findings = spec.check(folder / "mapping.yaml")
     assert [f for f in findings if f.severity == "error"] == [], [f.format() for f in findings]
     mapping = spec.load(folder / "mapping.yaml")

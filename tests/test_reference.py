@@ -12,7 +12,7 @@ import pytest
 from cpfmap import contract, reference, rpc, templating
 from cpfmap.conformance import workflows
 from cpfmap.engine import REPLY_SCHEMAS
-from cpfmap.spec import SCHEMA_DIR
+from cpfmap.resources import data_path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -68,14 +68,14 @@ def test_the_request_checks_are_the_contract():
 
 
 def test_the_schema_and_reply_schemas_follow_the_contract():
-    schema = json.loads((SCHEMA_DIR / "mapping.schema.json").read_text())
+    schema = json.loads((data_path("schemas") / "mapping.schema.json").read_text())
     assert tuple(schema["properties"]["methods"]["properties"]) == contract.MAPPED_METHODS
     assert tuple(schema["properties"]["controls"]["properties"]) == tuple(contract.CONTROLS)
     retries = schema["properties"]["capabilities"]["properties"]["tasks_polling_retries"]
     assert (retries["minimum"], retries["maximum"]) == (0, 180)
     for method in contract.METHODS.values():
         if method.reply:
-            assert (SCHEMA_DIR / "replies" / f"{method.reply}.json").exists(), method.name
+            assert (data_path("schemas", "replies") / f"{method.reply}.json").exists(), method.name
     assert REPLY_SCHEMAS["guests/snapshots/exists"] == "snapshots-exists"
 
 

@@ -16,7 +16,6 @@ CPF_OUT = ROOT / "docs" / "cpf-reference.md"
 sys.path.insert(0, str(ROOT))
 from cpfmap import reference  # noqa: E402 - filters, functions and the CPF contract, from the code
 
-
 PIPE = "\\|"
 
 

@@ -12,7 +12,6 @@ from ..replies import problem as schema_problem
 from .client import ProviderProcess
 
 
-
 @dataclass
 class Check:
     workflow: str

@@ -2,7 +2,7 @@
 the driver. A workflow stops at its first failing check."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from .ras import Failed, Ras, schema_problem
 
@@ -65,7 +65,7 @@ def create_host(ras: Ras) -> None:
     template = _template(ras)
     if not ras.get(template)["is_template"]:
         raise ras.fail("clone source is a template", f"guest {template} is not a template")
-    params = {"id": template, "name": ras.options.clone_name}
+    params: dict[str, Any] = {"id": template, "name": ras.options.clone_name}
     snapshot = ras.snapshot_name()
     if snapshot:
         params.update(snapshot=snapshot, is_link_clone=ras.links)
