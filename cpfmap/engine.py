@@ -5,6 +5,7 @@ gets its context, its task id, and a reply shaped and checked the way RAS reads 
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Mapping
 
@@ -130,7 +131,8 @@ class Engine:
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
 
-    def _start_task(self, task: m.TaskStart, context: dict, output: str | None = None) -> str:
+    def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None) -> str:
+        """started_by: the operation whose own task `output` applies when the task completes."""
         if task.completed is not None or (task.when is not None and not task.when.render(context)):
             output = task.completed.eval(context) if task.completed is not None else {}
             return tasks.encode(tasks.COMPLETED, _strings(output, "task output"))
@@ -144,7 +146,7 @@ class Engine:
             tasks.check_handle(self.mapping.polls[task.poll], values)
         except CpfmapError as exc:
             raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
-        return tasks.encode(task.poll, values, output)
+        return tasks.encode(task.poll, values, started_by)
 
     def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()
@@ -228,7 +230,7 @@ def _shape_guest(result: Any, params: Mapping) -> Any:
         if value is None:
             out[key] = []
         elif isinstance(value, list):  # a value it cannot read is an error, never dropped unseen
-            out[key] = read_all(value, lambda v, key=key, read=read: read(v, f"guests/get {key}"))
+            out[key] = read_all(value, functools.partial(read, where=f"guests/get {key}"))
     if isinstance(out.get("name"), (int, float)) and not isinstance(out.get("name"), bool):
         out["name"] = string_id(out["name"])
     return out
