@@ -248,7 +248,7 @@ def call(mapping: m.CompiledMapping, method: str, params: dict, raw_settings: di
 
 def show_exchange(exchange: Exchange, redactor: Redactor) -> str:
     status = exchange.response.status if exchange.response is not None else f"no answer: {exchange.error}"
-    head = f"-> {exchange.request.method} {redactor(exchange.request.url)}  <- {status} ({exchange.seconds * 1000:.0f} ms)"
+    head = redactor(f"-> {exchange.request.method} {exchange.request.url}  <- {status} ({exchange.seconds * 1000:.0f} ms)")
     body = exchange.request.body
     return head + (f"\n   sent: {redactor(body.decode('utf-8', 'replace'))[:400]}" if body else "")
 

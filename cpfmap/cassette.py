@@ -18,23 +18,26 @@ order; the last one repeats only where the author allows it.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import os
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
 from .errors import CassetteError, ReplayMiss
 from .extract import string_id
 from .redact import MASK, Redactor
-from .source import read_text
+from .source import YamlLimit, parse_yaml, read_text
 from .transport import HttpRequest, HttpResponse, Transport, reset_connections
 
+log = logging.getLogger("cpfmap")
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
 
 
@@ -81,7 +84,7 @@ def body_for_match(body: bytes | None, content_type: str | None) -> Any:
     if content_type and "json" in content_type:
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text
     if content_type and "form" in content_type:
         return sorted(urllib.parse.parse_qsl(text, keep_blank_values=True))
@@ -156,7 +159,9 @@ def _differs(r: Recorded, method: str, path: str, query: tuple, body: Any) -> st
 def load(path: str | Path) -> Cassette:
     path = Path(path)
     try:
-        data = yaml.safe_load(read_text(path, "cassette"))
+        data = parse_yaml(read_text(path, "cassette"))
+    except YamlLimit as exc:
+        raise CassetteError(f"{path}: cassette refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise CassetteError(f"{path}: cassette is not valid YAML: {exc}") from None
     return from_data(data, path)
@@ -164,6 +169,13 @@ def load(path: str | Path) -> Cassette:
 
 def from_data(data: Any, path: Path | str = "<cassette>") -> Cassette:
     path = Path(path)
+    try:
+        return _from_data(data, path)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CassetteError(f"{path}: malformed cassette ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _from_data(data: Any, path: Path) -> Cassette:
     if isinstance(data, dict) and "interactions" in data:
         return Cassette([_from_vcr(i, n, path) for n, i in enumerate(data["interactions"] or [])], name=str(path))
     if isinstance(data, dict) and "responses" in data:
@@ -195,7 +207,7 @@ def _from_vcr(item: dict, n: int, path: Path) -> Recorded:
         response = HttpResponse(int(status["code"]), _headers(resp.get("headers")), _body_bytes(resp.get("body")),
                                 str(status.get("message", "")))
         return Recorded(req["method"].upper(), url_path, query, response=response, source=f"{path}#{n}")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CassetteError(f"{path}: interaction {n} is malformed ({exc})") from None
 
 
@@ -266,6 +278,7 @@ class RecordingTransport:
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
         self.written = 0   # exchanges already appended to the file
+        _check_writable(self.path)
 
     def send(self, request: HttpRequest) -> HttpResponse:
         self.flush()
@@ -276,7 +289,9 @@ class RecordingTransport:
     def close(self) -> None:
         try:
             if self.exchanges:
-                write_atomic(self.path, dump(self._scrubbed(self.exchanges)))
+                self._write(lambda: write_atomic(self.path, dump(self._scrubbed(self.exchanges))))
+        except CassetteError as exc:
+            log.error("%s", exc.message)
         finally:
             self.inner.close()
 
@@ -288,23 +303,50 @@ class RecordingTransport:
         new = self.exchanges[self.written:]
         if not new:
             return
+        self._write(lambda: self._append(new))
+        self.written = len(self.exchanges)
+
+    def _append(self, new: list) -> None:
         if self.written == 0:
             write_atomic(self.path, "version: 1\ninteractions:\n")
         with self.path.open("a", encoding="utf-8", newline="\n") as out:
             out.write(_yaml(self._scrubbed(new)))
-        self.written = len(self.exchanges)
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            raise CassetteError(f"cannot write the cassette {self.path}: {exc.strerror or exc}") from None
 
     def _scrubbed(self, exchanges: list) -> list[dict]:
         return [vcr_interaction(q, r, self.redactor) for q, r in exchanges]
 
 
+def _check_writable(path: Path) -> None:
+    """Fail before the first request, not after a session's worth of traffic."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise CassetteError(f"cannot write the cassette {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise CassetteError(f"cannot write the cassette {path}: it is a folder")
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-        out.write(text)
-    os.chmod(tmp, 0o644)  # scrubbed, meant to be shared (mkstemp makes files private)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # scrubbed, meant to be shared (mkstemp makes files private)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def dump(interactions: Iterable[dict]) -> str:
@@ -353,7 +395,7 @@ def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor
     if content_type and "json" in content_type:
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return redactor(text)
         return json.dumps(_scrub_json(data, redactor), sort_keys=False)
     return redactor(text)

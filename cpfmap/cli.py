@@ -22,10 +22,10 @@ from . import __version__, authoring, cassette, distcli, reference, spec, transc
 from .cassette import RecordingTransport, ReplayTransport
 from .clock import RealClock, VirtualClock
 from .engine import Engine
-from .errors import CpfmapError, MappingError, ReplayMiss
-from .redact import RedactingFilter, Redactor
+from .errors import CpfmapError, InternalError, MappingError, ReplayMiss
+from .redact import RedactingFilter, Redactor, looks_secret
 from .rpc import PARAMS, Server, engine_handlers
-from .source import read_text
+from .source import TextLoader, YamlLimit, parse_yaml, read_text
 from .transport import LiveTransport, RetryPolicy, TracingTransport, Transport
 
 CPF_COMMANDS = ("serve", "record", "dry-run")
@@ -128,12 +128,24 @@ def setup_logging(args: argparse.Namespace, stderr: IO[str], redactor: Redactor)
     log.setLevel(getattr(args, "log_level", "INFO"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(stderr)]
+    problem = None
     if getattr(args, "log_file", None):
-        handlers.append(logging.FileHandler(Path(args.log_file), encoding="utf-8"))
+        try:
+            handlers.append(_file_handler(Path(args.log_file)))
+        except OSError as exc:
+            problem = f"cannot write the log file {args.log_file} ({exc.strerror or exc}); logging to stderr only"
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(RedactingFilter(redactor))
         log.addHandler(handler)
+    if problem:
+        log.error("%s", problem)
+
+
+def _file_handler(path: Path) -> logging.Handler:
+    """A log file, its folder created if missing (RAS would otherwise get no reply at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return logging.FileHandler(path, encoding="utf-8")
 
 
 def run(argv: list[str], stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str],
@@ -178,21 +190,19 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
     mapping = _load_or_report(args.mapping, streams)
     if isinstance(mapping, Server):
         return mapping.serve(streams.stdin, streams.stdout)
-    if getattr(args, "replay", None):
-        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
-    clock = clock or RealClock()
-    conn = mapping.connection
-    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
-    recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
-    transport = recording or transport
+    try:
+        transport, clock, recording = _serve_transport(args, mapping, redactor, transport, clock)
+        session_log = _session_log(args) if recording is not None else None
+    except CpfmapError as exc:
+        return _broken(exc, streams)
     if log.isEnabledFor(logging.DEBUG):
         transport = transcript.LoggedTransport(transport, clock.now)
     engine = Engine(mapping, transport, clock, redactor)
     log.info("cpfmap %s serving mapping %s (%s)", __version__, mapping.name, mapping.files[0])
     server = Server(engine_handlers(engine), redactor)
     try:
-        if recording is not None and getattr(args, "session", None):
-            with transcript.open_session_log(args.session) as out:
+        if recording is not None and session_log is not None:
+            with session_log as out:
                 recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings())
                 return recorder.serve(streams.stdin, streams.stdout)
         return server.serve(streams.stdin, streams.stdout)
@@ -200,6 +210,29 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         with contextlib.suppress(Exception):
             engine.disconnect({})
         transport.close()
+
+
+def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, transport: Transport | None,
+                     clock) -> tuple[Transport, object, RecordingTransport | None]:
+    """The transport serve answers through: a replay, the live backend, maybe recorded (the
+    recorder is returned too). A cassette that cannot be read or written is a CpfmapError,
+    raised before any request."""
+    if getattr(args, "replay", None):
+        transport, clock = ReplayTransport(cassette.load(args.replay)), clock or VirtualClock()
+    clock = clock or RealClock()
+    conn = mapping.connection
+    transport = transport or LiveTransport(RetryPolicy(conn.retries, conn.backoff), clock)
+    recording = RecordingTransport(transport, args.cassette, redactor) if getattr(args, "cassette", None) else None
+    return recording or transport, clock, recording
+
+
+def _session_log(args: argparse.Namespace) -> IO[str] | None:
+    if not getattr(args, "session", None):
+        return None
+    try:
+        return transcript.open_session_log(args.session)
+    except OSError as exc:
+        raise CpfmapError(f"cannot write the session file {args.session}: {exc.strerror or exc}") from None
 
 
 def _load_or_report(target: str, streams: Streams):
@@ -212,6 +245,16 @@ def _load_or_report(target: str, streams: Streams):
         broken = MappingError(exc.findings)
         broken.message = f"mapping failed to load: {exc.message}"
         return Server(dict.fromkeys(PARAMS, _never), Redactor(), broken)
+    except Exception as exc:  # noqa: BLE001 - a defect in loading must still leave RAS with replies
+        log.exception("internal error loading the mapping")
+        defect = InternalError(f"internal error loading the mapping: {type(exc).__name__}: {exc}")
+        return Server(dict.fromkeys(PARAMS, _never), Redactor(), defect)
+
+
+def _broken(error: CpfmapError, streams: Streams) -> int:
+    """Serve every request with this error: RAS gets a reason, never a provider that died."""
+    log.error("cannot serve: %s", error.message)
+    return Server(dict.fromkeys(PARAMS, _never), Redactor(), error).serve(streams.stdin, streams.stdout)
 
 
 def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
@@ -248,7 +291,7 @@ def cmd_dry_run(args: argparse.Namespace, streams: Streams, **_: object) -> int:
 def _request_of(line: str, redactor: Redactor):
     try:
         return redactor.scrub(json.loads(line))
-    except ValueError:
+    except (ValueError, RecursionError):
         return redactor(line)
 
 
@@ -284,23 +327,40 @@ def cmd_conformance(args: argparse.Namespace, streams: Streams, **_: object) -> 
         argv = [sys.executable, "-m", "cpfmap", "serve", args.target[0], "--log-level",
                 "DEBUG" if args.verbose else "WARNING"]
         argv += ["--replay", args.replay] if args.replay else []
-    options = Options(settings=_settings_file(args.settings), guest=args.guest,
+    settings = _settings_file(args.settings)
+    redactor = _settings_redactor(settings, None if args.command_mode else args.target[0])
+    options = Options(settings=settings, guest=args.guest,
                       template_source=args.template_source, template=args.template, host=args.host, clone_name=args.clone_name,
                       version=args.template_version, time_scale=args.time_scale,
-                      trace=(lambda line: streams.out(line + "\n")) if args.verbose else None)
+                      trace=(lambda line: streams.out(redactor(line) + "\n")) if args.verbose else None)
     workflows = [w.strip() for w in args.workflows.split(",")] if args.workflows else None
-    checks = runner.run(argv, options, workflows, args.reply_timeout)
+    checks = report.scrubbed(runner.run(argv, options, workflows, args.reply_timeout), redactor)
     streams.out(report.table(checks))
     if args.junit:
         report.junit(checks, args.junit)
     return 0 if report.verdict(checks) else 1
 
 
+def _settings_redactor(settings: dict, mapping: str | None) -> Redactor:
+    """Masks the settings the mapping marks secret, and any setting named like a secret."""
+    secret: set = set()
+    if mapping:
+        with contextlib.suppress(CpfmapError):
+            secret = set(spec.load(mapping).secret_settings())
+    redactor = Redactor()
+    for name, value in settings.items():
+        if name in secret or looks_secret(name):
+            redactor.add(value)
+    return redactor
+
+
 def _settings_file(path: str | None) -> dict:
     if not path:
         return {}
     try:
-        data = yaml.safe_load(read_text(Path(path), "settings file"))
+        data = parse_yaml(read_text(Path(path), "settings file"), TextLoader)
+    except YamlLimit as exc:
+        raise CpfmapError(f"{path}: settings file refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise CpfmapError(f"{path}: settings file is not JSON or YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -226,8 +226,8 @@ class Compiler:
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
 
     def error_rule(self, raw: dict, path: tuple, known: set) -> m.ErrorRule:
-        if ("fail" in raw) == ("set" in raw):
-            self.error(path, "an on_error rule has either `fail` or `set`")
+        if sum(key in raw for key in ("fail", "set", "retry")) != 1:
+            self.error(path, "an on_error rule has one of `fail`, `set` or `retry`")
         if "match" in raw:
             try:
                 re.compile(raw["match"])
@@ -236,8 +236,10 @@ class Compiler:
         fail = self.template(raw["fail"], path + ("fail",), known | {"error"}) if "fail" in raw else None
         sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
         if "wait" in raw and "set" not in raw:
-            self.error(path + ("wait",), "`wait` goes with `set` (a rule that fails waits for nothing)")
-        return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets, bool(raw.get("wait", True)))
+            self.error(path + ("wait",), "`wait` goes with `set` (a rule that fails or retries waits for nothing)")
+        retry = raw.get("retry") or {}
+        return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets,
+                           int(retry.get("times", 0)), str(retry.get("from", "")), bool(raw.get("wait", True)))
 
     def paginate(self, raw: dict | None, path: tuple, known: set) -> m.Paginate | None:
         if not raw:
@@ -264,12 +266,23 @@ class Compiler:
     def operation(self, name: str, raw: dict, path: tuple, fragments: dict, params: tuple) -> m.Operation:
         known = {"params"}
         steps = self.steps(raw.get("steps", []), path + ("steps",), known, fragments)
+        self._check_retries(steps, path + ("steps",))
         for ref in _param_refs(raw):
             if ref not in params:
                 self.error(path, f"`params.{ref}` is not a parameter of {name} (has: {', '.join(params) or 'none'})")
         task = self.task(raw["task"], path + ("task",), known) if "task" in raw else None
         result = self.value(raw["result"], path + ("result",), known) if "result" in raw else None
         return m.Operation(name, steps, result, task, raw.get("description", ""))
+
+    def _check_retries(self, steps: tuple, path: tuple) -> None:
+        """`retry.from` names a step that runs before (or is) the refusing one."""
+        earlier: set = set()
+        for step in steps:
+            earlier.add(step.name)
+            for rule in step.on_error:
+                if rule.retry_from and rule.retry_from not in earlier:
+                    self.error(path, f"{step.where}: retry from `{rule.retry_from}`: no such step before it"
+                                     f"{_suggest(rule.retry_from, earlier - {''})}")
 
     def task(self, raw: dict, path: tuple, known: set) -> m.TaskStart:
         if ("poll" in raw) == ("completed" in raw):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import BackendError, InternalError, InvalidParams, InvalidRequest, MethodNotFound, ParseError
+
 
 @dataclass(frozen=True)
 class Param:
@@ -106,6 +108,18 @@ SNAPSHOT_METHODS = tuple(name for name in METHODS if name.startswith("guests/sna
 RESULT_METHODS = ("guests/list", "guests/get", "guests/snapshots/exists")
 REPLY_SCHEMAS = {name: method.reply for name, method in METHODS.items()
                  if method.reply and method.reply != "empty" and not name.startswith("provider/")}
+
+# code -> when: every error reply carries one of these (classes in errors.py).
+ERRORS: dict[int, str] = {
+    ParseError.code: "the line is not JSON: not UTF-8, `NaN`/`Infinity`, or longer than the line limit",
+    InvalidRequest.code: "JSON, but not a request: not an object, `method` missing or not a string, or a number "
+                         "out of range (`1e400`); JSON-RPC's Invalid Request (RAS never sends such lines)",
+    MethodNotFound.code: "unknown method, or a method or control the mapping does not implement",
+    InvalidParams.code: "params missing or of the wrong type, an unknown control, a forged task id",
+    InternalError.code: "a defect in the engine itself (never the backend's fault)",
+    BackendError.code: "the backend refused or failed (auth, not found, HTTP error, timeout, task failure), or the "
+                       "mapping, a setting or a cassette does not fit",
+}
 
 LINK_SNAPSHOT = "RAS Template Snapshot"
 VERSION_NAME = "RAS_TEMPLATE_VERSION_{0}"

@@ -2,7 +2,9 @@
 
     CpfmapError                      base: code + message, formats itself
     +-- ProtocolError                the request itself is wrong
-    |   +-- ParseError        -32700 not JSON, or not a JSON object
+    |   +-- ParseError        -32700 not JSON (or not UTF-8, or a line over the size limit)
+    |   +-- InvalidRequest    -32600 JSON, but not a request: not an object, no string `method`,
+    |   |                            or a number out of range
     |   +-- MethodNotFound    -32601 unknown method, or not in the mapping
     |   +-- InvalidParams     -32602 params missing/mistyped, unknown control, bad task id
     +-- InternalError         -32603 a defect in the engine itself
@@ -48,6 +50,10 @@ class ProtocolError(CpfmapError):
 
 class ParseError(ProtocolError):
     code = -32700
+
+
+class InvalidRequest(ProtocolError):
+    code = -32600
 
 
 class MethodNotFound(ProtocolError):

@@ -330,6 +330,8 @@ def extract_value(extraction: Any, response: Any, context: Mapping[str, Any]) ->
         data: Any = response.status
     elif extraction.source == "headers":
         data = {k.lower(): v for k, v in response.headers}
+    elif extraction.source == "reason":
+        data = response.reason
     else:
         data = body_of(response)
     return extract_from(extraction, data, context)

@@ -153,6 +153,8 @@ class ErrorRule:
     match: str | None = None
     fail: Template | None = None
     set: Value | None = None
+    retry: int = 0         # run again (from retry_from) up to this many refusals
+    retry_from: str = ""   # name of the step to run again from; "" is the refusing step
     wait: bool = True   # the step's `wait` still runs after this rule recovers
 
     def covers(self, status: int, message: str) -> bool:
@@ -247,6 +249,7 @@ class Login:
     request: RequestSpec
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
+    public: frozenset = frozenset()   # field names of the login exchange that are not secret
 
 
 @dataclass(frozen=True)
@@ -276,10 +279,13 @@ class Connection:
     client_key: Value = Literal(None)
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    total_timeout: float = 120.0
+    max_response_bytes: int = 64 * 1024 * 1024
     headers: tuple = ()
     retries: int = 3
     backoff: float = 0.5
     error_message: Expression | None = None
+    hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
 
 
 @dataclass(frozen=True)

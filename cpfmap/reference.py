@@ -118,6 +118,10 @@ def contract_markdown() -> list[str]:
              "against this table before your steps run (wrong or missing params: error -32602), and each guests/* "
              "and tasks/get reply against its schema in `cpfmap/schemas/replies/` before RAS sees it (a reply "
              "that does not fit is an error naming what is wrong).", ""]
+    lines += ["## Error codes", "", "Every stdout line is strict JSON; an error reply is "
+              "`{\"error\": {\"code\": <int>, \"message\": \"...\"}}` with one of these codes:", "",
+              "| code | when |", "|---|---|"]
+    lines += [f"| {code} | {when} |" for code, when in contract.ERRORS.items()] + [""]
     for method in contract.METHODS.values():
         lines += _method_section(method)
     lines += ["## Controls (`guests/control`, the mapping's `controls:`)", "", "| control | meaning |", "|---|---|"]

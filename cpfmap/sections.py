@@ -56,11 +56,9 @@ def _tables(c: Compiler, raw: dict) -> dict:
             if allowed is not None and value not in allowed:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
         _check_key_types(c, path + ("map",), spec.get("map") or {})
-        for i, rule in enumerate(spec.get("rules") or []):
-            _check_value_types(c, path + ("rules", i, "when"), rule["when"])
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
-        pairs = tuple((string_id(k), v) for k, v in (spec.get("map") or {}).items())
+        pairs = tuple((None if k is None else string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
 
@@ -87,16 +85,6 @@ def _yaml_scalar(text: str) -> Any:
         return text
 
 
-def _check_value_types(c: Compiler, path: tuple, when: dict) -> None:
-    for field, value in when.items():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, bool):
-                c.error(path + (field,), f"YAML reads `{field}`'s value as the boolean {string_id(item)} "
-                                         f"(from true/false, or on/off/yes/no in YAML 1.1), so it matches "
-                                         f"the text \"{string_id(item)}\"; if the backend sends other text, "
-                                         "quote it", "warning")
-
-
 def _written_keys(c: Compiler, path: tuple) -> list:
     """The keys of the YAML mapping at path as written in the file (before YAML typed them)."""
     for source in c.located.sources:
@@ -120,13 +108,18 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
     path = ("connection",)
     value = lambda key, default: c.value(raw[key], path + (key,), known) if key in raw else m.Literal(default)  # noqa
     error_message = c.expression(raw["error_message"], path + ("error_message",)) if "error_message" in raw else None
+    hosts = c.value(raw["hosts"], path + ("hosts",), known) if "hosts" in raw else None
+    url_known = known | ({"host"} if hosts is not None else set())
     return m.Connection(
-        base_url=c.template(raw["base_url"], path + ("base_url",), known) or c.templates.compile("", "?"),
+        base_url=c.template(raw["base_url"], path + ("base_url",), url_known) or c.templates.compile("", "?"),
         verify_tls=value("verify_tls", True), ca_file=value("ca_file", None),
         client_cert=value("client_cert", None), client_key=value("client_key", None),
         connect_timeout=float(raw.get("connect_timeout", 10)), read_timeout=float(raw.get("read_timeout", 60)),
+        total_timeout=float(raw.get("total_timeout", 120)),
+        max_response_bytes=int(raw.get("max_response_bytes", m.Connection.max_response_bytes)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
-        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)), error_message=error_message)
+        retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)), error_message=error_message,
+        hosts=hosts)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),
@@ -163,7 +156,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
 
 def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:
     return m.Login(c.request(raw["request"], path + ("request",), known), tuple(raw.get("accept", ())),
-                   c.extractions(raw.get("extract"), path + ("extract",), known))
+                   c.extractions(raw.get("extract"), path + ("extract",), known),
+                   frozenset(map(str, raw.get("public", ()))))
 
 
 def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.PollRule:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import model as m
 from .clock import Clock
-from .errors import AuthError, BackendError, TransportError
+from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
-from .redact import Redactor
-from .transport import HttpRequest, HttpResponse, Tls, Transport, reset_connections
+from .redact import Redactor, looks_secret
+from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, reset_connections
 
 log = logging.getLogger("cpfmap")
 
@@ -53,8 +53,113 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
         text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
     if isinstance(text, (dict, list)):
         text = json.dumps(text, sort_keys=True)
-    text = str(text).strip() if text not in (None, "") else (response.reason or response.text(200).strip())
-    return " ".join(text.split())
+    text = "" if text is None else str(text).strip()
+    # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
+    return " ".join((text or response.reason or response.text(200).strip()).split())
+
+
+MAX_HOSTS = 16
+
+
+def _base_urls(conn: m.Connection, base: dict) -> list[str]:
+    """base_url, or one per entry of `connection.hosts` (rendered with `host`), in order."""
+    if conn.hosts is None:
+        return [str(conn.base_url.render(base)).rstrip("/")]
+    hosts = conn.hosts.eval(base)
+    hosts = [hosts] if isinstance(hosts, str) else hosts
+    if not isinstance(hosts, list) or not [h for h in hosts if str(h).strip()]:
+        raise ConfigError(f"connection.hosts gave no host ({hosts!r})")
+    if len(hosts) > MAX_HOSTS:
+        raise ConfigError(f"connection.hosts gave {len(hosts)} hosts; at most {MAX_HOSTS}")
+    urls = [str(conn.base_url.render(dict(base, host=str(h).strip()))).rstrip("/") for h in hosts if str(h).strip()]
+    return list(dict.fromkeys(urls))
+
+
+def _may_fail_over(request: HttpRequest, exc: TransportError) -> bool:
+    """Another host may get a request that never left, or one that is safe to repeat."""
+    return bool(getattr(exc, "not_sent", False)) or request.method in SAFE_RETRY_METHODS or request.retry_safe
+
+
+def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpRequest | None = None,
+                   response: HttpResponse | None = None, constants: frozenset = frozenset()) -> None:
+    """Every value of a login exchange is a secret unless the mapping calls its field public:
+    query, form and JSON values sent (except text written as is in the mapping, such as
+    `grant_type: password`); JSON values, cookies and credential headers received."""
+    if request is not None:
+        guard = _Guard(redactor, public, constants)
+        query = urllib.parse.urlsplit(request.url).query
+        _guard_pairs(guard, urllib.parse.parse_qsl(query, keep_blank_values=True))
+        _guard_body(guard, request.body, request.header("Content-Type"))
+    if response is not None:
+        for name, value in response.headers:
+            if name.lower() == "set-cookie":
+                redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
+            elif looks_secret(name):
+                redactor.add(value)
+        _guard_body(_Guard(redactor, public, frozenset()), response.body, response.header("Content-Type"))
+
+
+class _Guard:
+    """Adds the secret values of one side of a login exchange to the redactor."""
+
+    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset) -> None:
+        self.redactor, self.public, self.constants = redactor, public, constants
+
+    def add(self, value: str) -> None:
+        if value not in self.constants:
+            self.redactor.add(value)
+
+
+def _guard_body(guard: _Guard, body: bytes | None, content_type: str | None) -> None:
+    if not body:
+        return
+    text = body.decode("utf-8", "replace")
+    if content_type and "form" in content_type:
+        _guard_pairs(guard, urllib.parse.parse_qsl(text, keep_blank_values=True))
+        return
+    try:
+        _guard_json(guard, json.loads(text))
+    except (ValueError, RecursionError):
+        guard.add(text.strip())  # a bare token, or text we cannot take apart: all of it
+
+
+def _guard_pairs(guard: _Guard, pairs: list) -> None:
+    for name, value in pairs:
+        if name not in guard.public:
+            guard.add(value)
+
+
+def _guard_json(guard: _Guard, data: Any) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key not in guard.public:
+                _guard_json(guard, value)
+    elif isinstance(data, list):
+        for item in data:
+            _guard_json(guard, item)
+    elif isinstance(data, str):
+        guard.add(data)
+
+
+def _constants(spec: m.RequestSpec) -> frozenset:
+    """The strings a request spec writes as is (no template): mapping text, never a secret."""
+    found: set[str] = set()
+    todo: list[Any] = [spec.query, spec.json, spec.form]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, (m.Literal, m.Kept)):
+            todo.append(value.value)
+        elif isinstance(value, m.DictValue):
+            todo.extend(v for _, v in value.items)
+        elif isinstance(value, m.ListValue):
+            todo.extend(value.items)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return frozenset(found)
 
 
 class Backend:
@@ -67,7 +172,8 @@ class Backend:
         self.settings = dict(settings)
         base = {"settings": self.settings}
         conn = mapping.connection
-        self.base_url = str(conn.base_url.render(base)).rstrip("/")
+        self.base_urls = _base_urls(conn, base)
+        self.base_url = self.base_urls[0]
         self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
                        client_cert=conn.client_cert.eval(base) or None,
                        client_key=conn.client_key.eval(base) or None)
@@ -103,7 +209,9 @@ class Backend:
         headers += self._credentials(ctx)
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
-                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe)
+                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
+                           failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
+                           max_body=conn.max_response_bytes)
 
     def _url(self, path: str, link: bool = False) -> str:
         """link: a path that is one raw_path value, from the host root like a link in a reply."""
@@ -160,29 +268,40 @@ class Backend:
 
     def send(self, spec: m.RequestSpec, context: Mapping[str, Any], **options: Any) -> HttpResponse:
         self._refresh_if_due()
-        request = self.build(spec, context, **options)
-        response = self._send(request)
+        response = self._send(lambda: self.build(spec, context, **options))
         if response.status == 401 and self.scheme.type == "session":
             # A server that answers 401 before reading the request body leaves it on the
             # connection: the login goes out on a fresh one, or it would arrive garbled.
             fresh = reset_connections(self.transport)
             log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
             self.login(renew=True)
-            response = self._send(self.build(spec, context, **options))
+            response = self._send(lambda: self.build(spec, context, **options))
             if response.status == 401:
-                error = AuthError(f"Authentication failed: {request.method} {request.url.split('?')[0]} answered "
-                                  f"HTTP 401 again right after a new login"
-                                  f"{' on a new connection' if fresh else ' (on the same connection)'}: "
+                where = f"{spec.method} {self.build(spec, context, **options).url.split('?')[0]}"
+                error = AuthError(f"Authentication failed: {where} answered HTTP 401 again right after a new "
+                                  f"login{' on a new connection' if fresh else ' (on the same connection)'}: "
                                   f"{message_of(response, self.mapping.connection.error_message)}")
                 error.status = 401
                 raise error
         return response
 
-    def _send(self, request: HttpRequest) -> HttpResponse:
-        try:
-            return self.transport.send(request)
-        except TransportError as exc:
-            raise exc.context("backend unreachable")
+    def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
+        """Send to the current host; on a connection error go on to the next of `connection.hosts`,
+        but only with a request that never reached the host or is safe to repeat."""
+        for tried in range(1, len(self.base_urls) + 1):
+            request = make()
+            try:
+                return self.transport.send(request)
+            except TransportError as exc:
+                if tried == len(self.base_urls) or not _may_fail_over(request, exc):
+                    raise exc.context("backend unreachable")
+                self._next_host(exc)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _next_host(self, exc: TransportError) -> None:
+        current = self.base_urls.index(self.base_url)
+        self.base_url = self.base_urls[(current + 1) % len(self.base_urls)]
+        log.warning("%s; trying %s", exc.message, self.base_url)
 
     # --------------------------------------------------------------- auth
 
@@ -212,7 +331,8 @@ class Backend:
     def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> dict | None:
         """The values a login or refresh reply yields; None if a refusable request was refused."""
         base = {"settings": self.settings, "auth": previous}
-        response = self._send(self.build(login.request, base))
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base)))
+        guard_exchange(self.redactor, login.public, response=response)
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted and refusable:
             return None
@@ -244,6 +364,11 @@ class Backend:
                             "not a positive number of seconds")
         return float(value)
 
+    def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
+        """The login request, its values known as secrets before it is sent (or logged)."""
+        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
+        return request
+
     def _extract_login(self, response: HttpResponse, extract: tuple, required: bool = True) -> dict:
         values = {}
         for name, extraction in extract:
@@ -255,9 +380,10 @@ class Backend:
         return values
 
     def logout(self) -> None:
-        if self.scheme.logout is not None and self.auth:
+        logout = self.scheme.logout
+        if logout is not None and self.auth:
             try:
-                self._send(self.build(self.scheme.logout, {"settings": self.settings}))
+                self._send(lambda: self.build(logout, {"settings": self.settings}))
             except BackendError as exc:
                 log.warning("logout failed: %s", exc)
         self.auth = {}

@@ -65,10 +65,19 @@ class Located:
 
 def read(target: str | Path) -> Located:
     """YAML of the mapping and every file it extends, merged."""
-    return _read(resolve(target), ())
+    path = resolve(target)
+    return _read(path, (), path.resolve().parent)
 
 
-def _read(path: Path, seen: tuple) -> Located:
+def _inside(path: Path, home: Path) -> bool:
+    """`extends` may name a file in the folder tree of the mapping being loaded, or of a known pack."""
+    from . import catalog
+    if path.is_relative_to(home):
+        return True
+    return any(path.is_relative_to(pack.folder.resolve()) for pack in catalog.discover().packs)
+
+
+def _read(path: Path, seen: tuple, home: Path) -> Located:
     data, source = load_yaml(path)
     if not isinstance(data, dict):
         raise MappingError(source.finding((), "a mapping is a YAML object (key: value lines)"))
@@ -78,11 +87,15 @@ def _read(path: Path, seen: tuple) -> Located:
     if not isinstance(parent, str):
         raise MappingError(source.finding(("extends",), "`extends` names a mapping file"))
     base_path = (path.parent / parent).resolve()
+    if not _inside(base_path, home):
+        # Never read (nor echo in an error) a file outside the pack: `extends: /etc/passwd`.
+        raise MappingError(source.finding(("extends",), f"`extends`: {parent} is outside the pack's folder "
+                                          f"({home}) and every known pack; refused"))
     if base_path in seen or base_path == path.resolve():
         raise MappingError(source.finding(("extends",), f"`extends` loops back to {parent}"))
     if not base_path.is_file():
         raise MappingError(source.finding(("extends",), f"`extends`: no file {base_path}"))
-    base = _read(base_path, seen + (path.resolve(),))
+    base = _read(base_path, seen + (path.resolve(),), home)
     merged = merge(base.data, {k: v for k, v in data.items() if k != "extends"})
     return Located(merged, [source] + base.sources)
 
@@ -172,8 +185,9 @@ def checked(target: str | Path) -> tuple[Any, list[Finding]]:
         located = read(target)
     except MappingError as exc:
         return None, exc.findings
+    notes = [w for source in located.sources for w in source.warnings]
     problems = schema_findings(located)
     if problems:
-        return None, problems
+        return None, problems + notes
     mapping, findings = compile_mapping(located)
-    return (None if any(f.severity == "error" for f in findings) else mapping), findings
+    return (None if any(f.severity == "error" for f in findings) else mapping), findings + notes

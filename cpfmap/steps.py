@@ -35,6 +35,14 @@ class Cache:
         self.entries.clear()
 
 
+class _Again(Exception):
+    """A refusal an on_error rule answers by running the steps again (`retry`)."""
+
+    def __init__(self, rule: m.ErrorRule, step: m.Step, error: BackendError) -> None:
+        super().__init__(error.message)
+        self.rule, self.step, self.error = rule, step, error
+
+
 class StepRunner:
     def __init__(self, backend: Backend, cache: Cache,
                  waiter: Callable[[m.TaskStart, dict], None] | None = None) -> None:
@@ -43,20 +51,35 @@ class StepRunner:
         self.waiter = waiter  # polls the backend task a step started (step.wait)
 
     def run(self, steps: tuple, context: dict) -> dict:
-        """Run steps in order, adding their variables to context; returns context."""
-        for step in steps:
-            if step.when is not None and not step.when.render(context):
+        """Run steps in order, adding their variables to context; returns context. A refusal
+        whose on_error rule says `retry` runs them again from the rule's step, a bounded number
+        of times."""
+        index = 0
+        refusals: dict[int, int] = {}  # times each retry rule was used
+        while index < len(steps):
+            try:
+                self._step(steps[index], context)
+            except _Again as again:
+                count = refusals[id(again.rule)] = refusals.get(id(again.rule), 0) + 1
+                if count >= again.rule.retry:
+                    raise again.error.context(f"refused {count} times") from None
+                index = _restart(steps, index, again.rule.retry_from)
                 continue
-            if step.steps:
-                self.run(step.steps, context)
-                continue
-            if step.fail is not None:
-                raise BackendError(str(step.fail.render(context)))
-            for name, value in step.set:
-                context[name] = value.eval(context)
-            if step.request is not None:
-                self._request(step, context)
+            index += 1
         return context
+
+    def _step(self, step: m.Step, context: dict) -> None:
+        if step.when is not None and not step.when.render(context):
+            return
+        if step.steps:
+            self.run(step.steps, context)
+            return
+        if step.fail is not None:
+            raise BackendError(str(step.fail.render(context)))
+        for name, value in step.set:
+            context[name] = value.eval(context)
+        if step.request is not None:
+            self._request(step, context)
 
     def _request(self, step: m.Step, context: dict) -> None:
         wait = True
@@ -84,19 +107,27 @@ class StepRunner:
                  exc: TransportError | None, response: HttpResponse | None) -> bool:
         """Apply the first on_error rule that covers the refusal (whether the step's wait still
         runs), or raise."""
-        error = {"status": status, "message": message, "body": _json_or_none(response)}
+        error = {"status": status, "message": message, "reason": response.reason if response is not None else "",
+                 "body": _json_or_none(response)}
         for rule in step.on_error:
             if rule.covers(status, message):
                 ctx = dict(context, error=error)
                 if rule.fail is not None:
                     raise BackendError(str(rule.fail.render(ctx)))
+                if rule.retry and exc is None:  # the rule's match says this refusal did nothing
+                    raise _Again(rule, step, self._failure(step, context, status, message))
+                if rule.retry:
+                    continue
                 context.update(rule.set.eval(ctx) if rule.set else {})
                 return rule.wait
         if exc is not None:
             raise exc
-        failure = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
-        failure.status = status
-        raise failure
+        raise self._failure(step, context, status, message)
+
+    def _failure(self, step: m.Step, context: dict, status: int, message: str) -> BackendError:
+        error = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
+        error.status = status
+        return error
 
     def _label(self, step: m.Step, context: dict) -> str:
         try:
@@ -184,6 +215,16 @@ def _json_or_none(response: HttpResponse | None) -> Any:
         return response.json() if response is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _restart(steps: tuple, index: int, name: str) -> int:
+    """Where a retry starts: the named step at or before index, or index itself."""
+    if not name:
+        return index
+    for back in range(index, -1, -1):
+        if steps[back].name == name:
+            return back
+    raise BackendError(f"retry from `{name}`: no such step before `{steps[index].name or steps[index].where}`")
 
 
 def _page_size(value: Any) -> int:

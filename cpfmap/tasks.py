@@ -63,7 +63,7 @@ def _payload(task_id: Any) -> dict:
         raise _bad("it is not base64url")
     try:
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
         raise _bad("it does not decode") from None
     if not isinstance(payload, dict):
         raise _bad("it does not decode to an object")

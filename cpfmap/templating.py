@@ -8,7 +8,9 @@ rendered with every inserted value percent-encoded.
 from __future__ import annotations
 
 import base64
+import functools
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -16,6 +18,7 @@ from typing import Any, Callable, Mapping
 import jinja2
 import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import _PassArg
 
 from .errors import BackendError
 
@@ -42,6 +45,17 @@ def decode_name(value: str, escape: str = "-") -> str:
     Example: `{{ 'RAS-20Template-20Snapshot' | decode_name }}` -> `"RAS Template Snapshot"`"""
     hexed = re.sub(re.escape(escape) + r"([0-9A-F]{2})", lambda m: f"%{m.group(1)}", str(value))
     return urllib.parse.unquote(hexed, errors="strict")
+
+
+def dns_name(value: Any, fallback: str = "vm") -> str:
+    """A name valid as a DNS name (what PVE's `dns-name` format takes): accents dropped, every
+    run of characters other than letters, digits and `-` inside a dot-separated label becomes
+    one `-`, labels trimmed of `-` and cut to 63 characters, empty labels dropped;
+    `fallback` if nothing is left. Predictable, not reversible.
+    Example: `{{ 'RAS Host_01 (Büro)' | dns_name }}` -> `"RAS-Host-01-Buro"`"""
+    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
+    labels = [re.sub(r"[^A-Za-z0-9-]+", "-", label).strip("-")[:63].strip("-") for label in text.split(".")]
+    return ".".join(label for label in labels if label) or fallback
 
 
 def _b64encode(value: Any) -> str:
@@ -92,9 +106,44 @@ def raw_path(value: Any) -> RawPath:
 
 
 FILTERS: dict[str, Callable] = {
-    "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode,
+    "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode, "dns_name": dns_name,
     "regex_replace": _regex_replace, "regex_search": _regex_search, "raw_path": raw_path,
 }
+
+
+MAX_REPEAT = 1_000_000   # items or characters a `*` may build
+MAX_EXPONENT = 10_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja folds constant expressions while it compiles: it would run a catastrophic regex
+    filter or build `'a' * 10**10` at load time, in `validate`, without any bound. Here no
+    operator or plain filter is folded (every binary operator is intercepted, every plain
+    filter needs the context), and `*` and `**` are bounded when they run."""
+
+    intercepted_binops = frozenset(("+", "-", "*", "/", "//", "%", "**"))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and _repeat_size(left, right) > MAX_REPEAT:
+            raise ValueError(f"`*` would build more than {MAX_REPEAT} items")
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"`**` with an exponent over {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeat_size(left: Any, right: Any) -> int:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple, bytes)) and isinstance(times, int):
+            return len(seq) * times
+    return 0
+
+
+def _unfoldable(func: Callable) -> Callable:
+    """The filter, taking the context it ignores: Jinja never runs such a filter while compiling."""
+    @functools.wraps(func)
+    def call(context: Any, *args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+    return jinja2.pass_context(call)
 
 
 class Placeholder(str):
@@ -135,10 +184,13 @@ class Templates:
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:
-        env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                            keep_trailing_newline=True, finalize=finalize)
+        env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False,
+                       keep_trailing_newline=True, finalize=finalize, optimized=False)
         env.filters.update(FILTERS)
         env.filters.update(filters or {})
+        for name, func in env.filters.items():
+            if _PassArg.from_obj(func) is None:
+                env.filters[name] = _unfoldable(func)
         return env
 
     def compile(self, source: str, where: str, *, path: bool = False) -> "Template":

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
 from .cassette import SECRET_HEADERS, Cassette
-from .redact import MASK, Redactor
+from .redact import MASK, Redactor, looks_secret
 from .rpc import Server
 from .transport import HttpRequest, HttpResponse, Transport
 
@@ -45,7 +46,7 @@ def session_line(line: str) -> tuple[str, dict | None, list | None]:
     session line is a CPF request, or `{"request", "reply", "http"}` as `record --session` writes."""
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return line, None, None
     if isinstance(data, dict) and "request" in data and "method" not in data:
         reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
@@ -70,15 +71,29 @@ class RecordingServer(Server):
         if reply is not None:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             try:
-                request: Any = json.loads(text.lstrip("\ufeff"))
-            except ValueError:
+                request: Any = json.loads(text.lstrip("\ufeff"), parse_constant=_not_json,
+                                          parse_float=_finite_or_text)
+            except (ValueError, RecursionError):  # kept as the text it was (the reply says why)
                 request = text.strip()
             line = {"request": self.redactor.scrub(_masked_settings(request, self.secret_settings)),
                     "reply": json.loads(reply),
                     "http": list(range(before, len(self.exchanges)))}
-            self.out.write(json.dumps(line) + "\n")
-            self.out.flush()
+            try:
+                self.out.write(json.dumps(line) + "\n")
+                self.out.flush()
+            except OSError as exc:  # a full disk must not cost RAS its replies
+                log.error("cannot write the session file: %s", exc.strerror or exc)
         return reply
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_or_text(text: str) -> float | str:
+    """1e400 is kept as its text: the session file stays strict JSON."""
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def _masked_settings(request: Any, secret: tuple) -> Any:
@@ -88,7 +103,7 @@ def _masked_settings(request: Any, secret: tuple) -> Any:
     settings = params.get("settings") if isinstance(params, dict) else None
     if not isinstance(settings, dict):
         return request
-    masked = {k: (MASK if k in secret and v not in (None, "") else v) for k, v in settings.items()}
+    masked = {k: (MASK if (k in secret or looks_secret(k)) and v not in (None, "") else v) for k, v in settings.items()}
     return {**request, "params": {**params, "settings": masked}}
 
 

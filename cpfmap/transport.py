@@ -42,6 +42,9 @@ class HttpRequest:
     timeout: tuple[float, float] = (10.0, 60.0)
     tls: Tls = field(default_factory=Tls)
     retry_safe: bool = False   # the mapping says repeating it is harmless
+    deadline: float = 120.0    # seconds for one whole exchange: connect, send, every read
+    max_body: int = 64 * 1024 * 1024   # bytes of a response body (decoded) we accept
+    failover: bool = False     # another host can take it: do not wait on this one's connection errors
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
@@ -64,7 +67,10 @@ class HttpResponse:
         """The body as JSON; None for an empty body; raises ValueError if not JSON."""
         if not self.body.strip():
             return None
-        return json.loads(self.body.decode("utf-8-sig"))
+        try:
+            return json.loads(self.body.decode("utf-8-sig"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
     def text(self, limit: int = 400) -> str:
         return self.body[:limit].decode("utf-8", "replace")
@@ -175,6 +181,8 @@ class LiveTransport:
     def _may_retry(self, request: HttpRequest, exc: TransportError, attempt: int) -> bool:
         if attempt >= self.retry.attempts or getattr(exc, "hung", False):
             return False  # a backend that took the whole read timeout would only take it again
+        if request.failover:
+            return False  # the next host is tried instead (session.Backend)
         # A request that never left (no connection) is safe to repeat whatever its method.
         return self._repeatable(request) or getattr(exc, "not_sent", False)
 
@@ -184,14 +192,82 @@ class LiveTransport:
         # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
         # must not override the mapping's TLS settings. Proxies from the environment still apply.
         proxies = requests.utils.get_environ_proxies(request.url)
+        started = self.clock.now()
+        timeout = (request.timeout[0], min(request.timeout[1], request.deadline))
         try:
-            raw = self.session.send(prepared, timeout=request.timeout, verify=_verify(request.tls),
+            raw = self.session.send(prepared, timeout=timeout, verify=_verify(request.tls), stream=True,
                                     cert=_cert(request.tls), proxies=proxies, allow_redirects=False)
+            body = _read_body(raw, request, started + request.deadline, self.clock)
         except requests.exceptions.RequestException as exc:
             raise _transport_error(request, exc) from None
         headers = tuple((k, v) for k, v in raw.headers.items())
-        return HttpResponse(raw.status_code, headers, raw.content, raw.reason or "",
-                            raw.elapsed.total_seconds())
+        return HttpResponse(raw.status_code, headers, body, raw.reason or "", raw.elapsed.total_seconds())
+
+
+def _read_body(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:
+    """The whole body, read as it comes, within the request's deadline and size cap: a backend
+    that trickles a byte a second, or sends gigabytes, is cut off with a clear error."""
+    try:
+        _check_length(raw, request)
+        chunks, size = [], 0
+        while True:
+            _limit_wait(raw, request, deadline - clock.now())
+            chunk = _read_some(raw, request, deadline, clock)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > request.max_body:
+                raise _too_large(request)
+            chunks.append(chunk)
+    except BaseException:
+        raw.close()  # the connection is in an unknown state: never reuse it
+        raise
+    raw.raw.release_conn()
+    return b"".join(chunks)
+
+
+def _read_some(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:
+    try:
+        return raw.raw.read1(65536, decode_content=True)
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        if clock.now() >= deadline:
+            raise _deadline_passed(request) from None
+        raise requests.exceptions.ReadTimeout(exc) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise requests.exceptions.ConnectionError(exc) from None
+
+
+def _check_length(raw: requests.Response, request: HttpRequest) -> None:
+    length = raw.headers.get("Content-Length", "")
+    if length.strip().isdigit() and int(length) > request.max_body:
+        raise _too_large(request)
+
+
+def _limit_wait(raw: requests.Response, request: HttpRequest, remaining: float) -> None:
+    """The next read may wait at most what is left of the deadline (and the read timeout)."""
+    if remaining <= 0:
+        raise _deadline_passed(request)
+    sock = getattr(getattr(raw.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(min(request.timeout[1], remaining))
+
+
+def _deadline_passed(request: HttpRequest) -> TransportError:
+    error = TransportError(f"no complete answer from {_where(request)} within {request.deadline:g}s "
+                           "(connection.total_timeout): the backend is answering too slowly")
+    error.hung = True  # type: ignore[attr-defined]
+    return error
+
+
+def _too_large(request: HttpRequest) -> TransportError:
+    error = TransportError(f"the answer from {_where(request)} is larger than {request.max_body} bytes "
+                           "(connection.max_response_bytes)")
+    error.hung = True  # type: ignore[attr-defined]  # the same request would only bring it again
+    return error
+
+
+def _where(request: HttpRequest) -> str:
+    return f"{request.method} {request.url.split('?')[0]}"
 
 
 def _verify(tls: Tls) -> bool | str:

@@ -41,5 +41,9 @@ def serve_session(mapping: str, lines: list, *extra: str, timeout: float = 60) -
     data = b"".join(line if isinstance(line, bytes) else (json.dumps(line) + "\n").encode() for line in lines)
     proc = subprocess.run([sys.executable, str(CONNECTOR), "serve", mapping, *extra], input=data,
                           capture_output=True, timeout=timeout)
-    replies = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    replies = [json.loads(line, parse_constant=_not_json) for line in proc.stdout.decode().splitlines()]
     return replies, proc.stderr.decode("utf-8", "replace"), proc.returncode
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON: every stdout line must be strict JSON")

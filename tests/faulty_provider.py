@@ -91,11 +91,15 @@ METHODS = {
 def answer(line):
     try:
         req = json.loads(line)
-        if not isinstance(req, dict):
-            raise ValueError
     except ValueError:
         return {"error": {"code": -32700, "message": "parse error"}}
+    if not isinstance(req, dict):
+        return {"error": {"code": -32600, "message": "invalid request"}}
     method, params = req.get("method"), req.get("params") or {}
+    if not isinstance(method, str):
+        return {"error": {"code": -32600, "message": "invalid request: no method"}}
+    if defect == "echo-settings" and method == "provider/connect":  # a provider that leaks what it got
+        return {"error": {"code": 1, "message": f"refused settings {json.dumps(params.get('settings'))}"}}
     if method not in METHODS:
         out = {"error": {"code": 1 if defect == "wrong-code" else -32601, "message": "unknown method"}}
     else:

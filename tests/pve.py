@@ -26,17 +26,36 @@ def next_host() -> str:
 class ServedPve:
     """FakePve on a private event loop in a daemon thread; stop() when done."""
 
-    def __init__(self, host: str | None = None, time_scale: float = 0.0) -> None:
+    def __init__(self, host: str | None = None, time_scale: float = 0.0, fake: type = FakePve,
+                 nodes: int = 1) -> None:
+        """nodes > 1: the same cluster also answers on nodes - 1 more addresses (`self.hosts`),
+        as the other nodes of a real cluster do; `down(host)` stops one answering."""
         self.dir = Path(tempfile.mkdtemp(prefix="cpfmap-pve-"))
         self.host = host or next_host()
-        self.certfile, keyfile, _ = make_cert(str(self.dir), hosts=(self.host,))
-        self.pve = FakePve(user="root@pam", password=PASSWORD, host=self.host, port=0)
+        self.hosts = [self.host] + [next_host() for _ in range(nodes - 1)]
+        self.certfile, self.keyfile, _ = make_cert(str(self.dir), hosts=tuple(self.hosts))
+        self.pve = fake(user="root@pam", password=PASSWORD, host=self.host, port=0)
         self.pve.time_scale = time_scale
         self.pve.apitokens[f"{TOKEN_USER}!{TOKEN_NAME}"] = TOKEN_SECRET
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"fakepve-{self.host}")
         self.thread.start()
-        self.call(self.pve.start(self.certfile, keyfile))
+        self.call(self.pve.start(self.certfile, self.keyfile))
+        self.sites = {host: self.call(self._listen(host)) for host in self.hosts[1:]}
+
+    async def _listen(self, host: str):
+        import ssl
+
+        from aiohttp import web
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        site = web.TCPSite(self.pve.runner, host, self.pve.port, ssl_context=ctx)
+        await site.start()
+        return site
+
+    def down(self, host: str) -> None:
+        """One of the extra addresses stops answering (its node reboots)."""
+        self.call(self.sites.pop(host).stop())
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

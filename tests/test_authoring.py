@@ -5,7 +5,7 @@ import io
 import json
 
 from conftest import ROOT
-from pve import TOKEN_SECRET
+from pve import PASSWORD, TOKEN_SECRET
 
 from cpfmap import authoring, spec
 from cpfmap.cli import run
@@ -83,6 +83,12 @@ def test_call_live_verbose_shows_exchanges_with_timing_and_no_secret(pve, settin
     lines = out.splitlines()
     assert lines[0].startswith("-> GET https://") and lines[0].endswith(" ms)") and "/version  <- 200" in lines[0]
     assert TOKEN_SECRET not in out
+
+
+def test_call_verbose_masks_the_password_in_the_login_it_shows(pve, settings_file):
+    code, out, _ = cli("call", "proxmox-ve", "guests/list", "-v", "--settings", str(settings_file(auth="password")))
+    assert code == 0 and "/access/ticket" in out and "sent: " in out and "password=***" in out
+    assert PASSWORD not in out
 
 
 def test_call_provider_connect_with_settings_connects_and_replies(tmp_path):

@@ -121,9 +121,10 @@ def test_locked_vm_errors_carry_pve_text(pve):
     convert = {"method": "guests/convert", "params": {"id": "103", "is_template": True}}
     stop = {"method": "guests/control", "params": {"id": "102", "control": "stop"}}
     replies, err, _ = serve_session("proxmox-ve", [connect(pve), convert, stop])
-    for reply in replies[1:]:
-        assert reply["error"]["code"] == 1
-        assert "VM is locked (backup)" in reply["error"]["message"]
+    assert "VM is locked (backup)" in replies[1]["error"]["message"]
+    # a power operation names the lock and why before asking PVE
+    assert replies[2]["error"]["message"].startswith("Guest 102 is locked by Proxmox VE (lock `backup`: a backup "
+                                                     "job is running); try again when that has finished")
 
 
 def test_unreachable_host_fails_within_the_timeout(pve):
@@ -153,8 +154,12 @@ def test_ca_file_wins_over_requests_ca_bundle(pve, tmp_path, monkeypatch):
 
 def test_token_secret_never_reaches_stderr_or_replies(pve, tmp_path):
     log = tmp_path / "provider.log"
-    replies, err, _ = serve_session("proxmox-ve", [connect(pve), {"method": "guests/list"}],
+    # RAS never sends a secret as a guest id; here it stands for any request or backend reply
+    # that carries one: it must be masked in the reply, stderr and the log file alike.
+    probe = {"method": "guests/get", "params": {"id": TOKEN_SECRET}}
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), {"method": "guests/list"}, probe],
                                     "--log-level", "DEBUG", "--log-file", str(log))
+    assert "error" in replies[2] and "***" in err and "***" in log.read_text()
     assert TOKEN_SECRET not in err and TOKEN_SECRET not in json.dumps(replies)
     assert TOKEN_SECRET not in log.read_text()
 

@@ -18,6 +18,13 @@ from cpfmap.transport import FunctionTransport
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "protocol.yaml").read_text())
 
 
+def strict_json(line: str | bytes):
+    """Parse as a strict JSON reader (RAS's .NET one) would: NaN and Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
 def no_network(request):
     raise AssertionError(f"no request may be sent: {request.method} {request.url}")
 
@@ -47,7 +54,7 @@ def check(case: dict, reply) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_protocol_case(server, case):
     line = server.handle_line(case["line"].encode("utf-8") + b"\n")
-    check(case, json.loads(line) if line is not None else None)
+    check(case, strict_json(line) if line is not None else None)
 
 
 def test_serve_loop_bom_crlf_blank_lines_and_order(server):
@@ -80,3 +87,21 @@ def test_secrets_are_masked_in_error_messages():
         raise BackendError("backend said: bad token s3cr3t-token")
     reply = json.loads(Server({"guests/list": leak}, redactor).handle_line(b'{"method": "guests/list"}'))
     assert "s3cr3t-token" not in reply["error"]["message"] and "***" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("result", [float("nan"), float("inf"), {"x": [float("-inf")]}])
+def test_a_reply_that_is_not_strict_json_becomes_an_internal_error_with_the_id(result):
+    server = Server({"guests/list": lambda params: result}, Redactor())
+    reply = strict_json(server.handle_line(b'{"method": "guests/list", "id": 5}'))
+    assert reply["error"]["code"] == -32603 and reply["id"] == 5
+
+
+def test_a_line_over_the_limit_is_refused_and_the_next_one_answered():
+    server = Server({"provider/initialize": lambda params: {}}, Redactor(), max_line=1000)
+    data = b'{"method": "provider/initialize", "id": 1}\n' + b'{"pad": "' + b"x" * 5000 + b'"}\n' \
+        + b'{"method": "provider/initialize", "id": 2}\n' + b"y" * 3000
+    out = io.BytesIO()
+    server.serve(io.BytesIO(data), out)
+    replies = [strict_json(line) for line in out.getvalue().splitlines()]
+    assert [r.get("id") for r in replies] == [1, None, 2, None]
+    assert replies[1]["error"]["code"] == -32700 and "longer than 1000 bytes" in replies[1]["error"]["message"]

@@ -37,6 +37,10 @@ def provider(tmp_path):
 
     def backend(request):
         seen.append(dict(request.headers))
+        if "/machines/" in request.url:  # a backend that echoes the credentials it refused
+            sent = " ".join(v for k, v in request.headers if k in ("X-Api-Key", "Authorization"))
+            return HttpResponse(500, (("Content-Type", "application/json"),),
+                                json.dumps({"error": {"message": f"refused: {sent}"}}).encode())
         return HttpResponse(200, (("Content-Type", "application/json"),), b'{"items": []}')
     redactor = Redactor()
     server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), VirtualClock(), redactor)),
@@ -63,12 +67,17 @@ def test_scheme_chosen_by_settings_puts_credentials_on_every_request(provider, s
         assert all(h.get("X-Tenant") == "acme" for h in seen)
 
 
-def test_credentials_are_masked_in_error_replies(provider):
+@pytest.mark.parametrize("settings,secrets", [
+    ({"key": "k-abcdef123"}, ["k-abcdef123"]),
+    ({"mode": "basic"}, ["pw-0123456", base64.b64encode(b"admin:pw-0123456").decode()]),
+    ({}, ["pw-0123456"]),
+])
+def test_credentials_echoed_by_the_backend_are_masked_in_error_replies(provider, settings, secrets):
     server, _ = provider
-
-    connect(server, key="k-abcdef123")
-    reply = server.handle_text('{"method": "guests/get", "params": {"id": "k-abcdef123"}}')
-    assert "k-abcdef123" not in json.dumps(reply)
+    assert connect(server, **settings) == {"result": {}}
+    reply = json.dumps(server.handle_text('{"method": "guests/get", "params": {"id": "101"}}'))
+    assert "refused: " in reply and "***" in reply
+    assert not [s for s in secrets if s in reply]
 
 
 class _Garbling(http.server.BaseHTTPRequestHandler):

@@ -62,7 +62,9 @@ def record(variant: str, mapping: str, plan: list) -> None:
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise SystemExit(f"{variant}/{name}: workflow failed: {failed[0].name}: {failed[0].detail}")
-            (folder / f"{name}.jsonl").write_text("".join(_shown(line) for line in sent), encoding="utf-8",
+            # The session stops before the runner's final disconnect, so a replay can go on from it.
+            kept = [line for line in sent if json.loads(line).get("method") != "provider/disconnect"]
+            (folder / f"{name}.jsonl").write_text("".join(_shown(line) for line in kept), encoding="utf-8",
                                                   newline="\n")
             print(f"recorded {cassette.relative_to(ROOT)}")
     finally:

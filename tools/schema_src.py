@@ -88,8 +88,9 @@ DEFS = {
                            obj("An extraction with options.", {
                                "jmespath": REF("jmespath"),
                                "from": prop("What the expression reads: the JSON `body` (default), "
-                                            "the `headers` (lower-case names) or the `status` code.",
-                                            "headers", enum=["body", "headers", "status"]),
+                                            "the `headers` (lower-case names), the `status` code or the HTTP "
+                                            "`reason` phrase.",
+                                            "headers", enum=["body", "headers", "status", "reason"]),
                                "default": prop("Value used when the expression yields null.", []),
                                "required": prop("If the expression yields null: fail with this "
                                                 f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
@@ -103,8 +104,9 @@ DEFS = {
                         "match": prop("A regular expression searched in the backend's error message.",
                                       "does not exist", type="string"),
                         "fail": prop(f"Fail the call with this message ({TEMPLATE}; `error.status`, "
-                                     "`error.message` and `error.body` (the reply's JSON, or null) hold "
-                                     "the backend's answer).", "Guest {{ params.id }} not found", type="string"),
+                                     "`error.message`, `error.reason` (the HTTP reason phrase) and "
+                                     "`error.body` (the reply's JSON, or null) hold the backend's answer).",
+                                     "Guest {{ params.id }} not found", type="string"),
                         "set": prop("Carry on, setting these step variables (values over the step's "
                                     "variables and `error`) instead; the step's `extract` does not run.",
                                     {"ips": []}, type="object"),
@@ -112,6 +114,16 @@ DEFS = {
                                      "recovered (default true; `set` can give its handle, e.g. "
                                      "`{upid: \"{{ error.body.data }}\"}`). false: there is no task to "
                                      "wait for (e.g. 404, already gone).", False, type="boolean"),
+                        "retry": obj("Run the steps again from the named earlier step (or this one) when "
+                                     "the backend refused the request outright, e.g. a new id after "
+                                     "\"already exists\"; after `times` refusals the call fails with the "
+                                     "backend's message.", {
+                                         "times": prop("Refusals before giving up.", 5, type="integer",
+                                                       minimum=1, maximum=20),
+                                         "from": prop("Name of an earlier step of the same operation to "
+                                                      "run again from; this step if absent.",
+                                                      "next free VMID", type="string"),
+                                     }, required=["times"], example={"times": 8, "from": "next free VMID"}),
                     }, example={"status": [500], "match": "agent is not running", "set": {"ips": []}}),
     "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
                     "only its own options (validate names the ones it takes): offset: size, limit_param, "
@@ -261,8 +273,13 @@ DEFS = {
             "request": REF("request"),
             "accept": REF("statuses"),
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
-                            "every text value is a secret (numbers such as expires_in are not).",
-                            {"ticket": "data.ticket"}, type="object", additionalProperties=REF("extraction")),
+                            "all are secrets (see `public`).", {"ticket": "data.ticket"}, type="object",
+                            additionalProperties=REF("extraction")),
+            "public": prop("Field names of the login request and reply that are not secret (e.g. the "
+                           "user name, a token type). Every other value of the login exchange (request "
+                           "query, form and JSON values, except text written as is; reply JSON values, "
+                           "cookies and credential headers) is masked wherever it appears, extracted or not.",
+                           ["username", "token_type"], type="array", items={"type": "string"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
@@ -307,7 +324,8 @@ SCHEMA = {
     "properties": {
         "$schema": prop("Editor hint; ignored.", "../../schemas/mapping.schema.json", type="string"),
         "cpfmap": prop("Mapping language version.", 1, const=1),
-        "extends": prop("A mapping file (relative to this one) that this one overrides: each section "
+        "extends": prop("A mapping file (relative to this one, inside the folder of the mapping being "
+                        "loaded or of a known pack; anything else is refused) that this one overrides: each section "
                         "merges entry by entry, an entry given here (a method, control, fragment, table, "
                         "setting, connection option) replaces the base's whole, null removes it.",
                         "mapping.yaml",
@@ -334,14 +352,27 @@ SCHEMA = {
             "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
+            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
+                                  "reply); a backend that trickles its answer is cut off here. Default 120.",
+                                  120, type="number", exclusiveMinimum=0),
+            "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
+                                       "larger one is an error. Default 67108864 (64 MiB).", 67108864,
+                                       type="integer", minimum=1024),
             "headers": prop("Headers sent on every request (templates).", {"Accept": "application/json"},
                             type="object", additionalProperties=REF("template")),
             "retries": prop("Attempts for requests that are safe to repeat.", 3, type="integer",
                             minimum=1, maximum=10),
             "backoff": prop("Seconds before the first retry; doubles each time.", 0.5, type="number",
                             minimum=0),
-            "error_message": prop("JMESPath over an error reply's body giving the backend's message.",
-                                  "message", **REF("jmespath")),
+            "error_message": prop("JMESPath over an error reply's body giving the backend's message; "
+                                  "when it yields nothing (or blank text) the HTTP reason phrase is the "
+                                  "message.", "message", **REF("jmespath")),
+            "hosts": prop("Several addresses of one backend (value giving a list), each visible as "
+                          "`host` in base_url. Requests go to the first that answers; on a connection "
+                          "error the next is tried: always when the request never reached the host, "
+                          "and only for requests safe to repeat (GET, or marked so) when it may have. "
+                          "The host that answered stays the current one.",
+                          "{{ settings.host.split(',') | map('trim') | reject('equalto', '') | list }}"),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",

@@ -12,7 +12,8 @@ HUGE = 3 * 1024 * 1024
 # name, raw line, required error code (None: a result), required id echo
 PROBES = [
     ("malformed JSON", b'{"method": "guests/list", \n', -32700),
-    ("not a JSON object", b"[1, 2, 3]\n", -32700),
+    ("not a JSON object", b"[1, 2, 3]\n", -32600),
+    ("no method", b'{"params": {}}\n', -32600),
     ("unknown method", b'{"method": "guests/teleport", "params": {"id": "1"}}\n', -32601),
     ("params missing", b'{"method": "guests/get"}\n', -32602),
     ("params of the wrong type", b'{"method": "guests/get", "params": {"id": 101}}\n', -32602),

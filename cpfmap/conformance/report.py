@@ -2,10 +2,12 @@
 was expected; JUnit XML on demand."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..redact import Redactor
 from .ras import Check
 
 
@@ -61,3 +63,9 @@ def junit(checks: list[Check], path: str | Path) -> None:
                 failure = ET.SubElement(case, "failure", message=check.detail)
                 failure.text = "\n".join(_failure(check))
     ET.ElementTree(suites).write(str(path), encoding="utf-8", xml_declaration=True)
+
+
+def scrubbed(checks: list[Check], redactor: Redactor) -> list[Check]:
+    """The checks with every secret masked, before anything is shown or shortened."""
+    return [dataclasses.replace(c, name=redactor(c.name), detail=redactor(c.detail), expected=redactor(c.expected),
+                                request=redactor.scrub(c.request), reply=redactor.scrub(c.reply)) for c in checks]

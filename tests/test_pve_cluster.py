@@ -1,0 +1,281 @@
+"""The Proxmox VE pack against what real clusters do and the plain fakepve scenario does not
+show: concurrent clones, HA-managed guests, PVE before libpve-http-server-perl 5.2.0, tokens
+with exactly the documented role, QEMU run states and locks, DNS names, offline storage,
+/cluster/resources lag and several nodes (see the pack README)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from aiohttp import web
+from conftest import CONNECTOR, serve_session
+from fakepve import FakePve
+from pve import ServedPve, cluster, next_host
+
+LINKED = "cpfmap/packs/proxmox-ve/linked.yaml"
+USER, TOKEN, SECRET = "ras@pve", "cpf", "3b1f2f8e-6a0d-4c47-9d0e-1f5a7c2b9e44"
+# The least-privilege role of the pack README (PVE 9 names), by ACL path.
+ROLE = {"/vms": ("VM.Audit", "VM.PowerMgmt", "VM.Clone", "VM.Allocate", "VM.Config.Options", "VM.Snapshot",
+                 "VM.Snapshot.Rollback", "VM.GuestAgent.Audit"),
+        "/storage": ("Datastore.AllocateSpace",),
+        "/sdn/zones": ("SDN.Use",)}
+
+
+def connect(served, **kw):
+    return {"method": "provider/connect", "params": {"settings": served.settings(**kw)}}
+
+
+def call(method, **params):
+    return {"method": method, "params": params}
+
+
+def control(vmid, name):
+    return call("guests/control", id=vmid, control=name)
+
+
+def served_with(fake=FakePve, **kw):
+    served = ServedPve(fake=fake, **kw)
+    cluster(served.pve)
+    return served
+
+
+# ------------------------------------------------------------------ 1. parallel clones
+
+class NextidReservesNothing(FakePve):
+    """/cluster/nextid as PVE answers it while other clone workers have not yet written their
+    configs: the first `stale` callers all get the same id."""
+
+    stale = 4
+    first = None
+
+    async def _nextid(self, v, user):
+        answer = await super()._nextid(v, user)
+        if self.stale > 0:
+            self.stale -= 1
+            self.first = self.first or answer
+            return self.first
+        return answer
+
+
+def test_four_concurrent_clones_make_four_distinct_vms():
+    served = served_with(NextidReservesNothing)
+    try:
+        lines = [connect(served), call("guests/clone", id="900", name="VDI-X")]
+        data = b"".join((json.dumps(line) + "\n").encode() for line in lines)
+        procs = [subprocess.Popen([sys.executable, str(CONNECTOR), "serve", "proxmox-ve"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+        outs = [proc.communicate(data, timeout=120) for proc in procs]
+        replies = [json.loads(out.decode().splitlines()[1]) for out, _ in outs]
+        assert all("result" in reply for reply in replies), replies
+        ids = {reply["result"]["clone_id"] for reply in replies}
+        assert len(ids) == 4
+        assert all(served.pve.vm(int(i)).name == "VDI-X" for i in ids)
+        refused = [r for r in served.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
+        assert len(refused) > 4  # ids did collide, and were retried
+    finally:
+        served.stop()
+
+
+# ---------------------------------------------------------------- 2. ZFS full clones
+
+def test_a_full_clone_zfs_cannot_make_is_refused_with_what_to_do(pve):
+    pve.pve.fail("POST", "/nodes/pve1/qemu/103/clone", 500,
+                 "Full clone feature is not supported for a snapshot of 'local-zfs:vm-103-disk-0' (scsi0)")
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/clone", id="103", name="V",
+                                                                      snapshot="RAS_TEMPLATE_VERSION_1")])
+    message = replies[1]["error"]["message"]
+    assert "Full clone feature is not supported for a snapshot" in message and "linked.yaml" in message, err
+
+
+# -------------------------------------------------------------------- 3. HA-managed
+
+def test_power_and_delete_wait_for_an_ha_managed_vm_to_change():
+    served = served_with(time_scale=0.02)   # HA acts ha_delay (10) PVE seconds after the request
+    served.pve.vm(101).ha_state = "started"
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [
+            connect(served), control("101", "stop"), call("guests/get", id="101"), control("101", "start"),
+            call("guests/get", id="101"), control("101", "delete"), call("guests/list")], timeout=120)
+    finally:
+        served.stop()
+    assert [r.get("error") for r in replies] == [None] * 7, err
+    assert replies[2]["result"]["state"] == "powered_off"
+    assert replies[4]["result"]["state"] == "powered_on"
+    assert "101" not in replies[6]["result"]["guests"]
+
+
+# ------------------------------------------------------- 4. reason phrase, old PVE 8
+
+class ReasonPhraseOnly(FakePve):
+    """PVE before libpve-http-server-perl 5.2.0: an error's text is only in the reason phrase."""
+
+    def _build_app(self):
+        app = super()._build_app()
+
+        @web.middleware
+        async def strip(request, handler):
+            response = await handler(request)
+            if response.status >= 400 and response.content_type == "application/json":
+                body = {k: v for k, v in json.loads(response.text).items() if k != "message"}
+                return web.json_response(body, status=response.status, reason=response.reason)
+            return response
+        app.middlewares.insert(0, strip)
+        return app
+
+
+def test_error_text_and_agent_rule_work_with_the_reason_phrase_only():
+    served = served_with(ReasonPhraseOnly)
+    served.pve.vm(101).agent = None            # agent: 1 in the config, no agent in the guest
+    served.pve.snapshot_lock(103, "backup")
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), call("guests/get", id="101"),
+                                                       call("guests/convert", id="103", is_template=True)])
+    finally:
+        served.stop()
+    assert replies[1]["result"]["ip_addresses"] == [], err
+    assert replies[2]["error"]["message"].endswith("HTTP 500: VM is locked (backup)")
+
+
+# ------------------------------------------- 5 and 11. the least-privilege role
+
+def with_role(served, drop: str = "") -> dict:
+    served.pve.apitokens[f"{USER}!{TOKEN}"] = SECRET
+    for path, privileges in ROLE.items():
+        served.pve.grant(USER, path, *(p for p in privileges if p != drop))
+    return served.settings(username=USER, token_name=TOKEN, token_secret=SECRET)
+
+
+@pytest.mark.parametrize("mapping,extra", [
+    ("proxmox-ve", []),
+    (LINKED, ["--workflows", "inventory,power,create-template,create-host,delete-host,protocol"]),
+])
+def test_a_token_with_exactly_the_role_passes_every_workflow(pve, tmp_path, mapping, extra):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(with_role(pve)))
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", mapping, "--settings", str(settings),
+                           "--guest", "101", "--template-source", "103", "--time-scale", "0", *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+
+
+# privilege -> the call after connect that needs it (None: connect itself names it)
+NEEDED_BY = {"Datastore.AllocateSpace": call("guests/clone", id="103", name="V")}
+
+
+@pytest.mark.parametrize("privilege", [p for ps in ROLE.values() for p in ps if p != "VM.GuestAgent.Audit"])
+def test_a_token_missing_any_privilege_of_the_role_fails_naming_it(pve, privilege):
+    settings = with_role(pve, drop=privilege)
+    lines = [{"method": "provider/connect", "params": {"settings": settings}}]
+    lines += [NEEDED_BY[privilege]] if privilege in NEEDED_BY else []
+    replies, err, _ = serve_session("proxmox-ve", lines)
+    assert privilege in replies[-1]["error"]["message"], (replies, err)
+
+
+def test_without_agent_privileges_guests_get_answers_without_addresses(pve):
+    settings = with_role(pve, drop="VM.GuestAgent.Audit")
+    replies, err, _ = serve_session("proxmox-ve", [{"method": "provider/connect", "params": {"settings": settings}},
+                                                   call("guests/get", id="101")])
+    assert replies[1]["result"]["ip_addresses"] == [] and replies[1]["result"]["state"] == "powered_on", err
+    assert any(r[1].endswith("/agent/network-get-interfaces") for r in pve.pve.requests)  # PVE said 403
+
+
+# ------------------------------------------------------------- 6. run states, locks
+
+@pytest.mark.parametrize("status,qmp,lock,state", [
+    ("running", "io-error", None, "suspended"), ("running", "internal-error", None, "powered_off"),
+    ("running", "guest-panicked", None, "powered_off"), ("running", "running", "backup", "powered_on"),
+    ("running", "running", "migrate", "powered_on"), ("stopped", "stopped", "clone", "powered_off"),
+    ("running", "running", "snapshot", "powered_on"), ("stopped", "stopped", "backup", "powered_off"),
+])
+def test_qemu_run_states_and_locks_give_the_right_state(pve, status, qmp, lock, state):
+    pve.pve.add_vm(150, "odd", status=status, qmpstatus=qmp, lock=lock, config={"scsi0": "local-lvm:vm-150-disk-0"})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/get", id="150")])
+    assert replies[1]["result"]["state"] == state, err
+
+
+@pytest.mark.parametrize("lock,why", [("backup", "a backup job is running"),
+                                      ("migrate", "it is being migrated to another node"),
+                                      ("clone", "it is being cloned"), ("snapshot", "a snapshot is being taken")])
+def test_power_operations_on_a_locked_vm_name_the_lock(pve, lock, why):
+    pve.pve.snapshot_lock(101, lock)
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("101", "stop"), control("101", "restart")])
+    for reply in replies[1:]:
+        assert f"lock `{lock}`: {why}" in reply["error"]["message"], err
+    assert pve.pve.vm(101).status == "running"
+
+
+@pytest.mark.parametrize("qmp,sent", [("io-error", ["resume"]), ("guest-panicked", ["stop", "start"])])
+def test_start_resumes_after_an_io_error_and_restarts_a_crashed_guest(pve, qmp, sent):
+    pve.pve.vm(101).qmpstatus = qmp
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("101", "start"), call("guests/get", id="101")])
+    assert replies[2]["result"]["state"] == "powered_on", err
+    actions = [r[1].rsplit("/", 1)[1] for r in pve.pve.requests if r[0] == "POST" and "/status/" in r[1]]
+    assert actions == sent
+
+
+# ------------------------------------------------------------------ 7. clone names
+
+def test_clone_names_become_valid_dns_names(pve):
+    clone = call("guests/clone", id="900", name="RAS Host_01 (Büro)")
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), clone])
+    assert pve.pve.vm(int(replies[1]["result"]["clone_id"])).name == "RAS-Host-01-Buro", err
+
+
+# -------------------------------------------------------------- 9. offline storage
+
+def test_delete_refuses_while_a_disk_storage_is_offline_and_destroys_nothing(pve):
+    pve.pve.add_ceph_storage()
+    pve.pve.add_vm(160, "two-disks", status="stopped",
+                   config={"scsi0": "local-lvm:vm-160-disk-0,size=8G", "scsi1": "ceph-pool:vm-160-disk-1,size=8G",
+                           "ide2": "none,media=cdrom"})
+    pve.pve.ceph_down()
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("160", "delete")])
+    assert "storage ceph-pool is not online" in replies[1]["error"]["message"], err
+    assert pve.pve.vm(160).config["scsi0"].startswith("local-lvm:")
+    pve.pve.ceph_recover()
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("160", "delete")])
+    assert replies[1] == {"result": {}} and pve.pve.vm(160) is None, err
+
+
+# ------------------------------------------------------- 10. linked: fresh template
+
+class ResourcesLag(FakePve):
+    """/cluster/resources as pvestatd serves it for ~10 s after a convert: not yet a template."""
+
+    async def _resources(self, request):
+        response = await super()._resources(request)
+        body = json.loads(response.text)
+        for item in body["data"]:
+            item.pop("template", None)
+        return web.json_response(body)
+
+
+def test_linked_variant_reads_template_from_the_vm_not_from_lagging_resources():
+    served = served_with(ResourcesLag)
+    try:
+        exists = call("guests/snapshots/exists", id="103", name="RAS Template Snapshot")
+        replies, err, _ = serve_session(LINKED, [connect(served), call("guests/convert", id="103", is_template=True),
+                                                 exists])
+    finally:
+        served.stop()
+    assert replies[2] == {"result": True}, (replies, err)
+
+
+# ------------------------------------------------------------------- 12. failover
+
+def test_a_node_that_cannot_be_reached_is_skipped():
+    served = served_with(nodes=2)
+    dead, first, second = next_host(), served.hosts[1], served.hosts[0]
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served, host=f"{dead}, {first}, {second}"),
+                                                       call("guests/list")])
+        assert "result" in replies[1], err
+        served.down(first)   # the node RAS was talking to reboots
+        replies, err, _ = serve_session("proxmox-ve", [connect(served, host=f"{first},{second}"), call("guests/list"),
+                                                       control("103", "start"), call("guests/get", id="103")])
+    finally:
+        served.stop()
+    assert replies[3]["result"]["state"] == "powered_on", (replies, err)
+    assert "trying https://" in err
