@@ -67,6 +67,7 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
         yield "login (once per session; credentials from its reply go on every request):"
         yield from _indent(show_request(backend.build(login.request, {"settings": settings}), redactor))
     backend.auth = {name: Placeholder(f"<{name} from the login reply>") for name, _ in (login.extract if login else ())}
+    backend.endpoints = {name: f"<{name} service URL, given at login>" for name, _ in (login.endpoints if login else ())}
     operation = _operation(mapping, method, params)
     context: dict = {"settings": settings, "params": params}
     steps = list(_leaves(operation.steps))

@@ -29,7 +29,7 @@ PAGING_OPTIONS = {
     "next_link": {"cursor", "cursor_from", "size", "limit_param"},
     "link_header": {"size", "limit_param"},
 }
-ROOTS = {"settings", "params", "auth", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+ROOTS = {"settings", "params", "auth", "json_null", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
 
@@ -42,6 +42,7 @@ class Compiler:
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
+        self.endpoints: set[str] = set()   # names the session logins declare (login.endpoints)
 
     # ------------------------------------------------------------ helpers
 
@@ -89,6 +90,8 @@ class Compiler:
 
     def expression(self, raw: str, path: tuple, known: set | None = None) -> Expression | None:
         """A compiled JMESPath; with `known`, the names its var() calls read are checked too."""
+        # var('settings.x') reads a setting too (for the never-used warning)
+        self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
             compiled = Expression.compile(str(raw), _where(path))
         except jmespath.exceptions.JMESPathError as exc:
@@ -143,12 +146,16 @@ class Compiler:
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
+        if "endpoint" in raw and raw["endpoint"] not in self.endpoints:
+            self.error(path + ("endpoint",), f"no auth login declares endpoint `{raw['endpoint']}`"
+                       f"{_suggest(raw['endpoint'], self.endpoints)}")
         return m.RequestSpec(
             method=raw["method"], path=self.template(raw["path"], path + ("path",), known, url=True)
             or self.templates.compile("/", "?", path=True),
             query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
             body=self.template(body, path + ("body",), known) if body is not None else None,
-            content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))))
+            content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))),
+            endpoint=raw.get("endpoint"))
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}

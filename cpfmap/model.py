@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 from .extract import Expression, Table
-from .templating import Template, Templates
+from .templating import Kept, Template, Templates
 
 # ---------------------------------------------------------------- values
 
@@ -53,12 +53,6 @@ class ListValue:
 
     def eval(self, context: Mapping[str, Any]) -> Any:
         return [value.eval(context) for value in self.items]
-
-
-@dataclass(frozen=True)
-class Kept:
-    """`{literal: X}` in a request: X as written, sent even where it holds nulls."""
-    value: Any
 
 
 def without_nulls(value: Any) -> Any:
@@ -137,6 +131,7 @@ class RequestSpec:
     body: Template | None = None
     content_type: str | None = None
     link: bool = False   # the path is one `{{ ... | raw_path }}`: a URL, or a path from the host root
+    endpoint: str | None = None   # a service URL learned at login (auth.login.endpoints), else base_url
 
 
 @dataclass(frozen=True)
@@ -250,6 +245,7 @@ class Login:
     accept: tuple
     extract: tuple   # ((name, Extraction), ...)
     public: frozenset = frozenset()   # field names of the login exchange that are not secret
+    endpoints: tuple = ()   # ((name, Extraction), ...): service URLs, not secrets
 
 
 @dataclass(frozen=True)

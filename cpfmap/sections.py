@@ -18,6 +18,8 @@ def build(c: Compiler, data: dict) -> tuple:
     settings = tuple(_setting(str(k), v) for k, v in (data.get("settings") or {}).items())
     c.tables.update(_tables(c, data.get("tables") or {}))
     fragments = data.get("fragments") or {}
+    c.endpoints = {str(name) for raw in data.get("auth") or []
+                   for name in ((raw.get("login") or {}).get("endpoints") or {})}
     connection = _connection(c, data["connection"])
     auth = tuple(_auth(c, raw, ("auth", i)) for i, raw in enumerate(data.get("auth") or [{"type": "none"}]))
     polls = {str(name): _poll(c, str(name), raw, ("tasks", name), fragments)
@@ -157,7 +159,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
 def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:
     return m.Login(c.request(raw["request"], path + ("request",), known), tuple(raw.get("accept", ())),
                    c.extractions(raw.get("extract"), path + ("extract",), known),
-                   frozenset(map(str, raw.get("public", ()))))
+                   frozenset(map(str, raw.get("public", ()))),
+                   c.extractions(raw.get("endpoints") or {}, path + ("endpoints",), known))
 
 
 def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.PollRule:

@@ -96,7 +96,7 @@ def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpReques
                 redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
             elif looks_secret(name):
                 redactor.add(value)
-        _guard_body(_Guard(redactor, public, frozenset()), response.body, response.header("Content-Type"))
+        _guard_body(_Guard(redactor, public, constants), response.body, response.header("Content-Type"))
 
 
 class _Guard:
@@ -182,6 +182,7 @@ class Backend:
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
         self.scheme = self._choose(base)
         self.auth: dict[str, Any] = {}
+        self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
         self.session_ttl: float | None = None
 
@@ -197,7 +198,7 @@ class Backend:
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
         ctx = dict(context, auth=self.auth if self.auth else context.get("auth", {}))
-        target = url or self._url(str(spec.path.render(ctx)), spec.link)
+        target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
@@ -213,19 +214,28 @@ class Backend:
                            failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
                            max_body=conn.max_response_bytes)
 
-    def _url(self, path: str, link: bool = False) -> str:
+    def _url(self, path: str, endpoint: str | None = None, link: bool = False) -> str:
         """link: a path that is one raw_path value, from the host root like a link in a reply."""
         if path.startswith(("http://", "https://")) or (link and path.startswith("/")):
-            return self.within_base(path)
-        return self.base_url + ("" if path.startswith("/") else "/") + path
+            return self.within_base(path, endpoint)
+        return self.base_of(endpoint) + ("" if path.startswith("/") else "/") + path
 
-    def within_base(self, url: str) -> str:
-        """A URL from a reply (next page, operation) is followed only below base_url."""
+    def base_of(self, endpoint: str | None) -> str:
+        """base_url, or the service URL the login named `endpoint`."""
+        if endpoint is None:
+            return self.base_url
+        if endpoint not in self.endpoints:
+            raise BackendError(f"no `{endpoint}` endpoint: the session login did not give one")
+        return self.endpoints[endpoint]
+
+    def within_base(self, url: str, endpoint: str | None = None) -> str:
+        """A URL from a reply (next page, operation) is followed only below base_url (or the endpoint)."""
+        base = self.base_of(endpoint)
         if url.startswith("/"):
-            parts = urllib.parse.urlsplit(self.base_url)
+            parts = urllib.parse.urlsplit(base)
             return f"{parts.scheme}://{parts.netloc}{url}"
-        if not (url == self.base_url or url.startswith(self.base_url + "/") or url.startswith(self.base_url + "?")):
-            raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {self.base_url}")
+        if not (url == base or url.startswith(base + "/") or url.startswith(base + "?")):
+            raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
         return url
 
     @staticmethod
@@ -313,39 +323,49 @@ class Backend:
             self.login(renew=True)
 
     def login(self, renew: bool = False) -> None:
-        """Session schemes: send the login request and keep what it yields (text values are
-        secret). renew: a session exists; its `refresh` request goes first, if the scheme has
+        """Session schemes: send the login request and keep what it yields (secret unless
+        public). renew: a session exists; its `refresh` request goes first, if the scheme has
         one, and a fresh login only if the backend refuses it."""
         scheme = self.scheme
         if scheme.type != "session" or scheme.login is None:
             return
-        previous, self.auth = self.auth, {}
+        (previous, self.auth), (known, self.endpoints) = (self.auth, {}), (self.endpoints, {})
         if renew and scheme.refresh is not None and previous:
-            values = self._session_request(scheme.refresh, previous, refusable=True)
-            if values is not None:
-                self._keep({**previous, **{k: v for k, v in values.items() if v is not None}})
+            got = self._session_request(scheme.refresh, previous, refusable=True)
+            if got is not None:  # values and service URLs the refresh reply lacks stay as they were
+                values, endpoints = got
+                self._keep({**previous, **{k: v for k, v in values.items() if v is not None}},
+                           {**known, **endpoints})
                 return
             log.info("the backend refused to refresh the session; logging in afresh")
-        self._keep(self._session_request(scheme.login, {}, refusable=False))
+        self._keep(*self._session_request(scheme.login, {}, refusable=False))  # type: ignore[misc]
 
-    def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> dict | None:
-        """The values a login or refresh reply yields; None if a refusable request was refused."""
+    def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> tuple[dict, dict] | None:
+        """(values, service URLs) a login or refresh reply yields; None if a refusable request
+        was refused."""
         base = {"settings": self.settings, "auth": previous}
         response = self._send(lambda: self._guarded(login, self.build(login.request, base)))
-        guard_exchange(self.redactor, login.public, response=response)
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted and refusable:
             return None
+        endpoints = self._extract_endpoints(response, login) if accepted else {}
+        service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
+        # A refused login issued nothing: its reply is the backend's reason, shown as it is
+        # (sent credentials are already secrets, so an echo of them is still masked).
+        guard_exchange(self.redactor, login.public, response=response if accepted else None,
+                       constants=service_urls)
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
             raise AuthError(f"Authentication failed: HTTP {response.status}: {reason}")
-        return self._extract_login(response, login.extract or self.scheme.login.extract, required=not refusable)
+        extract = login.extract or self.scheme.login.extract
+        return self._extract_login(response, extract, required=not refusable), endpoints
 
-    def _keep(self, values: dict) -> None:
+    def _keep(self, values: dict, endpoints: dict) -> None:
         for value in values.values():
             if isinstance(value, str):  # credentials are text; numbers (expires_in) are not secrets
                 self.redactor.add(value)
         self.auth = values
+        self.endpoints = endpoints
         self.logged_in_at = self.clock.now()
         self.session_ttl = self._ttl(values)
 
@@ -369,6 +389,16 @@ class Backend:
         guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
         return request
 
+    def _extract_endpoints(self, response: HttpResponse, login: m.Login) -> dict:
+        out = {}
+        for name, extraction in login.endpoints:
+            url = extract_value(extraction, response, {"settings": self.settings})
+            if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+                raise AuthError(f"Authentication failed: the login reply gives no `{name}` endpoint "
+                                f"(`{extraction.expression.source}` gave {url!r})")
+            out[name] = url.rstrip("/")
+        return out
+
     def _extract_login(self, response: HttpResponse, extract: tuple, required: bool = True) -> dict:
         values = {}
         for name, extraction in extract:
@@ -386,6 +416,6 @@ class Backend:
                 self._send(lambda: self.build(logout, {"settings": self.settings}))
             except BackendError as exc:
                 log.warning("logout failed: %s", exc)
-        self.auth = {}
+        self.auth, self.endpoints = {}, {}
         self.logged_in_at = None
         self.session_ttl = None

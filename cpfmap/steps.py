@@ -162,7 +162,8 @@ class StepRunner:
         url: str | None = None
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor, size, url)
+            query, url = self._page_position(spec, number, len(items), cursor, size, url,
+                                             step.request.endpoint)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
             if not step.accepts(response.status):
@@ -190,7 +191,7 @@ class StepRunner:
         return spec.cursor.search(data, context)
 
     def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int | None,
-                       url: str | None) -> tuple:
+                       url: str | None, endpoint: str | None) -> tuple:
         """(query pairs, URL or None) of page `number`; url is the page before's."""
         limit = [(spec.limit_param, str(size))] if size is not None else []
         if spec.type == "offset":
@@ -201,7 +202,7 @@ class StepRunner:
             return ([(spec.cursor_param, string_id(cursor))] if number else []) + limit, None
         if not number:
             return limit, None
-        return [], self.backend.within_base(urllib.parse.urljoin(url or "", str(cursor)))
+        return [], self.backend.within_base(urllib.parse.urljoin(url or "", str(cursor)), endpoint)
 
     @staticmethod
     def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int | None) -> bool:

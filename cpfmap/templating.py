@@ -82,6 +82,16 @@ def _regex_search(value: Any, pattern: str) -> str | None:
     return match.group(1) if match.groups() else match.group(0)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A request value sent as written, even a null: `{literal: X}`, or `json_null` in a template
+    (`{{ {'os-start': json_null} }}`), where a null member would be left out."""
+    value: Any
+
+
+JSON_NULL = Kept(None)
+
+
 class RawPath(str):
     """A path (or URL below base_url) inserted whole into a request path: see raw_path."""
 
@@ -187,6 +197,7 @@ class Templates:
         env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False,
                        keep_trailing_newline=True, finalize=finalize, optimized=False)
         env.filters.update(FILTERS)
+        env.globals["json_null"] = JSON_NULL
         env.filters.update(filters or {})
         for name, func in env.filters.items():
             if _PassArg.from_obj(func) is None:

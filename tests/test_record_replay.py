@@ -57,7 +57,8 @@ def test_round_trip_is_byte_identical_and_secret_free(tmp_path, auth):
 
 @pytest.mark.parametrize("session", RECORDINGS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDINGS])
 def test_shipped_recording_replays_without_errors(session):
-    mapping = "proxmox-ve" if session.parent.name == "default" else f"cpfmap/packs/proxmox-ve/{session.parent.name}.yaml"
+    pack = session.parents[2]
+    mapping = str(pack / ("mapping.yaml" if session.parent.name == "default" else f"{session.parent.name}.yaml"))
     proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", mapping, "--cassette",
                            str(session.with_suffix(".yaml")), "--session", str(session), "--format", "json"],
                           capture_output=True, text=True, timeout=120)

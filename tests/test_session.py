@@ -145,3 +145,64 @@ def test_a_session_ttl_from_the_login_reply_must_be_seconds(tmp_path, expires, m
     server = Server(engine_handlers(Engine(spec.load(path), transport, VirtualClock(), redactor)), redactor)
     reply = connect(server)
     assert reply == {"result": {}} if message is None else message in reply["error"]["message"], reply
+
+
+def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compute", clock=None):
+    """A session login whose reply names a `compute` service URL, as Keystone's catalog does."""
+    login = {"request": {"method": "POST", "path": "/login"}, "extract": {"token": "token"},
+             "endpoints": {"compute": "catalog.compute"}}
+    guests = {"steps": [{"request": {"method": "GET", "endpoint": guests_endpoint, "path": "/servers"},
+                         "paginate": {"type": "next_link", "items": "items", "cursor": "next"},
+                         "extract": {"ids": "string_ids([].id)"}}], "result": {"guests": "{{ ids }}"}}
+    data = spec.merge(BASE, {"auth": [dict(BASE["auth"][0], login=login)], "methods": {"guests/list": guests}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    seen = []
+
+    def backend(request):
+        seen.append(request.url)
+        body = {"token": "t-123456", "catalog": {"compute": catalog_url}} if request.url.endswith("/login") else \
+            {"items": [{"id": len(seen)}], "next": None if "marker" in request.url else next_link}
+        return HttpResponse(200, (("Content-Type", "application/json"),), json.dumps(body).encode())
+    redactor = Redactor()
+    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), clock or VirtualClock(),
+                                           redactor)), redactor)
+    return server, seen
+
+
+def test_a_session_logs_in_again_before_its_ttl_runs_out_and_keeps_its_service_urls(tmp_path):
+    clock = VirtualClock()
+    server, seen = catalog_provider(tmp_path, "https://nova.example/v2.1", clock=clock)
+    connect(server)
+    clock.sleep(599)   # tiny.yaml: ttl 600
+    server.handle_text('{"method": "guests/list"}')
+    clock.sleep(2)
+    server.handle_text('{"method": "guests/list"}')
+    logins = [i for i, url in enumerate(seen) if url.endswith("/login")]
+    assert len(logins) == 2 and seen[logins[1] + 1] == "https://nova.example/v2.1/servers"
+
+
+def test_requests_go_to_the_service_url_the_login_named(tmp_path):
+    server, seen = catalog_provider(tmp_path, "https://nova.example:8774/v2.1/", "https://nova.example:8774/v2.1/servers?marker=1")
+    assert connect(server) == {"result": {}}
+    assert server.handle_text('{"method": "guests/list"}') == {"result": {"guests": ["3", "4"]}}
+    assert seen[2:] == ["https://nova.example:8774/v2.1/servers", "https://nova.example:8774/v2.1/servers?marker=1"]
+
+
+def test_a_next_link_outside_the_service_url_is_not_followed(tmp_path):
+    server, seen = catalog_provider(tmp_path, "https://nova.example/v2.1", "https://evil.example/v2.1/servers?marker=1")
+    connect(server)
+    reply = server.handle_text('{"method": "guests/list"}')
+    assert "refusing to follow https://evil.example/v2.1/servers" in reply["error"]["message"]
+    assert len(seen) == 3
+
+
+def test_a_login_without_the_service_url_fails_connect(tmp_path):
+    server, _ = catalog_provider(tmp_path, None)
+    reply = connect(server)
+    assert "the login reply gives no `compute` endpoint" in reply["error"]["message"]
+
+
+def test_an_endpoint_no_login_declares_is_a_load_error(tmp_path):
+    with pytest.raises(Exception, match="no auth login declares endpoint `image`"):
+        catalog_provider(tmp_path, "https://nova.example", guests_endpoint="image")

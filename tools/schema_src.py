@@ -49,7 +49,8 @@ DEFS = {
                   "(never rendered; in a request, sent even if it is or holds null); objects and lists are "
                   "built member by member. In a request (query, form, headers, json) one null rule holds: "
                   "an object member whose value is null is left out, at any depth; list items and empty "
-                  "text are sent; `{literal: null}` sends a JSON null (json) or an empty value (query, form).",
+                  "text are sent; `{literal: null}` sends a JSON null (json) or an empty value (query, form), and "
+                  "`json_null` does the same inside a template (`{{ {'os-start': json_null} }}`).",
                   {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
     "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions (see Functions): "
                      + ", ".join(reference.jmespath_functions()) + ".",
@@ -81,6 +82,9 @@ DEFS = {
                                     "`{literal: null}` sends it empty).", {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "endpoint": prop("Join the path to this service URL from the session login "
+                                        "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
+                                        "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
                    }, required=["method", "path"], example={"method": "GET", "path": "/cluster/resources"}),
     "extraction": prop("A step variable: a JMESPath expression over the reply body, or an object "
                        "with options.", "data.name", oneOf=[
@@ -280,6 +284,11 @@ DEFS = {
                            "query, form and JSON values, except text written as is; reply JSON values, "
                            "cookies and credential headers) is masked wherever it appears, extracted or not.",
                            ["username", "token_type"], type="array", items={"type": "string"}),
+            "endpoints": prop("Service URLs from the reply (e.g. a service catalog): name -> extraction, "
+                              "each an http(s) URL that requests name with `endpoint`; not secrets.",
+                              {"compute": "token.catalog[?type=='compute'] | [0].endpoints[0].url"},
+                              type="object", additionalProperties=REF("extraction"),
+                              propertyNames={"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
         }, required=["request", "extract"], example={
             "request": {"method": "POST", "path": "/login", "json": {"user": "{{ settings.username }}"}},
             "extract": {"token": "token"}}),
