@@ -134,6 +134,15 @@ class TracingTransport:
     def close(self) -> None:
         self.inner.close()
 
+    def reset(self) -> bool:
+        return reset_connections(self.inner)
+
+
+def reset_connections(transport: Transport) -> bool:
+    """Drop a transport's kept-alive connections; False if it cannot (it keeps none, or replays)."""
+    reset = getattr(transport, "reset", None)
+    return bool(reset()) if reset is not None else False
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -192,6 +201,11 @@ class LiveTransport:
 
     def close(self) -> None:
         self.session.close()
+
+    def reset(self) -> bool:
+        """Close every kept-alive connection; the next request opens a fresh one."""
+        self.session.close()
+        return True
 
     def send(self, request: HttpRequest) -> HttpResponse:
         attempt, resent = 1, False
