@@ -2,6 +2,7 @@
 method against the backend or a recording, scaffold a new pack."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import urllib.parse
@@ -69,13 +70,25 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
     backend.endpoints = {name: f"<{name} service URL, given at login>" for name, _ in (login.endpoints if login else ())}
     operation = _operation(mapping, method, params)
     context: dict = {"settings": settings, "params": params}
-    labels = step_labels(mapping, method, params, len(operation.steps))
-    for (number, fragment), step in zip(labels, operation.steps):
+    steps = list(_leaves(operation.steps))
+    labels = step_labels(mapping, method, params, len(steps))
+    for (number, fragment), step in zip(labels, steps):
         yield from _explain_step(number, fragment, step, context, backend, redactor)
     if operation.task is not None:
         task = operation.task
         yield (f"then: a task, polled by rule `{task.poll}` (tasks/get)" if task.poll
                else "then: a task that reports completed at once")
+
+
+def _leaves(steps: tuple) -> Iterator[m.Step]:
+    """The steps as the mapping numbers them: a `use` with `when` gives its fragment's steps,
+    each under that `when` (unless it has its own)."""
+    for step in steps:
+        if not step.steps:
+            yield step
+            continue
+        for inner in _leaves(step.steps):
+            yield inner if inner.when is not None else dataclasses.replace(inner, when=step.when)
 
 
 def _operation(mapping: m.CompiledMapping, method: str, params: dict) -> m.Operation:

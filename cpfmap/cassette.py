@@ -35,7 +35,7 @@ from .errors import CassetteError, ReplayMiss
 from .extract import string_id
 from .redact import MASK, Redactor
 from .source import YamlLimit, parse_yaml, read_text
-from .transport import HttpRequest, HttpResponse, Transport
+from .transport import HttpRequest, HttpResponse, Transport, reset_connections
 
 log = logging.getLogger("cpfmap")
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
@@ -294,6 +294,9 @@ class RecordingTransport:
             log.error("%s", exc.message)
         finally:
             self.inner.close()
+
+    def reset(self) -> bool:
+        return reset_connections(self.inner)
 
     def flush(self) -> None:
         """Append the exchanges not yet on disk; the file is a valid cassette after each flush."""

@@ -21,7 +21,15 @@ from .templating import Templates, has_template
 # What `params` holds in each `methods:` entry, and in every control (`control`).
 PARAMS = {method: tuple(p.name for p in contract.METHODS[method].params) for method in contract.MAPPED_METHODS}
 PARAMS["control"] = tuple(p.name for p in contract.METHODS["guests/control"].params)
-ROOTS = {"settings", "params", "auth", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+_WHOLE_LINK = re.compile(r"^\s*\{\{[^{}]*\|\s*raw_path\s*\}\}\s*$")
+PAGING_OPTIONS = {
+    "offset": {"size", "limit_param", "offset_param"},
+    "page": {"size", "limit_param", "page_param", "first_page"},
+    "cursor": {"cursor", "cursor_from", "cursor_param", "size", "limit_param"},
+    "next_link": {"cursor", "cursor_from", "size", "limit_param"},
+    "link_header": {"size", "limit_param"},
+}
+ROOTS = {"settings", "params", "auth", "json_null", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
 
@@ -33,6 +41,7 @@ class Compiler:
         self.templates = Templates({"translate": self._translate, "string_id": string_id}, names)
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
+        self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
         self.endpoints: set[str] = set()   # names the session logins declare (login.endpoints)
 
     # ------------------------------------------------------------ helpers
@@ -79,23 +88,44 @@ class Compiler:
             self.error(path, f"a `when` is one {{{{ expression }}}} (text is always true): `{raw}`")
         return compiled
 
-    def expression(self, raw: str, path: tuple) -> Expression | None:
+    def expression(self, raw: str, path: tuple, known: set | None = None) -> Expression | None:
+        """A compiled JMESPath; with `known`, the names its var() calls read are checked too."""
         # var('settings.x') reads a setting too (for the never-used warning)
         self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
-            return Expression.compile(str(raw), _where(path))
+            compiled = Expression.compile(str(raw), _where(path))
         except jmespath.exceptions.JMESPathError as exc:
             self.error(path, f"JMESPath syntax: {str(exc).splitlines()[0]} in `{raw}`")
             return None
+        if known is not None:
+            self._check_vars(compiled, path, known)
+        return compiled
 
-    def value(self, raw: Any, path: tuple, known: set) -> m.Value:
+    def _check_vars(self, compiled: Expression, path: tuple, known: set) -> None:
+        for name in compiled.var_names():
+            root, _, rest = name.partition(".")
+            if root not in known | ROOTS:
+                hint = _suggest(root, known | {"settings", "params"})
+                self.error(path, f"var('{name}'): `{root}` is not defined here (known: "
+                                 f"{', '.join(sorted(known)) or 'none'}){hint}")
+            elif root == "settings" and rest:
+                setting = rest.split(".")[0]
+                self.used_settings.add(setting)
+                if setting not in self.settings:
+                    self.error(path, f"var('{name}'): `settings.{setting}` is not a declared setting"
+                                     f"{_suggest(setting, self.settings)}")
+
+    def value(self, raw: Any, path: tuple, known: set, *, sent: bool = False) -> m.Value:
+        """sent: the value goes into a request, where `{literal: X}` is sent as written, nulls too."""
         if isinstance(raw, dict) and set(raw) == {"jmespath"}:
-            expr = self.expression(raw["jmespath"], path + ("jmespath",))
+            expr = self.expression(raw["jmespath"], path + ("jmespath",), known)
             return m.JmesValue(expr) if expr else m.Literal(None)
+        if isinstance(raw, dict) and set(raw) == {"literal"}:
+            return m.Literal(m.Kept(raw["literal"]) if sent else raw["literal"])
         if isinstance(raw, dict):
-            return m.DictValue(tuple((str(k), self.value(v, path + (k,), known)) for k, v in raw.items()))
+            return m.DictValue(tuple((str(k), self.value(v, path + (k,), known, sent=sent)) for k, v in raw.items()))
         if isinstance(raw, list):
-            return m.ListValue(tuple(self.value(v, path + (i,), known) for i, v in enumerate(raw)))
+            return m.ListValue(tuple(self.value(v, path + (i,), known, sent=sent) for i, v in enumerate(raw)))
         if has_template(raw):
             compiled = self.template(raw, path, known)
             return m.TemplateValue(compiled) if compiled else m.Literal(None)
@@ -112,7 +142,7 @@ class Compiler:
     # ------------------------------------------------------------- pieces
 
     def request(self, raw: dict, path: tuple, known: set) -> m.RequestSpec:
-        opt = lambda key: self.value(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
+        opt = lambda key: self.value(raw[key], path + (key,), known, sent=True) if key in raw else None  # noqa: E731
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
@@ -124,11 +154,12 @@ class Compiler:
             or self.templates.compile("/", "?", path=True),
             query=opt("query"), headers=opt("headers"), json=opt("json"), form=opt("form"),
             body=self.template(body, path + ("body",), known) if body is not None else None,
-            content_type=raw.get("content_type"), endpoint=raw.get("endpoint"))
+            content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))),
+            endpoint=raw.get("endpoint"))
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}
-        expr = self.expression(spec["jmespath"], path + (("jmespath",) if isinstance(raw, dict) else ()))
+        expr = self.expression(spec["jmespath"], path + (("jmespath",) if isinstance(raw, dict) else ()), known)
         if expr is None:
             return None
         required = spec.get("required")
@@ -163,10 +194,14 @@ class Compiler:
         if depth > 8:
             self.error(here + ("use",), f"fragment `{name}` uses itself")
             return ()
-        extra = set(item) - {"use"}
+        extra = set(item) - {"use", "when", "name"}
         if extra:
-            self.error(here, f"a `use` step takes no other keys ({', '.join(sorted(extra))})")
-        return self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
+            self.error(here, f"a `use` step takes only `when` and `name` ({', '.join(sorted(extra))})")
+        when = self.condition(item["when"], here + ("when",), known) if "when" in item else None
+        inner = self.steps(fragments[name], ("fragments", name), known, fragments, depth + 1)
+        if when is None:
+            return inner
+        return (m.Step(where=_where(here), name=item.get("name", f"use {name}"), when=when, steps=inner),)
 
     def step(self, raw: dict, path: tuple, known: set, fragments: dict | None = None) -> m.Step:
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
@@ -250,21 +285,33 @@ class Compiler:
         self._check_regex(raw, path)
         fail = self.template(raw["fail"], path + ("fail",), known | {"error"}) if "fail" in raw else None
         sets = self.value(raw["set"], path + ("set",), known | {"error"}) if "set" in raw else None
+        if "wait" in raw and "set" not in raw:
+            self.error(path + ("wait",), "`wait` goes with `set` (a rule that fails or retries waits for nothing)")
         retry = raw.get("retry") or {}
         return m.ErrorRule(tuple(raw.get("status", ())), raw.get("match"), fail, sets,
-                           int(retry.get("times", 0)), str(retry.get("from", "")))
+                           int(retry.get("times", 0)), str(retry.get("from", "")), bool(raw.get("wait", True)))
 
     def paginate(self, raw: dict | None, path: tuple, known: set) -> m.Paginate | None:
         if not raw:
             return None
+        kind = raw["type"]
+        takes = PAGING_OPTIONS[kind]
+        for key in sorted(set(raw) - takes - {"type", "items", "max_pages"}):
+            self.error(path + (key,), f"paginate type {kind} takes no `{key}` (it takes: "
+                                      f"{', '.join(sorted(takes))}; and items, max_pages)")
+        if "cursor" in takes and "cursor" not in raw:
+            self.error(path, f"paginate type {kind} needs `cursor`")
+        if "limit_param" in raw and "size" not in raw and kind not in ("offset", "page"):
+            self.error(path + ("limit_param",), "`limit_param` names the query parameter of `size`: give `size`")
         if isinstance(raw.get("size"), str):
             raw = dict(raw, size=self.template(raw["size"], path + ("size",), known))
-        items = self.expression(raw["items"], path + ("items",))
-        cursor = self.expression(raw["cursor"], path + ("cursor",)) if "cursor" in raw else None
-        if raw["type"] in ("cursor", "next_link") and cursor is None:
-            self.error(path, f"paginate type {raw['type']} needs `cursor`")
-        keys = ("size", "limit_param", "offset_param", "page_param", "first_page", "cursor_param", "max_pages")
-        return m.Paginate(raw["type"], items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
+        elif kind in ("offset", "page"):
+            raw = dict(raw, size=raw.get("size", 100))
+        items = self.expression(raw["items"], path + ("items",), known)
+        cursor = self.expression(raw["cursor"], path + ("cursor",), known) if "cursor" in raw else None
+        keys = ("size", "limit_param", "offset_param", "page_param", "first_page", "cursor_from", "cursor_param",
+                "max_pages")
+        return m.Paginate(kind, items, cursor=cursor, **{k: raw[k] for k in keys if k in raw})
 
     def operation(self, name: str, raw: dict, path: tuple, fragments: dict, params: tuple) -> m.Operation:
         known = {"params"}
@@ -293,7 +340,13 @@ class Compiler:
         handle = self.templates_of(raw.get("handle"), path + ("handle",), known)
         completed = self.value(raw["completed"], path + ("completed",), known) if "completed" in raw else None
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
-        return m.TaskStart(raw.get("poll"), handle, completed, when)
+        output = None
+        if "output" in raw:
+            if "poll" not in raw:
+                self.error(path + ("output",), "`output` goes with `poll` (work done at once gives `completed`)")
+            poll_known = self.poll_known.get(raw.get("poll"), {"task"})
+            output = self.value(raw["output"], path + ("output",), set(poll_known))
+        return m.TaskStart(raw.get("poll"), handle, completed, when, output)
 
 
 def _where(path: tuple) -> str:

@@ -5,6 +5,7 @@ gets its context, its task id, and a reply shaped and checked the way RAS reads 
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Mapping
 
@@ -14,7 +15,7 @@ from .cache import SHARED, Cache, InlinePrefetch
 from .clock import Clock
 from .contract import REPLY_SCHEMAS, TASK_STATES
 from .errors import AuthError, BackendError, CpfmapError, MethodNotFound
-from .extract import normal_mac, string_id, useful_ip
+from .extract import read_all, read_ip, read_mac, string_id
 from .redact import Redactor
 from .session import Backend
 from .steps import StepRunner
@@ -35,6 +36,9 @@ class Engine:
         self.cache = Cache(clock)
         self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
         self.backend: Backend | None = None
+        # Operations whose task gives its own output on completion: name -> operation.
+        self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
+                        if op.task is not None and op.task.output is not None}
 
     # ------------------------------------------------------------ provider
 
@@ -96,11 +100,13 @@ class Engine:
 
     def task_status(self, params: Mapping) -> dict:
         self._tick()
-        rule, values = tasks.decode(params["id"], self.mapping.polls)
+        rule, values, started_by = tasks.decode(params["id"], self.mapping.polls,
+                                                {name: op.task.poll for name, op in self.outputs.items()})
         if rule == tasks.COMPLETED:
             reply: dict = {"state": "completed", "output": values}
         else:
-            reply = self._poll(self.mapping.polls[rule], values)
+            output = self.outputs[started_by].task.output if started_by else self.mapping.polls[rule].output
+            reply = self._poll(self.mapping.polls[rule], values, output)
         return self._checked("tasks/get", reply)
 
     # ------------------------------------------------------------ internals
@@ -131,13 +137,14 @@ class Engine:
         context = self._runner(backend).run(op.steps, self._context(backend, params))
         if op.task is None:
             return op.result.eval(context) if op.result is not None else {}
-        task_id = self._start_task(op.task, context)
+        task_id = self._start_task(op.task, context, op.name if op.task.output is not None else None)
         extra = op.result.eval(context) if op.result is not None else {}
         if not isinstance(extra, dict):
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
 
-    def _start_task(self, task: m.TaskStart, context: dict) -> str:
+    def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None) -> str:
+        """started_by: the operation whose own task `output` applies when the task completes."""
         if task.completed is not None or (task.when is not None and not task.when.render(context)):
             output = task.completed.eval(context) if task.completed is not None else {}
             return tasks.encode(tasks.COMPLETED, _strings(output, "task output"))
@@ -154,9 +161,9 @@ class Engine:
             tasks.check_handle(self.mapping.polls[task.poll], values)
         except CpfmapError as exc:
             raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
-        return tasks.encode(task.poll, values)
+        return tasks.encode(task.poll, values, started_by)
 
-    def _poll(self, rule: m.PollRule, values: dict) -> dict:
+    def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()
         context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values})
         state = rule.state.eval(context)
@@ -165,7 +172,7 @@ class Engine:
         if state != "running":
             self.cache.drop(SHARED)  # what the task did (a new clone, a reverted state) is in the lists now
         if state == "completed":
-            output = rule.output.eval(context) if rule.output is not None else {}
+            output = output_value.eval(context) if output_value is not None else {}
             return {"state": state, "output": _strings(output, "task output")}
         if state == "failed":
             message = str(rule.error.render(context)) if rule.error is not None else ""
@@ -235,12 +242,12 @@ def _shape_guest(result: Any, params: Mapping) -> Any:
         return result
     out = dict(result)
     out["id"] = string_id(out.get("id") if out.get("id") is not None else params.get("id"))
-    for key, clean in (("mac_addresses", normal_mac), ("ip_addresses", useful_ip)):
+    for key, read in (("mac_addresses", read_mac), ("ip_addresses", read_ip)):
         value = out.get(key)
         if value is None:
             out[key] = []
-        elif isinstance(value, list):
-            out[key] = list(dict.fromkeys(v for v in (clean(x) for x in value if x is not None) if v))
+        elif isinstance(value, list):  # a value it cannot read is an error, never dropped unseen
+            out[key] = read_all(value, functools.partial(read, where=f"guests/get {key}"))
     if isinstance(out.get("name"), (int, float)) and not isinstance(out.get("name"), bool):
         out["name"] = string_id(out["name"])
     return out

@@ -20,7 +20,7 @@ from .contract import GUEST_STATES, TASK_STATES
 from .errors import BackendError
 
 TABLE_KINDS = {"guest_state": GUEST_STATES, "task_state": TASK_STATES, "any": None}
-_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$", re.I)
+_MAC = re.compile(r"^(?:[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})$", re.I)
 
 
 def string_id(value: Any) -> str:
@@ -33,8 +33,12 @@ def string_id(value: Any) -> str:
     return str(value)
 
 
+MAC_NOTATIONS = "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff (any case)"
+IP_NOTATIONS = "IPv4 or IPv6, optionally with /prefix or %zone"
+
+
 def normal_mac(value: Any) -> str | None:
-    """00-15-5D-8A-3C-FF or 00155d8a3cff -> 00:15:5d:8a:3c:ff; None if not a MAC."""
+    """Any of MAC_NOTATIONS -> 00:15:5d:8a:3c:ff; None if not a MAC."""
     text = str(value).strip()
     if not _MAC.match(text):
         return None
@@ -43,14 +47,50 @@ def normal_mac(value: Any) -> str | None:
 
 
 def useful_ip(value: Any) -> str | None:
-    """The address as text, or None for noise RAS must not see (loopback, link-local, unspecified)."""
+    """The address as text, or None for noise RAS must not see (loopback, link-local, unspecified)
+    and for text that is not an address (read_ip says which)."""
     try:
-        addr = ipaddress.ip_address(str(value).strip().split("%")[0])
-    except ValueError:
+        return read_ip(value)
+    except BackendError:
         return None
+
+
+def read_mac(value: Any, where: str = "macs()") -> str:
+    mac = normal_mac(value)
+    if mac is None:
+        raise BackendError(f"{where}: cannot read {value!r} as a MAC address (it takes {MAC_NOTATIONS})")
+    return mac
+
+
+def read_ip(value: Any, where: str = "ips()") -> str | None:
+    """The address of `addr`, `addr/prefix` or `addr%zone` as text; None for loopback, link-local
+    and unspecified addresses, which RAS must not see; BackendError for text that is no address."""
+    text = str(value).strip().split("%")[0].split("/")[0] if isinstance(value, str) else None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise BackendError(f"{where}: cannot read {value!r} as an IP address (it takes {IP_NOTATIONS})") from None
     if addr.is_loopback or addr.is_link_local or addr.is_unspecified:
         return None
     return str(addr)
+
+
+def read_all(items: list, read: Callable[[Any], str | None]) -> list:
+    """Every value read (null and empty items are absent ones), in order, without repeats."""
+    return _unique([v for v in (read(i) for i in items if i not in (None, "")) if v])
+
+
+_LINK = re.compile(r'<([^>]*)>((?:\s*;\s*(?:[^;,"]|"[^"]*")*)*)')
+_REL = re.compile(r'(?i)\brel\s*=\s*(?:"([^"]*)"|([^\s;,]+))')
+
+
+def link_target(header: str | None, rel: str) -> str | None:
+    """The URL of an RFC 8288 Link header with the given relation (`<url>; rel="next"`), or None."""
+    for match in _LINK.finditer(header or ""):
+        found = _REL.search(match.group(2))
+        if found and rel in (found.group(1) or found.group(2) or "").lower().split():
+            return match.group(1).strip()
+    return None
 
 
 def _unique(items: list) -> list:
@@ -174,17 +214,19 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": ["array"]})
     def _func_macs(self, items):
-        """MAC addresses in normal form (lower-case, colon-separated); accepts `aa:bb:..`,
-        `AA-BB-..` and 12 bare hex digits; drops nulls, values that are not MACs and repeats.
-        Example: `macs(['52-54-00-00-00-65'])` -> `["52:54:00:00:00:65"]`"""
-        return _unique([m for m in (normal_mac(i) for i in items if i is not None) if m])
+        """MAC addresses in normal form (lower-case, colon-separated), without repeats; accepts
+        `aa:bb:cc:dd:ee:ff`, `AA-BB-..`, Cisco's dotted `aabb.ccdd.eeff` and 12 bare hex digits; skips
+        nulls and empty strings; any other value it cannot read is an error that names it.
+        Example: `macs(['52-54-00-00-00-65', '5254.0000.0066'])` -> `["52:54:00:00:00:65", "52:54:00:00:00:66"]`"""
+        return read_all(items, read_mac)
 
     @functions.signature({"types": ["array"]})
     def _func_ips(self, items):
-        """IP addresses (v4 or v6, a `%zone` suffix is ignored) in normal form, without loopback,
-        link-local and unspecified addresses, values that are not addresses, and repeats.
-        Example: `ips(['10.0.0.5', '127.0.0.1', 'fe80::1'])` -> `["10.0.0.5"]`"""
-        return _unique([a for a in (useful_ip(i) for i in items if i is not None) if a])
+        """IP addresses (v4 or v6; a `/prefix` or `%zone` suffix is ignored) in normal form, without
+        loopback, link-local and unspecified addresses and repeats; skips nulls and empty strings;
+        any other value it cannot read is an error that names it.
+        Example: `ips(['10.0.0.5/24', '127.0.0.1', 'fe80::1'])` -> `["10.0.0.5"]`"""
+        return read_all(items, read_ip)
 
 
 @dataclass(frozen=True)
@@ -203,6 +245,18 @@ class Expression:
         parsed = jmespath.compile(source)
         return cls(source, where, parsed, _field_path(parsed.parsed), _calls_var(parsed.parsed))
 
+    def var_names(self) -> list[str]:
+        """The literal names this expression reads with var('name'), for validate."""
+        found: list[str] = []
+        todo = [self.parsed.parsed]
+        while todo:
+            node = todo.pop()
+            if node.get("type") == "function_expression" and node.get("value") == "var":
+                found += [c["value"] for c in node["children"] if c.get("type") == "literal"
+                          and isinstance(c.get("value"), str)]
+            todo += [c for c in node.get("children", []) if isinstance(c, dict)]
+        return found
+
     def search(self, data: Any, context: Mapping[str, Any] | None = None) -> Any:
         if self.path is not None:   # what jmespath's field and subexpression nodes do, without its visitor
             for name in self.path:
@@ -218,6 +272,8 @@ class Expression:
             return self.parsed.search(data, options=options)
         except jmespath.exceptions.JMESPathError as exc:
             raise BackendError(f"{self.where}: `{self.source}` failed on the backend's data: {exc}") from None
+        except BackendError as exc:  # one of our functions refused a value
+            raise exc.context(self.where) from None
 
 
 def _field_path(node: dict) -> tuple | None:

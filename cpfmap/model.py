@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 from .extract import Expression, Table
-from .templating import Template, Templates
+from .templating import Kept, Template, Templates
 
 # ---------------------------------------------------------------- values
 
@@ -53,6 +53,18 @@ class ListValue:
 
     def eval(self, context: Mapping[str, Any]) -> Any:
         return [value.eval(context) for value in self.items]
+
+
+def without_nulls(value: Any) -> Any:
+    """The one null rule of requests: an object member whose value is null is left out (json, at
+    any depth; query, form and headers); list items stay. A Kept value is sent as written."""
+    if isinstance(value, Kept):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 Value = Literal | TemplateValue | JmesValue | DictValue | ListValue
@@ -118,6 +130,7 @@ class RequestSpec:
     form: Value | None = None
     body: Template | None = None
     content_type: str | None = None
+    link: bool = False   # the path is one `{{ ... | raw_path }}`: a URL, or a path from the host root
     endpoint: str | None = None   # a service URL learned at login (auth.login.endpoints), else base_url
 
 
@@ -137,6 +150,7 @@ class ErrorRule:
     set: Value | None = None
     retry: int = 0         # run again (from retry_from) up to this many refusals
     retry_from: str = ""   # name of the step to run again from; "" is the refusing step
+    wait: bool = True   # the step's `wait` still runs after this rule recovers
 
     def covers(self, status: int, message: str) -> bool:
         if self.statuses and status not in self.statuses:
@@ -148,12 +162,13 @@ class ErrorRule:
 class Paginate:
     type: str
     items: Expression
-    size: "int | Template" = 100
+    size: "int | Template | None" = None   # None: no page size is sent (cursor and link types)
     limit_param: str = "limit"
     offset_param: str = "offset"
     page_param: str = "page"
     first_page: int = 1
     cursor: Expression | None = None
+    cursor_from: str = "body"
     cursor_param: str = "cursor"
     max_pages: int = 1000
 
@@ -198,9 +213,17 @@ class Step:
     fail: Template | None = None
     on_error: tuple = ()  # (ErrorRule, ...)
     wait: "TaskStart | None" = None
+    steps: tuple = ()     # a `use` with `when`: the fragment's steps, run only if `when` holds
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300
+
+
+def every_step(steps: tuple):
+    """The steps and, depth first, the steps of conditional fragments among them."""
+    for step in steps:
+        yield step
+        yield from every_step(step.steps)
 
 
 # ------------------------------------------------------------------- tasks
@@ -211,6 +234,7 @@ class TaskStart:
     handle: tuple = ()          # ((key, Template), ...)
     completed: Value | None = None
     when: Template | None = None
+    output: Value | None = None   # replaces the poll rule's output for tasks this operation starts
 
 
 @dataclass(frozen=True)
@@ -262,8 +286,9 @@ class AuthScheme:
     inject_headers: tuple = ()
     inject_cookies: tuple = ()
     inject_query: tuple = ()
-    ttl: float | None = None
+    ttl: "float | Template | None" = None   # a template reads the login reply (auth.*)
     logout: RequestSpec | None = None
+    refresh: Login | None = None   # renews a session from the previous one's values
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import yaml
+
 from . import model as m
 from .compiler import PARAMS, Compiler
 from .contract import BASIC_CONTROLS, LEVELS, RESULT_METHODS, SNAPSHOT_METHODS, TASK_METHODS
@@ -20,12 +22,12 @@ def build(c: Compiler, data: dict) -> tuple:
                    for name in ((raw.get("login") or {}).get("endpoints") or {})}
     connection = _connection(c, data["connection"])
     auth = tuple(_auth(c, raw, ("auth", i)) for i, raw in enumerate(data.get("auth") or [{"type": "none"}]))
+    polls = {str(name): _poll(c, str(name), raw, ("tasks", name), fragments)
+             for name, raw in (data.get("tasks") or {}).items()}
     methods = {name: c.operation(name, raw or {}, ("methods", name), fragments, PARAMS[name])
                for name, raw in (data.get("methods") or {}).items()}
     controls = {name: c.operation(f"control {name}", raw or {}, ("controls", name), fragments, PARAMS["control"])
                 for name, raw in (data.get("controls") or {}).items()}
-    polls = {str(name): _poll(c, str(name), raw, ("tasks", name), fragments)
-             for name, raw in (data.get("tasks") or {}).items()}
     _check_tasks(c, methods, controls, polls)
     capabilities = _capabilities(c, data.get("capabilities") or {}, methods, controls, auth)
     for name in sorted(c.settings - c.used_settings):
@@ -55,11 +57,43 @@ def _tables(c: Compiler, raw: dict) -> dict:
         for value in results:
             if allowed is not None and value not in allowed:
                 c.error(path, f"table `{name}` yields {value!r}, not a {spec['kind']} ({', '.join(allowed)})")
+        _check_key_types(c, path + ("map",), spec.get("map") or {})
         rules = tuple(Rule(tuple((str(f), _matcher(v)) for f, v in r["when"].items()), r["then"])
                       for r in spec.get("rules") or [])
         pairs = tuple((None if k is None else string_id(k), v) for k, v in (spec.get("map") or {}).items())
         out[str(name)] = Table(str(name), spec.get("kind", "any"), pairs, rules, spec.get("default", _NO_DEFAULT))
     return out
+
+
+def _check_key_types(c: Compiler, path: tuple, table: dict) -> None:
+    """Keys are compared as text: warn where YAML typed a key so that its text is not what was
+    written (on -> true, 010 -> 8, 1.0 -> 1 (and the same key as true), ~ -> null)."""
+    for text in _written_keys(c, path):
+        if text in table:
+            continue  # YAML kept it as the text written
+        typed = _yaml_scalar(text)
+        if isinstance(typed, str) or (typed is not None and string_id(typed) == text):
+            continue
+        shown = "null" if typed is None else string_id(typed)
+        c.error(path + (text, "<key>"), f"YAML reads the key `{text}` as {type(typed).__name__} {shown}, which "
+                                        f"matches the text \"{shown}\"; to match \"{text}\", quote it: '{text}'",
+                "warning")
+
+
+def _yaml_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _written_keys(c: Compiler, path: tuple) -> list:
+    """The keys of the YAML mapping at path as written in the file (before YAML typed them)."""
+    for source in c.located.sources:
+        if path in source.marks:
+            return [p[len(path)] for p in source.marks if len(p) == len(path) + 2 and p[:len(path)] == path
+                    and p[-1] == "<key>"]
+    return []
 
 
 def _matcher(raw: Any) -> Matcher:
@@ -103,16 +137,15 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
     known = {"settings"}
     tpl = lambda key: c.template(raw[key], path + (key,), known) if key in raw else None  # noqa: E731
     when = c.condition(raw["when"], path + ("when",), known) if "when" in raw else None
-    login = None
-    if "login" in raw:
-        lp = path + ("login",)
-        login = m.Login(c.request(raw["login"]["request"], lp + ("request",), known),
-                        tuple(raw["login"].get("accept", ())),
-                        c.extractions(raw["login"]["extract"], lp + ("extract",), known),
-                        frozenset(map(str, raw["login"].get("public", ()))),
-                        c.extractions(raw["login"].get("endpoints") or {}, lp + ("endpoints",), known))
-    inject = raw.get("inject") or {}
     with_auth = known | {"auth"}
+    login = _login(c, raw["login"], path + ("login",), known) if "login" in raw else None
+    refresh = _login(c, raw["refresh"], path + ("refresh",), with_auth) if "refresh" in raw else None
+    if refresh is not None and login is None:
+        c.error(path + ("refresh",), "`refresh` renews what `login` got: give `login` too")
+    ttl = raw.get("ttl")
+    if isinstance(ttl, str):
+        ttl = c.template(ttl, path + ("ttl",), with_auth)
+    inject = raw.get("inject") or {}
     logout = c.request(raw["logout"], path + ("logout",), with_auth) if "logout" in raw else None
     return m.AuthScheme(
         type=kind, name=raw.get("name", kind), when=when,
@@ -121,7 +154,14 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         inject_headers=c.templates_of(inject.get("headers"), path + ("inject", "headers"), with_auth),
         inject_cookies=c.templates_of(inject.get("cookies"), path + ("inject", "cookies"), with_auth),
         inject_query=c.templates_of(inject.get("query"), path + ("inject", "query"), with_auth),
-        ttl=raw.get("ttl"), logout=logout)
+        ttl=ttl, logout=logout, refresh=refresh)
+
+
+def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:
+    return m.Login(c.request(raw["request"], path + ("request",), known), tuple(raw.get("accept", ())),
+                   c.extractions(raw.get("extract"), path + ("extract",), known),
+                   frozenset(map(str, raw.get("public", ()))),
+                   c.extractions(raw.get("endpoints") or {}, path + ("endpoints",), known))
 
 
 def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.PollRule:
@@ -134,6 +174,7 @@ def _poll(c: Compiler, name: str, raw: dict, path: tuple, fragments: dict) -> m.
         handle.append((str(key), m.HandleKey(spec["pattern"], bool(spec.get("required", True)))))
     known = {"task"}
     steps = c.steps(raw["steps"], path + ("steps",), known, fragments)
+    c.poll_known[name] = set(known)
     return m.PollRule(name, tuple(handle), steps, c.value(raw["state"], path + ("state",), known),
                       c.template(raw["error"], path + ("error",), known) if "error" in raw else None,
                       c.value(raw["output"], path + ("output",), known) if "output" in raw else None)
@@ -149,7 +190,7 @@ def _check_tasks(c: Compiler, methods: dict, controls: dict, polls: dict) -> Non
                 c.error(path, f"{name} needs a `result`")
             if op.task and op.task.poll:
                 _check_handle(c, path + ("task",), op.task, polls)
-            for step in op.steps:
+            for step in m.every_step(op.steps):
                 if step.wait is not None:
                     _check_handle(c, path + ("steps",), step.wait, polls)
 

@@ -17,21 +17,24 @@ from .clock import Clock
 from .errors import AuthError, BackendError, ConfigError, TransportError
 from .extract import Expression, extract_value, string_id
 from .redact import Redactor, looks_secret
-from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run
+from .transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 
 log = logging.getLogger("cpfmap")
 
 
 def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
+    """name -> value (a list repeats the name); null leaves a name out, `{literal: null}` sends it empty."""
     if mapping is None:
         return []
     if not isinstance(mapping, Mapping):
         raise BackendError(f"{what} must be an object, got {mapping!r}")
     out = []
     for key, value in mapping.items():
+        kept = isinstance(value, m.Kept)
+        value = value.value if kept else value
         for item in value if isinstance(value, list) else [value]:
-            if item is not None and item != "":
-                out.append((str(key), string_id(item)))
+            if item is not None or kept:
+                out.append((str(key), "" if item is None else string_id(item)))
     return out
 
 
@@ -145,7 +148,7 @@ def _constants(spec: m.RequestSpec) -> frozenset:
     todo: list[Any] = [spec.query, spec.json, spec.form]
     while todo:
         value = todo.pop()
-        if isinstance(value, m.Literal):
+        if isinstance(value, (m.Literal, m.Kept)):
             todo.append(value.value)
         elif isinstance(value, m.DictValue):
             todo.extend(v for _, v in value.items)
@@ -182,6 +185,7 @@ class Backend:
         self.auth: dict[str, Any] = {}
         self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
+        self.session_ttl: float | None = None
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -195,8 +199,8 @@ class Backend:
     def target(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
                query: list[tuple[str, str]] | None = None) -> str:
         """The request's URL (what a cached reply is found by)."""
-        ctx = dict(context, auth=self.auth)
-        target = url or self._url(str(spec.path.render(ctx)), spec.endpoint)
+        ctx = self._context(context)
+        target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
@@ -205,7 +209,7 @@ class Backend:
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
-        ctx = dict(context, auth=self.auth)
+        ctx = self._context(context)
         target = self.target(spec, context, url=url, query=query)
         headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
         body, content_type = self._body(spec, ctx)
@@ -218,8 +222,13 @@ class Backend:
                            failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
                            max_body=conn.max_response_bytes)
 
-    def _url(self, path: str, endpoint: str | None = None) -> str:
-        if path.startswith(("http://", "https://")):
+    def _context(self, context: Mapping[str, Any]) -> dict:
+        """Templates see this session's values, or (for a refresh) the previous session's."""
+        return dict(context, auth=self.auth if self.auth else context.get("auth", {}))
+
+    def _url(self, path: str, endpoint: str | None = None, link: bool = False) -> str:
+        """link: a path that is one raw_path value, from the host root like a link in a reply."""
+        if path.startswith(("http://", "https://")) or (link and path.startswith("/")):
             return self.within_base(path, endpoint)
         return self.base_of(endpoint) + ("" if path.startswith("/") else "/") + path
 
@@ -244,7 +253,7 @@ class Backend:
     @staticmethod
     def _body(spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
         if spec.json is not None:
-            return json.dumps(spec.json.eval(ctx)).encode("utf-8"), "application/json"
+            return json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8"), "application/json"
         if spec.form is not None:
             data = urllib.parse.urlencode(_pairs(spec.form.eval(ctx), "form"))
             return data.encode("utf-8"), "application/x-www-form-urlencoded"
@@ -283,9 +292,19 @@ class Backend:
         self._refresh_if_due()
         response = self._send(lambda: self.build(spec, context, **options))
         if response.status == 401 and self.scheme.type == "session":
-            log.info("backend answered 401; logging in again")
-            self.login()
+            # A server that answers 401 before reading the request body leaves it on the
+            # connection: the login goes out on a fresh one, or it would arrive garbled.
+            fresh = reset_connections(self.transport)
+            log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
+            self.login(renew=True)
             response = self._send(lambda: self.build(spec, context, **options))
+            if response.status == 401:
+                where = f"{spec.method} {self.build(spec, context, **options).url.split('?')[0]}"
+                error = AuthError(f"Authentication failed: {where} answered HTTP 401 again right after a new "
+                                  f"login{' on a new connection' if fresh else ' (on the same connection)'}: "
+                                  f"{message_of(response, self.mapping.connection.error_message)}")
+                error.status = 401
+                raise error
         return response
 
     def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
@@ -312,22 +331,39 @@ class Backend:
     # --------------------------------------------------------------- auth
 
     def _refresh_if_due(self) -> None:
-        ttl = self.scheme.ttl
+        ttl = self.session_ttl
         if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
                 and self.clock.now() - self.logged_in_at >= ttl:
             log.info("session older than %ss; logging in again", ttl)
-            self.login()
+            self.login(renew=True)
 
-    def login(self) -> None:
-        """Session schemes: send the login request and keep what it yields (all secret)."""
-        login = self.scheme.login
-        if self.scheme.type != "session" or login is None:
+    def login(self, renew: bool = False) -> None:
+        """Session schemes: send the login request and keep what it yields (secret unless
+        public). renew: a session exists; its `refresh` request goes first, if the scheme has
+        one, and a fresh login only if the backend refuses it."""
+        scheme = self.scheme
+        if scheme.type != "session" or scheme.login is None:
             return
-        self.auth, self.endpoints = {}, {}
-        base = {"settings": self.settings}
+        (previous, self.auth), (known, self.endpoints) = (self.auth, {}), (self.endpoints, {})
+        if renew and scheme.refresh is not None and previous:
+            got = self._session_request(scheme.refresh, previous, refusable=True)
+            if got is not None:  # values and service URLs the refresh reply lacks stay as they were
+                values, endpoints = got
+                self._keep({**previous, **{k: v for k, v in values.items() if v is not None}},
+                           {**known, **endpoints})
+                return
+            log.info("the backend refused to refresh the session; logging in afresh")
+        self._keep(*self._session_request(scheme.login, {}, refusable=False))  # type: ignore[misc]
+
+    def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> tuple[dict, dict] | None:
+        """(values, service URLs) a login or refresh reply yields; None if a refusable request
+        was refused."""
+        base = {"settings": self.settings, "auth": previous}
         # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
         response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
+        if not accepted and refusable:
+            return None
         endpoints = self._extract_endpoints(response, login) if accepted else {}
         service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
         # A refused login issued nothing: its reply is the backend's reason, shown as it is
@@ -337,12 +373,32 @@ class Backend:
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
             raise AuthError(f"Authentication failed: HTTP {response.status}: {reason}")
-        values = self._extract_login(response, login)
+        extract = login.extract or self.scheme.login.extract
+        return self._extract_login(response, extract, required=not refusable), endpoints
+
+    def _keep(self, values: dict, endpoints: dict) -> None:
         for value in values.values():
-            self.redactor.add(value)
+            if isinstance(value, str):  # credentials are text; numbers (expires_in) are not secrets
+                self.redactor.add(value)
         self.auth = values
         self.endpoints = endpoints
         self.logged_in_at = self.clock.now()
+        self.session_ttl = self._ttl(values)
+
+    def _ttl(self, values: dict) -> float | None:
+        ttl = self.scheme.ttl
+        if ttl is None or isinstance(ttl, (int, float)):
+            return ttl
+        value = ttl.render({"settings": self.settings, "auth": values})
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise AuthError(f"Authentication failed: session ttl `{ttl.source}` gave {value!r}, "
+                            "not a positive number of seconds")
+        return float(value)
 
     def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
         """The login request, its values known as secrets before it is sent (or logged)."""
@@ -359,11 +415,11 @@ class Backend:
             out[name] = url.rstrip("/")
         return out
 
-    def _extract_login(self, response: HttpResponse, login: m.Login) -> dict:
+    def _extract_login(self, response: HttpResponse, extract: tuple, required: bool = True) -> dict:
         values = {}
-        for name, extraction in login.extract:
+        for name, extraction in extract:
             value = extract_value(extraction, response, {"settings": self.settings})
-            if value is None:
+            if value is None and required:
                 raise AuthError(f"Authentication failed: the login reply has no `{name}` "
                                 f"(`{extraction.expression.source}`)")
             values[name] = value
@@ -378,3 +434,4 @@ class Backend:
                 log.warning("logout failed: %s", exc)
         self.auth, self.endpoints = {}, {}
         self.logged_in_at = None
+        self.session_ttl = None

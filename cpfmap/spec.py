@@ -122,13 +122,21 @@ def schema_findings(located: Located, schema_name: str = "mapping.schema.json") 
     findings = []
     for error in sorted(validator.iter_errors(located.data), key=lambda e: list(map(str, e.absolute_path))):
         if error.context:
-            error = jsonschema.exceptions.best_match(error.context)
+            error = _best_branch(error)
         path = tuple(error.absolute_path)
         extra = _unknown_keys(error)
         for key in extra or [None]:
             where = path + (key, "<key>") if key is not None else path
             findings.append(located.finding(where, _explain(error, key)))
     return findings
+
+
+def _best_branch(error: Any) -> Any:
+    """Of a oneOf's failures, the one from a branch that takes the value's type: an extraction
+    object with a bad option reports the option, not "is not of type 'string'"."""
+    fitting = [e for e in error.context if e.validator != "type" or e.relative_path]
+    import jsonschema.exceptions
+    return jsonschema.exceptions.best_match(fitting or error.context)
 
 
 def _unknown_keys(error: Any) -> list:

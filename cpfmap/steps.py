@@ -10,9 +10,10 @@ from typing import Any, Callable
 from . import model as m
 from .cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
 from .errors import BackendError, TransportError
-from .extract import body_of, extract_from, string_id
+from .extract import body_of, extract_from, link_target, string_id
 from .session import Backend, message_of
-from .transport import may_have_run
+from .templating import Template
+from .transport import HttpResponse, may_have_run
 
 log = logging.getLogger("cpfmap")
 DONE = object()  # a lookup found that a request which got no answer took effect
@@ -55,6 +56,9 @@ class StepRunner:
     def _step(self, step: m.Step, context: dict) -> None:
         if step.when is not None and not step.when.render(context):
             return
+        if step.steps:
+            self.run(step.steps, context)
+            return
         if step.fail is not None:
             raise BackendError(str(step.fail.render(context)))
         for name, value in step.set:
@@ -66,7 +70,8 @@ class StepRunner:
         try:
             response, resent = self._send(step, context)
         except TransportError as exc:
-            self._refused(step, context, 0, exc.message, exc)
+            if self._refused(step, context, 0, exc.message, exc, None):
+                self._wait(step, context, False)  # an on_error rule recovered (its `set` may name the task)
             return
         if response is DONE:
             return
@@ -76,15 +81,18 @@ class StepRunner:
         reply = response.response if isinstance(response, Fetched) else None
         if reply is not None and not step.accepts(reply.status):
             message = message_of(reply, self.backend.mapping.connection.error_message)
-            if not self._already_done(step, context, resent, reply.status, message):
-                self._refused(step, context, reply.status, message, None, reply.reason)
-            return
-        for name, extraction in step.extract:
-            context[name] = self._extract(step, extraction, response, context)
-        if step.wait is not None and self.waiter is not None:
-            self._wait(step, context, resent)
+            if self._already_done(step, context, resent, reply.status, message):
+                return
+            if not self._refused(step, context, reply.status, message, None, reply):
+                return  # the rule that recovered said wait: false
+        else:
+            for name, extraction in step.extract:
+                context[name] = self._extract(step, extraction, response, context)
+        self._wait(step, context, resent)
 
     def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+        if step.wait is None or self.waiter is None:
+            return
         try:
             self.waiter(step.wait, context)  # type: ignore[misc]
         except BackendError as exc:
@@ -151,8 +159,11 @@ class StepRunner:
         return string_id(step.index.lookup.render(context))
 
     def _refused(self, step: m.Step, context: dict, status: int, message: str,
-                 exc: TransportError | None, reason: str = "") -> None:
-        error = {"status": status, "message": message, "reason": reason}
+                 exc: TransportError | None, response: HttpResponse | None) -> bool:
+        """Apply the first on_error rule that covers the refusal (whether the step's wait still
+        runs), or raise."""
+        error = {"status": status, "message": message, "reason": response.reason if response is not None else "",
+                 "body": _json_or_none(response)}
         for rule in step.on_error:
             if rule.covers(status, message):
                 ctx = dict(context, error=error)
@@ -163,7 +174,7 @@ class StepRunner:
                 if rule.retry:
                     continue
                 context.update(rule.set.eval(ctx) if rule.set else {})
-                return
+                return rule.wait
         if exc is not None:
             raise exc
         raise self._failure(step, context, status, message)
@@ -248,11 +259,12 @@ class StepRunner:
     def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
         spec = step.paginate
-        size = spec.size if isinstance(spec.size, int) else _page_size(spec.size.render(context))
+        size = _page_size(spec.size.render(context)) if isinstance(spec.size, Template) else spec.size
         items: list = []
+        url: str | None = None
         cursor: Any = None
         for number in range(spec.max_pages):
-            query, url = self._page_position(spec, number, len(items), cursor, size,
+            query, url = self._page_position(spec, number, len(items), cursor, size, url,
                                              step.request.endpoint)
             response = self.backend.send(step.request, context, query=query, url=url,
                                          retry_safe=step.idempotent)
@@ -263,26 +275,49 @@ class StepRunner:
             if not isinstance(page, list):
                 raise BackendError(f"paginate.items `{spec.items.source}` gave {type(page).__name__}, not a list")
             items.extend(page)
-            cursor = spec.cursor.search(body, context) if spec.cursor else None
+            cursor = self._next(spec, response, body, context)
             if self._last_page(spec, page, cursor, size):
                 return items
+            if url is None and spec.type in ("next_link", "link_header"):  # a relative link resolves against it
+                url = self.backend.build(step.request, context).url
         raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
 
-    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int,
-                       endpoint: str | None) -> tuple:
+    @staticmethod
+    def _next(spec: m.Paginate, response: HttpResponse, body: Any, context: dict) -> Any:
+        """The next cursor or URL: from the Link header, the headers or the body."""
+        if spec.type == "link_header":
+            return link_target(response.header("Link"), "next")
+        if spec.cursor is None:
+            return None
+        data = {k.lower(): v for k, v in response.headers} if spec.cursor_from == "headers" else body
+        return spec.cursor.search(data, context)
+
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int | None,
+                       url: str | None, endpoint: str | None) -> tuple:
+        """(query pairs, URL or None) of page `number`; url is the page before's."""
+        limit = [(spec.limit_param, str(size))] if size is not None else []
         if spec.type == "offset":
-            return [(spec.offset_param, str(seen)), (spec.limit_param, str(size))], None
+            return [(spec.offset_param, str(seen))] + limit, None
         if spec.type == "page":
-            return [(spec.page_param, str(spec.first_page + number)), (spec.limit_param, str(size))], None
+            return [(spec.page_param, str(spec.first_page + number))] + limit, None
         if spec.type == "cursor":
-            return ([(spec.cursor_param, str(cursor))] if number else []), None
-        return [], (self.backend.within_base(str(cursor), endpoint) if number else None)
+            return ([(spec.cursor_param, string_id(cursor))] if number else []) + limit, None
+        if not number:
+            return limit, None
+        return [], self.backend.within_base(urllib.parse.urljoin(url or "", str(cursor)), endpoint)
 
     @staticmethod
-    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int) -> bool:
+    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int | None) -> bool:
         if spec.type in ("offset", "page"):
-            return len(page) < size
+            return len(page) < (size or 0)
         return cursor in (None, "")
+
+
+def _json_or_none(response: HttpResponse | None) -> Any:
+    try:
+        return response.json() if response is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _restart(steps: tuple, index: int, name: str) -> int:

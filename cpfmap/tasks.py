@@ -24,26 +24,35 @@ COMPLETED = "completed"
 _B64 = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def encode(rule: str, values: Mapping[str, str]) -> str:
-    payload = json.dumps({"r": rule, "v": dict(values)}, separators=(",", ":"), sort_keys=True)
+def encode(rule: str, values: Mapping[str, str], output: str | None = None) -> str:
+    """output: the operation whose own task `output` applies when the task completes."""
+    data: dict = {"r": rule, "v": dict(values)}
+    if output is not None:
+        data["o"] = output
+    payload = json.dumps(data, separators=(",", ":"), sort_keys=True)
     return PREFIX + base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def decode(task_id: Any, polls: Mapping[str, PollRule]) -> tuple[str, dict[str, str]]:
-    """(rule name, values), or InvalidParams saying what is wrong with the id."""
+def decode(task_id: Any, polls: Mapping[str, PollRule],
+           outputs: Mapping[str, str] | None = None) -> tuple[str, dict[str, str], str | None]:
+    """(rule name, values, operation whose output applies or None), or InvalidParams saying what
+    is wrong with the id. outputs: operation -> the poll rule of its task, for those with an output."""
     payload = _payload(task_id)
-    rule, values = payload.get("r"), payload.get("v")
-    if set(payload) != {"r", "v"} or not isinstance(rule, str) or not isinstance(values, dict):
+    rule, values, output = payload.get("r"), payload.get("v"), payload.get("o")
+    if not {"r", "v"} <= set(payload) <= {"r", "v", "o"} or not isinstance(rule, str) \
+            or not isinstance(values, dict):
         raise _bad("it is not a task id of this provider")
     if not all(isinstance(v, str) and len(v) <= MAX_VALUE for v in values.values()):
         raise _bad("its values are not short strings")
-    if rule == COMPLETED:
-        return rule, values
+    if rule == COMPLETED and output is None:
+        return rule, values, None
+    if output is not None and (not isinstance(output, str) or (outputs or {}).get(output) != rule):
+        raise _bad("it names no task output of this mapping")
     spec = polls.get(rule)
     if spec is None:
         raise _bad(f"this mapping has no task kind `{rule}`")
     check_handle(spec, values)
-    return rule, values
+    return rule, values, output
 
 
 def _payload(task_id: Any) -> dict:

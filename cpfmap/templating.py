@@ -83,9 +83,42 @@ def _regex_search(value: Any, pattern: str) -> str | None:
     return match.group(1) if match.groups() else match.group(0)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A request value sent as written, even a null: `{literal: X}`, or `json_null` in a template
+    (`{{ {'os-start': json_null} }}`), where a null member would be left out."""
+    value: Any
+
+
+JSON_NULL = Kept(None)
+
+
+class RawPath(str):
+    """A path (or URL below base_url) inserted whole into a request path: see raw_path."""
+
+
+_PATH_SAFE = "/?&=%:@!$'()*+,;~-._"
+_BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#]|%(?![0-9A-Fa-f]{2})")
+
+
+def raw_path(value: Any) -> RawPath:
+    """Opt out of percent-encoding for a path taken whole from a variable or a backend link
+    (`/jobs/17/result`, `https://host/api/jobs/17`): its slashes, ?, & and = and its %XX escapes
+    are kept. Still safe: a full URL must be below base_url (checked when sent), and a path with
+    `.` or `..` segments, a backslash, a space, a control character or `#` is refused. A request
+    path that is only `{{ link | raw_path }}` may also be a path from the host root.
+    Example: `{{ '/jobs/7/result' | raw_path }}` -> `"/jobs/7/result"`"""
+    text = str(value)
+    segments = urllib.parse.unquote(urllib.parse.urlsplit(text).path).split("/")
+    if _BAD_PATH.search(text) or any(part in (".", "..") for part in segments):
+        raise BackendError(f"raw_path refuses {text!r}: dot segments, backslashes, spaces, control "
+                           "characters, '#' and stray '%' cannot go into a path whole")
+    return RawPath(text)
+
+
 FILTERS: dict[str, Callable] = {
     "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode, "dns_name": dns_name,
-    "regex_replace": _regex_replace, "regex_search": _regex_search,
+    "regex_replace": _regex_replace, "regex_search": _regex_search, "raw_path": raw_path,
 }
 
 
@@ -144,6 +177,8 @@ class Placeholder(str):
 
 
 def _quote_path(value: Any) -> str:
+    if isinstance(value, RawPath):
+        return urllib.parse.quote(value, safe=_PATH_SAFE)
     if isinstance(value, Placeholder):
         return str(value)
     if isinstance(value, bool):
@@ -167,6 +202,7 @@ class Templates:
         env = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False,
                        keep_trailing_newline=True, finalize=finalize, optimized=False)
         env.filters.update(FILTERS)
+        env.globals["json_null"] = JSON_NULL
         env.filters.update(filters or {})
         for name, func in env.filters.items():
             if _PassArg.from_obj(func) is None:
@@ -188,10 +224,11 @@ class Templates:
             names = self.names[(source, path)] = frozenset(jinja2.meta.find_undeclared_variables(ast))
         build: Callable[[], Callable]
         if native:
+            text = "{{ " + match["expr"].strip() + " }}"
             build = lambda: _runner(  # noqa: E731
-                env, env.compile_expression(match["expr"].strip(), undefined_to_none=False)._template, names, True)
+                env, env.compile_expression(match["expr"].strip(), undefined_to_none=False)._template, text, True)
         else:
-            build = lambda: _runner(env, env.from_string(source), names, False)  # noqa: E731
+            build = lambda: _runner(env, env.from_string(source), source, False)  # noqa: E731
         return Template(source, where, self._shared(key, build), names, native)
 
     def _shared(self, key: tuple, build: Callable) -> "_Lazy":
@@ -210,12 +247,14 @@ def _check_known(env: jinja2.Environment, ast: Any, source: str) -> None:
             raise jinja2.TemplateAssertionError(f"No {kind} named '{node.name}'.", node.lineno, None, None)
 
 
-def _runner(env: jinja2.Environment, template: jinja2.Template, names: frozenset, native: bool) -> Callable:
+def _runner(env: jinja2.Environment, template: jinja2.Template, source: str, native: bool) -> Callable:
     """What jinja's render and TemplateExpression do, without their per-call copies: the
-    context is the template's parent as it is (it only reads it) unless the template uses
-    one of jinja's globals (`range`, `namespace`...), then a copy with them beneath it.
+    context is the template's parent as it is (it only reads it) unless the template names
+    one of jinja's globals (`range`, `dict`, `namespace`...; find_undeclared_variables leaves
+    them out), then a copy with them beneath it.
     Native: the value the expression assigns to `result`; text: the rendered string."""
-    with_globals = bool(names & env.globals.keys())
+    read = {node.name for node in env.parse(source).find_all(jinja2.nodes.Name)}
+    with_globals = bool(read & env.globals.keys())
     make, root, name, blocks = env.context_class, template.root_render_func, template.name, template.blocks
 
     def run(context: Mapping[str, Any]) -> Any:

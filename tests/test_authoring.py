@@ -118,6 +118,18 @@ def test_new_pack_scaffold_validates_clean(tmp_path):
     assert code == 2 and "lower-case" in err
 
 
+def test_explain_numbers_the_steps_of_a_conditional_fragment(tmp_path):
+    import yaml
+    case = yaml.safe_load((ROOT / "tests/data/cases/tiny-use-when-and-wait-after-recovery.yaml").read_text())
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(spec.merge(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()),
+                                              case["mapping_patch"])))
+    _, out, _ = cli("explain", str(path), "guests/control", "--param", "id=9", "--param", "control=stop")
+    assert "step 1.1 (fragment machine): skipped (`{{ params.id != '9' }}` is false)" in out and "step 2:" in out
+    _, out, _ = cli("explain", str(path), "guests/control", "--param", "id=1", "--param", "control=stop")
+    assert "step 1.1 (fragment machine):" in out and "GET <url>/api/v1/machines/1" in out
+
+
 def test_explain_shows_service_urls_from_the_login_as_placeholders():
     code, out, _ = cli("explain", "openstack", "guests/get", "--param", "id=abc")
     assert code == 0 and "GET <compute service URL, given at login>/servers/abc" in out

@@ -3,7 +3,9 @@ settings; credentials go on every request and never into logs or replies."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import threading
 
 import pytest
 import yaml
@@ -13,7 +15,7 @@ from cpfmap.clock import VirtualClock
 from cpfmap.engine import Engine
 from cpfmap.redact import Redactor
 from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.transport import FunctionTransport, HttpResponse, LiveTransport
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 SCHEMES = [
@@ -76,6 +78,73 @@ def test_credentials_echoed_by_the_backend_are_masked_in_error_replies(provider,
     reply = json.dumps(server.handle_text('{"method": "guests/get", "params": {"id": "101"}}'))
     assert "refused: " in reply and "***" in reply
     assert not [s for s in secrets if s in reply]
+
+
+class _Garbling(http.server.BaseHTTPRequestHandler):
+    """Answers the first power request 401 without reading its body, as some servers do."""
+
+    protocol_version = "HTTP/1.1"
+    log: list = []
+
+    def do_POST(self):  # noqa: N802
+        if self.path.endswith("/power") and not any(p == "401" for _, p in self.log):
+            self.log.append((self.client_address[1], "401"))
+            return self._answer(401, b'{"error": {"message": "token expired"}}')
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.log.append((self.client_address[1], self.path))
+        self._answer(200, b'{"token": "tok-%d"}' % len(self.log) if self.path.endswith("/login") else body)
+
+    def do_GET(self):  # noqa: N802
+        self._answer(200, b"{}")
+
+    def _answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_after_a_401_the_login_goes_out_on_a_fresh_connection():
+    _Garbling.log = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbling)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    redactor = Redactor()
+    engine = Engine(spec.load("tests/data/tiny.yaml"), LiveTransport(), VirtualClock(), redactor)
+    server = Server(engine_handlers(engine), redactor)
+    try:
+        settings = {"url": f"http://127.0.0.1:{httpd.server_port}", "user": "a", "password": "pw-0123456"}
+        assert server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": settings}})) \
+            == {"result": {}}
+        reply = server.handle_text('{"method": "guests/control", "params": {"id": "1", "control": "start"}}')
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert reply == {"result": {}}, reply
+    refused = next(port for port, what in _Garbling.log if what == "401")
+    relogin = [port for port, what in _Garbling.log if what.endswith("/login")][1]
+    assert relogin != refused
+
+
+@pytest.mark.parametrize("expires,message", [
+    (3600, None),
+    ([5], "session ttl `{{ auth.expires_in }}` gave [5], not a positive number of seconds"),
+    (0, "session ttl `{{ auth.expires_in }}` gave 0, not a positive number of seconds"),
+])
+def test_a_session_ttl_from_the_login_reply_must_be_seconds(tmp_path, expires, message):
+    scheme = dict(BASE["auth"][0], ttl="{{ auth.expires_in }}",
+                  login={"request": BASE["auth"][0]["login"]["request"], "extract": {"token": "token", "expires_in": "expires_in"}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(spec.merge(BASE, {"auth": [scheme]})))
+    body = json.dumps({"token": "tok-0123456", "expires_in": expires}).encode()
+    transport = FunctionTransport(lambda request: HttpResponse(200, (("Content-Type", "application/json"),), body))
+    redactor = Redactor()
+    server = Server(engine_handlers(Engine(spec.load(path), transport, VirtualClock(), redactor)), redactor)
+    reply = connect(server)
+    assert reply == {"result": {}} if message is None else message in reply["error"]["message"], reply
 
 
 def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compute", clock=None):

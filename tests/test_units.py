@@ -1,6 +1,8 @@
 """Unit tests of the small pieces: templating, extraction, tables, task ids, redaction."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cpfmap import tasks
@@ -47,7 +49,7 @@ def test_name_encoding_is_reversible(name):
 @pytest.mark.parametrize("expr,data,context,expected", [
     ("[?to_string(id)==var('params.id')] | [0].n", [{"id": 1, "n": "a"}, {"id": 2, "n": "b"}], {"params": {"id": "2"}}, "b"),
     ("string_ids([].id)", [{"id": 1}, {"id": 2.0}, {"id": "x"}], {}, ["1", "2", "x"]),
-    ("macs(@)", ["00-15-5D-8A-3C-FF", "bad", "00155d8a3cff", "00:15:5d:8a:3c:ff"], {}, ["00:15:5d:8a:3c:ff"]),
+    ("macs(@)", ["00-15-5D-8A-3C-FF", "00155d8a3cff", "00:15:5d:8a:3c:ff"], {}, ["00:15:5d:8a:3c:ff"]),
     ("ips(@)", ["127.0.0.1", "::1", "fe80::1%eth0", "169.254.1.1", "0.0.0.0", "10.0.0.5", "2001:db8::1"], {},
      ["10.0.0.5", "2001:db8::1"]),
     ("parse_kv(@, ',', '=')", "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall", {},
@@ -91,11 +93,14 @@ POLLS = {"op": PollRule("op", (("op", HandleKey("[0-9a-f]{8}")), ("vm", HandleKe
 
 def test_task_ids_round_trip_and_are_strict():
     tid = tasks.encode("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert tasks.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert tasks.decode(tasks.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"})
+    assert tasks.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None)
+    assert tasks.decode(tasks.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"}, None)
+    with_output = tasks.encode("op", {"op": "0a1b2c3d"}, "guests/clone")
+    assert tasks.decode(with_output, POLLS, {"guests/clone": "op"}) == ("op", {"op": "0a1b2c3d"}, "guests/clone")
     for bad in ["", 5, None, "cpf1.", "cpf1.$$$", "x" * 5000, tasks.encode("nope", {"op": "0a1b2c3d"}),
                 tasks.encode("op", {"op": "0a1b2c3d/../x"}), tasks.encode("op", {"vm": "1"}),
-                tasks.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd"]:
+                tasks.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd",
+                tasks.encode("op", {"op": "0a1b2c3d"}, "guests/get"), tasks.encode("completed", {}, "guests/clone")]:
         with pytest.raises(InvalidParams, match="invalid task id"):
             tasks.decode(bad, POLLS)
 
@@ -129,3 +134,19 @@ def test_string_ids_and_normal_forms():
     assert string_id(101.0) == "101" and string_id(True) == "true"
     assert normal_mac("AA-BB-CC-DD-EE-FF") == "aa:bb:cc:dd:ee:ff" and normal_mac("aa:bb") is None
     assert useful_ip("10.0.0.1") == "10.0.0.1" and useful_ip("fe80::1") is None
+
+
+@pytest.mark.parametrize("expression,expected", [
+    ("macs(@)", ["aa:bb:cc:dd:ee:ff", "00:15:5d:8a:3c:ff", "00:1a:2b:3c:4d:5e"]),
+    ("ips(@)", ["10.0.0.5", "2001:db8::1"]),
+])
+def test_macs_and_ips_read_the_common_notations(expression, expected):
+    data = {"macs(@)": ["AA:BB:CC:DD:EE:FF", "00-15-5D-8A-3C-FF", "001a.2b3c.4d5e", "aabbccddeeff", None, ""],
+            "ips(@)": ["10.0.0.5/24", "2001:db8::1%eth0", "127.0.0.1", "fe80::1/64", "::", None]}[expression]
+    assert Expression.compile(expression, "t").search(data) == expected
+
+
+@pytest.mark.parametrize("expression,bad", [("macs(@)", "aa:bb:cc"), ("ips(@)", "10.0.0.300"), ("ips(@)", "host.lan")])
+def test_macs_and_ips_report_a_value_they_cannot_read(expression, bad):
+    with pytest.raises(BackendError, match=f"cannot read '{re.escape(bad)}'.*it takes"):
+        Expression.compile(expression, "t").search(["10.0.0.1" if "ips" in expression else "aabbccddeeff", bad])

@@ -45,7 +45,12 @@ DEFS = {
                      "{{ settings.host }}", type="string"),
     "value": prop("A value built when the method runs: literals are kept as they are; strings are "
                   f"{TEMPLATE}; an object `{{jmespath: EXPR}}` evaluates JMESPath over the variables "
-                  "(settings, params, step variables); objects and lists are built member by member.",
+                  "(settings, params, step variables); an object `{literal: X}` is X exactly as written "
+                  "(never rendered; in a request, sent even if it is or holds null); objects and lists are "
+                  "built member by member. In a request (query, form, headers, json) one null rule holds: "
+                  "an object member whose value is null is left out, at any depth; list items and empty "
+                  "text are sent; `{literal: null}` sends a JSON null (json) or an empty value (query, form), and "
+                  "`json_null` does the same inside a template (`{{ {'os-start': json_null} }}`).",
                   {"id": "{{ params.id }}", "name": "{{ vm.name }}"}),
     "jmespath": prop("A JMESPath expression, compiled when the mapping loads. Extra functions (see Functions): "
                      + ", ".join(reference.jmespath_functions()) + ".",
@@ -53,20 +58,28 @@ DEFS = {
     "statuses": prop("HTTP status codes.", [200, 201], type="array", items={"type": "integer", "minimum": 100,
                                                                              "maximum": 599}),
     "request": obj("An HTTP request. Path is joined to connection.base_url; every value inserted into "
-                   "the path is percent-encoded.", {
+                   "the path is percent-encoded (a `/` in a value becomes %2F) unless it goes through "
+                   "`raw_path`.", {
                        "method": prop("HTTP method.", "GET", type="string",
                                       enum=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]),
                        "path": prop(f"URL path below base_url, {TEMPLATE}; an absolute URL is allowed "
-                                    "only if it starts with base_url.",
+                                    "only if it starts with base_url. `{{ value | raw_path }}` inserts a path "
+                                    "whole (slashes, ?, &, = and %XX kept; dot segments, spaces, backslashes "
+                                    "and # refused); a path that is only `{{ link | raw_path }}` is a link as "
+                                    "a backend gives it: a URL below base_url, or a path from the host root "
+                                    "(`/api/v1/jobs/7`) on base_url's host.",
                                     "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
                        "query": prop("Query parameters: name -> value (a list repeats the name; null "
-                                     "or an empty string drops it).", {"type": "vm"}, type="object"),
+                                     "leaves it out, `{literal: null}` sends it empty).", {"type": "vm"},
+                                     type="object"),
                        "headers": prop("Extra headers for this request (templates).",
                                        {"Accept": "application/json"}, type="object",
                                        additionalProperties={"type": "string"}),
-                       "json": prop("A JSON body (value).", {"name": "{{ params.name }}"}),
-                       "form": prop("A form-encoded body: name -> value (null drops it).",
-                                    {"newid": "{{ newid }}"}, type="object"),
+                       "json": prop("A JSON body (value); a member whose value is null is left out, at "
+                                    "any depth; `{literal: null}` sends a JSON null.",
+                                    {"name": "{{ params.name }}", "note": {"literal": None}}),
+                       "form": prop("A form-encoded body: name -> value (null leaves it out, "
+                                    "`{literal: null}` sends it empty).", {"newid": "{{ newid }}"}, type="object"),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
                        "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
                        "endpoint": prop("Join the path to this service URL from the session login "
@@ -96,11 +109,16 @@ DEFS = {
                         "match": prop("A regular expression searched in the backend's error message.",
                                       "does not exist", type="string"),
                         "fail": prop(f"Fail the call with this message ({TEMPLATE}; `error.status`, "
-                                     "`error.message` and `error.reason` (the HTTP reason phrase) hold "
-                                     "the backend's answer).",
+                                     "`error.message`, `error.reason` (the HTTP reason phrase) and "
+                                     "`error.body` (the reply's JSON, or null) hold the backend's answer).",
                                      "Guest {{ params.id }} not found", type="string"),
-                        "set": prop("Carry on, setting these step variables (values) instead.",
+                        "set": prop("Carry on, setting these step variables (values over the step's "
+                                    "variables and `error`) instead; the step's `extract` does not run.",
                                     {"ips": []}, type="object"),
+                        "wait": prop("With `set`: whether the step's `wait` still runs after this rule "
+                                     "recovered (default true; `set` can give its handle, e.g. "
+                                     "`{upid: \"{{ error.body.data }}\"}`). false: there is no task to "
+                                     "wait for (e.g. 404, already gone).", False, type="boolean"),
                         "retry": obj("Run the steps again from the named earlier step (or this one) when "
                                      "the backend refused the request outright, e.g. a new id after "
                                      "\"already exists\"; after `times` refusals the call fails with the "
@@ -130,26 +148,40 @@ DEFS = {
                       "steps": [{"request": {"method": "GET", "path": "/vms", "query": {"name": "{{ params.name }}"}},
                                  "extract": {"made": "items[0].id"}}],
                       "found": "{{ made is not none }}"}),
-    "paginate": obj("Fetch every page of a list and extract from all items joined.", {
+    "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
+                    "only its own options (validate names the ones it takes): offset: size, limit_param, "
+                    "offset_param; page: size, limit_param, page_param, first_page; cursor: cursor, "
+                    "cursor_from, cursor_param, size, limit_param; next_link: cursor, cursor_from, size, "
+                    "limit_param; link_header: size, limit_param; every type: items, max_pages.", {
         "type": prop("offset: offset/limit parameters; page: page number; cursor: a token from each "
-                     "reply; next_link: a URL from each reply.", "offset",
-                     enum=["offset", "page", "cursor", "next_link"]),
+                     "reply (body or headers) sent back as a query parameter; next_link: a URL from each "
+                     "reply (body or headers); link_header: the URL of the `Link` header's rel=\"next\" "
+                     "(RFC 8288, as GitHub and many others page). A URL to follow must be below base_url.",
+                     "offset", enum=["offset", "page", "cursor", "next_link", "link_header"]),
         "items": REF("jmespath"),
-        "size": prop("Items per page (offset, page): a number, or a template such as "
-                     "`{{ settings.page_size }}`.", 100, oneOf=[{"type": "integer", "minimum": 1},
-                                                              {"type": "string", "pattern": "\\{\\{"}]),
-        "limit_param": prop("Query name for the page size.", "limit", type="string"),
-        "offset_param": prop("Query name for the offset (offset).", "offset", type="string"),
-        "page_param": prop("Query name for the page number (page).", "page", type="string"),
-        "first_page": prop("Number of the first page (page).", 1, type="integer", minimum=0),
-        "cursor": prop("JMESPath to the next cursor, or to the next URL (next_link); null ends.",
-                       "next_cursor", type="string"),
-        "cursor_param": prop("Query name for the cursor (cursor).", "cursor", type="string"),
-        "max_pages": prop("Safety limit on pages.", 1000, type="integer", minimum=1),
+        "size": prop("Items per page: a number, or a template such as `{{ settings.page_size }}`. "
+                     "offset and page: default 100, a shorter page is the last. cursor: sent with every "
+                     "request; next_link and link_header: sent with the first (the links carry it on); "
+                     "omitted if absent.", 100,
+                     oneOf=[{"type": "integer", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
+        "limit_param": prop("Query name for the page size (default `limit`).", "limit", type="string"),
+        "offset_param": prop("Query name for the offset (offset; default `offset`).", "offset", type="string"),
+        "page_param": prop("Query name for the page number (page; default `page`).", "page", type="string"),
+        "first_page": prop("Number of the first page (page; default 1).", 1, type="integer", minimum=0),
+        "cursor": prop("JMESPath to the next cursor (cursor), or to the next URL (next_link), over the "
+                       "body or the headers (see cursor_from); null or empty ends.", "next_cursor",
+                       type="string"),
+        "cursor_from": prop("What `cursor` reads: the JSON `body` (default) or the `headers` (lower-case "
+                            "names, e.g. `\"x-next-cursor\"`).", "headers", enum=["body", "headers"]),
+        "cursor_param": prop("Query name for the cursor (cursor; default `cursor`).", "cursor", type="string"),
+        "max_pages": prop("Safety limit on pages; more is an error (default 1000).", 1000, type="integer",
+                          minimum=1),
     }, required=["type", "items"], example={"type": "offset", "items": "items", "size": 50}),
     "step": obj("One step of a method: a request, a computed variable, a check or a fragment.", {
         "name": prop("Name for messages.", "resolve node", type="string"),
-        "use": prop("Insert the steps of this fragment (see `fragments`).", "resolve_node", type="string"),
+        "use": prop("Insert the steps of this fragment (see `fragments`). A `use` step takes only "
+                    "`when` (then the whole fragment runs only if it is true) and `name`.", "resolve_node",
+                    type="string"),
         "when": prop(f"Run the step only if this ({TEMPLATE}) is true.", "{{ params.snapshot }}",
                      type="string"),
         "request": REF("request"),
@@ -222,6 +254,11 @@ DEFS = {
         "when": prop(f"Start a task only if this ({TEMPLATE}) is true; otherwise the work was not needed "
                      "and the task reports completed at once (idempotent convert).", "{{ upid is defined }}",
                      type="string"),
+        "output": prop("With `poll`: the output of this method's task once it completes (value over the "
+                       "poll rule's variables: `task.*` and its step variables), instead of the poll "
+                       "rule's `output`. For output that only one kind of operation has, e.g. the clone id "
+                       "in the job result, while snapshot tasks of the same rule give none.",
+                       {"clone_id": "{{ job.result.vm_id }}"}),
     }, example={"poll": "pve", "handle": {"upid": "{{ upid }}", "node": "{{ node }}"}}),
     "wait": obj("Wait for the backend task this step started before the next step (or the reply), "
                 "so its failure is reported: e.g. stop a VM, then destroy it.", {
@@ -250,7 +287,8 @@ DEFS = {
         "state": prop("running, completed or failed (value; `task.<key>` holds the handle).",
                       "{{ poll | translate('pve_task') }}"),
         "error": prop(f"Message of a failed task ({TEMPLATE}).", "{{ poll.exitstatus }}", type="string"),
-        "output": prop("Output of a completed task (value); {} if absent.", {"clone_id": "{{ task.clone_id }}"}),
+        "output": prop("Output of a completed task (value); {} if absent. A method's `task.output` "
+                       "replaces it for the tasks that method starts.", {"clone_id": "{{ task.clone_id }}"}),
     }, required=["handle", "steps", "state"], example={
         "handle": {"job": {"pattern": "[0-9a-f]{8}"}},
         "steps": [{"request": {"method": "GET", "path": "/jobs/{{ task.job }}"}, "extract": {"job": "@"}}],
@@ -298,7 +336,7 @@ DEFS = {
             "request": REF("request"),
             "accept": REF("statuses"),
             "extract": prop("Credentials from the reply: name -> extraction, visible as auth.NAME; "
-                            "all are secrets.", {"ticket": "data.ticket"}, type="object",
+                            "all are secrets (see `public`).", {"ticket": "data.ticket"}, type="object",
                             additionalProperties=REF("extraction")),
             "public": prop("Field names of the login request and reply that are not secret (e.g. the "
                            "user name, a token type). Every other value of the login exchange (request "
@@ -322,8 +360,23 @@ DEFS = {
             "query": prop("Query parameters (templates over auth.*).", {"sid": "{{ auth.sid }}"},
                           type="object", additionalProperties=REF("template")),
         }, example={"headers": {"Authorization": "Bearer {{ auth.token }}"}}),
-        "ttl": prop("session: seconds a login stays good; log in again before it runs out.", 7000,
-                    type="number", minimum=1),
+        "refresh": obj("session: renew the session with values of the previous one, e.g. an OAuth2 "
+                       "refresh token (`{{ auth.refresh_token }}`). Used instead of `login` once a session "
+                       "exists (its ttl ran out, or a 401); if the backend refuses it (status not "
+                       "accepted) a fresh `login` follows. Values its reply lacks keep the previous "
+                       "session's.", {
+                           "request": REF("request"),
+                           "accept": REF("statuses"),
+                           "extract": prop("Credentials from the reply (default: the login's extract), "
+                                           "visible as auth.NAME.", {"token": "access_token"}, type="object",
+                                           additionalProperties=REF("extraction")),
+                       }, required=["request"], example={
+                           "request": {"method": "POST", "path": "/oauth/token", "form": {
+                               "grant_type": "refresh_token", "refresh_token": "{{ auth.refresh_token }}"}}}),
+        "ttl": prop("session: seconds a login stays good; log in again (or `refresh`) before it runs out. "
+                    f"A number, or {TEMPLATE} over the login reply's values (auth.*), rendered after each "
+                    "login: `{{ auth.expires_in - 30 }}`.", 7000,
+                    oneOf=[{"type": "number", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
         "logout": REF("request"),
     }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
@@ -367,8 +420,9 @@ SCHEMA = {
             "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
-            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
-                                  "reply); a backend that trickles its answer is cut off here. A retry "
+            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send the request, status "
+                                  "line, headers, body); a backend that trickles or stalls (or stops "
+                                  "reading the request) is cut off here. A retry "
                                   "(see `retries`) starts only if its wait ends within this time of the "
                                   "first attempt. Default 120.",
                                   120, type="number", exclusiveMinimum=0),

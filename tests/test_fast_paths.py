@@ -1,7 +1,8 @@
-"""The engine's fast reply check (replies.fast_check) against jsonschema, over valid and
-invalid replies: it may only call valid what jsonschema accepts, and it must know the
-ordinary valid replies (or every guests/get would pay for jsonschema). Also the plain field
-paths (`@`, `data.agent`) that extract.Expression answers without jmespath's visitor."""
+"""Fast paths of the per-get work, each against what it replaces: the engine's reply check
+(replies.fast_check) against jsonschema over valid and invalid replies (it may only call
+valid what jsonschema accepts, and must know the ordinary valid replies, or every guests/get
+would pay for jsonschema); the plain field paths (`@`, `data.agent`) extract.Expression
+answers without jmespath's visitor; templates run without copying their context."""
 from __future__ import annotations
 
 import copy
@@ -78,3 +79,17 @@ def test_field_paths_answer_as_jmespath_does(source):
     assert expression.path is not None
     for data in DATA:
         assert expression.search(data) == jmespath.search(source, data), data
+
+
+@pytest.mark.parametrize("source, context, expected", [
+    ("{{ dict(boot, a=1) if g else boot }}", {"boot": {"b": 2}, "g": 1}, {"b": 2, "a": 1}),
+    ("{{ range(3) | list }}", {}, [0, 1, 2]),
+    ("{% set ns = namespace(x=1) %}{{ ns.x }} {{ y }}", {"y": 2}, "1 2"),
+    ("{{ y + 1 }}", {"y": 2}, 3),
+    ("{{ range }}", {"range": "mine"}, "mine"),   # the context's own value comes first
+])
+def test_templates_run_without_copying_the_context_yet_see_jinjas_globals(source, context, expected):
+    from cpfmap.templating import Templates
+    template = Templates().compile(source, "test")
+    assert template.render(context) == expected
+    assert template.render(context) == expected   # the compiled function, reused
