@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -192,21 +191,15 @@ def load(target: str | Path):
 def _checked_marker(located: Located) -> Path | None:
     """A file whose presence says: these exact mapping files passed the schema check of this
     exact engine and schema. Any change to either gives another name. None: no cache folder."""
-    folder = os.environ.get("CPFMAP_CACHE_DIR") or _default_cache_dir()
-    if not folder:
+    from . import __version__, loadcache
+    folder = loadcache.folder()
+    if folder is None:
         return None
-    from . import __version__
     digest = hashlib.sha256(__version__.encode())
     digest.update(json.dumps(schema(), sort_keys=True).encode("utf-8"))
     for source in located.sources:
         digest.update("\0".join([str(source.file), *source.lines]).encode("utf-8") + b"\1")
-    return Path(folder) / f"checked-{digest.hexdigest()}"
-
-
-def _default_cache_dir() -> str | None:
-    base = os.environ.get("LOCALAPPDATA") or os.environ.get("XDG_CACHE_HOME") or (
-        str(Path.home() / ".cache") if Path.home().is_dir() else None)
-    return str(Path(base) / "cpfmap") if base else None
+    return folder / f"checked-{digest.hexdigest()}"
 
 
 def _remember(marker: Path | None) -> None:
