@@ -43,16 +43,32 @@ def http_entry(request: HttpRequest, response: HttpResponse | None, redactor: Re
 
 def session_line(line: str) -> tuple[str, dict | None, list | None]:
     """(the request line to send, the recorded reply, the recorded exchanges it caused). A
-    session line is a CPF request, or `{"request", "reply", "http"}` as `record --session` writes."""
+    session line is a CPF request, maybe carrying what the live session got as a `recorded`
+    member (`{"reply", "http"}`, which the server ignores: the file stays plain request input);
+    a request that is not a JSON object is kept as `{"request", "reply", "http"}`."""
     try:
         data = json.loads(line)
     except (ValueError, RecursionError):
         return line, None, None
     if isinstance(data, dict) and "request" in data and "method" not in data:
-        reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
-        http = data.get("http") if isinstance(data.get("http"), list) else None
-        return json.dumps(data["request"]), reply, http
+        return json.dumps(data["request"]), *_recorded(data)
+    if isinstance(data, dict) and isinstance(data.get("recorded"), dict):
+        request = {k: v for k, v in data.items() if k != "recorded"}
+        return json.dumps(request), *_recorded(data["recorded"])
     return line, None, None
+
+
+def _recorded(data: dict) -> tuple[dict | None, list | None]:
+    reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
+    http = data.get("http") if isinstance(data.get("http"), list) else None
+    return reply, http
+
+
+def session_record(request: Any, reply: dict, http: list) -> dict:
+    """One session line: the request with what it got (see session_line)."""
+    if isinstance(request, dict):
+        return {**{k: v for k, v in request.items() if k != "recorded"}, "recorded": {"reply": reply, "http": http}}
+    return {"request": request, "reply": reply, "http": http}
 
 
 class RecordingServer(Server):
@@ -75,9 +91,8 @@ class RecordingServer(Server):
                                           parse_float=_finite_or_text)
             except (ValueError, RecursionError):  # kept as the text it was (the reply says why)
                 request = text.strip()
-            line = {"request": self.redactor.scrub(_masked_settings(request, self.secret_settings)),
-                    "reply": json.loads(reply),
-                    "http": list(range(before, len(self.exchanges)))}
+            line = session_record(self.redactor.scrub(_masked_settings(request, self.secret_settings)),
+                                  json.loads(reply), list(range(before, len(self.exchanges))))
             try:
                 self.out.write(json.dumps(line) + "\n")
                 self.out.flush()
