@@ -64,7 +64,7 @@ def test_shipped_recording_reproduces_every_live_reply(session):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     entries = json.loads(proc.stdout)
     assert entries and all("result" in e["reply"] for e in entries)
-    assert all(e["recorded"] is not None for e in entries), "re-record: python tools/record_pve.py / record_openstack.py"
+    assert all(e["recorded_reply"] is not None for e in entries), "re-record: python tools/record_pve.py / record_openstack.py"
     assert [e["differs"] for e in entries] == [None] * len(entries)
 
 
@@ -202,11 +202,15 @@ def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path
     def connect(params):
         raise ValueError("bad port")
     out = io.StringIO()
-    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",))
-    server.handle_line('{"method": "provider/connect", "params": {"settings": {"token_secret": "abc-12345", "port": "x"}}}')
+    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",),
+                             ("auth_url", "port"))
+    settings = {"token_secret": "abc-12345", "port": "x", "auth_url": "https://h/v3", "api_key": "k-12345"}
+    server.handle_line(json.dumps({"method": "provider/connect", "params": {"settings": settings}}))
     line = json.loads(out.getvalue())
-    assert line["request"]["params"]["settings"] == {"token_secret": "***", "port": "x"}
-    assert line["reply"]["error"]["code"] == -32603 and line["http"] == []
+    # secret by declaration or (undeclared) by name; a declared public setting stays, so the session replays
+    assert line["params"]["settings"] == {"token_secret": "***", "port": "x", "auth_url": "https://h/v3",
+                                          "api_key": "***"}
+    assert line["recorded"]["reply"]["error"]["code"] == -32603 and line["recorded"]["http"] == []
 
 
 def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_why(tmp_path):
@@ -237,3 +241,13 @@ def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_w
     assert "1 recorded HTTP exchanges were never asked for (first: #3 GET /api/v1/machines)" in out
     assert "note: the mapping caches replies (`cache`)" in out
     assert "1 of 3 recorded replies differ" in out
+
+
+def test_readme_quick_start_dry_run_says_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    command = block.split("&&", 1)[1].split()
+    assert command[:2] == ["python3", "connector.py"]
+    proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    promised = readme.split(block, 1)[1].split("ends with `", 1)[1].split("`", 1)[0]
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith(" ".join(promised.split())), proc.stdout[-500:]
