@@ -7,11 +7,13 @@ TransportError when no HTTP answer came back. This is the only module that impor
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.client
 import json
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,7 @@ import urllib3.exceptions
 
 from .clock import Clock, RealClock
 from .errors import TransportError
+from .watchdog import WATCHDOG, Watch
 
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Answers after which a request that is safe to repeat is sent again. 429 proves the request
@@ -191,6 +194,8 @@ class LiveTransport:
         # verify_tls false is the administrator's choice; the session logs it once instead.
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.session = requests.Session()
+        for prefix in ("http://", "https://"):
+            self.session.mount(prefix, _WatchedAdapter())
         self.retry = retry
         self.clock = clock or RealClock()
 
@@ -205,9 +210,10 @@ class LiveTransport:
     def send(self, request: HttpRequest) -> HttpResponse:
         attempt, resent = 1, False
         started = self.clock.now()
+        until = WATCHDOG.now() + request.deadline   # retries included: the deadline is the caller's
         while True:
             try:
-                response = self._send_once(request)
+                response = self._send_once(request, until)
             except TransportError as exc:
                 wait = self.retry.delay(attempt) if self._may_retry(request, exc, attempt) else None
                 if wait is None or not self._in_time(request, started, wait):
@@ -249,22 +255,83 @@ class LiveTransport:
         # A request that never left (no connection) is safe to repeat whatever its method.
         return self._repeatable(request) or getattr(exc, "not_sent", False)
 
-    def _send_once(self, request: HttpRequest) -> HttpResponse:
+    def _send_once(self, request: HttpRequest, until: float) -> HttpResponse:
         prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
                                     data=request.body).prepare()
         # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
         # must not override the mapping's TLS settings. Proxies from the environment still apply.
         proxies = requests.utils.get_environ_proxies(request.url)
         started = self.clock.now()
-        timeout = (request.timeout[0], min(request.timeout[1], request.deadline))
+        # The watchdog cuts the connection at the deadline, whatever blocks: a connection cannot
+        # be cut before it exists, so waiting for one ends at the deadline too.
+        timeout = (min(request.timeout[0], request.deadline), request.timeout[1])
+        watch = _LOCAL.watch = WATCHDOG.arm(until)
         try:
             raw = self.session.send(prepared, timeout=timeout, verify=_verify(request.tls), stream=True,
                                     cert=_cert(request.tls), proxies=proxies, allow_redirects=False)
             body = _read_body(raw, request, started + request.deadline, self.clock)
         except requests.exceptions.RequestException as exc:
-            raise _transport_error(request, exc) from None
+            error: TransportError | None = _transport_error(request, exc)
+        else:
+            error = None
+        finally:
+            _LOCAL.watch = None
+            cut = watch.disarm()
+        if cut:  # whatever the cut connection looked like (an early end, a reset, a short body)
+            raise _deadline_passed(request)
+        if error is not None:
+            raise error
         headers = tuple((k, v) for k, v in raw.headers.items())
         return HttpResponse(raw.status_code, headers, body, raw.reason or "", raw.elapsed.total_seconds())
+
+
+# The watch of the exchange this thread is sending: its connection's sockets join it.
+_LOCAL = threading.local()
+
+
+def _watched(sock: Any) -> None:
+    watch: Watch | None = getattr(_LOCAL, "watch", None)
+    if watch is not None and sock is not None:
+        watch.attach(sock)
+
+
+@functools.cache
+def _watched_connection(base: Any) -> type:
+    """urllib3's connection class whose sockets join the watch of the exchange using them: the
+    plain socket as soon as it connects (a TLS handshake can hang too), the one carrying the
+    request (TLS included) each time it is used."""
+    def _new_conn(self: Any) -> Any:
+        sock = base._new_conn(self)
+        _watched(sock)
+        return sock
+
+    def request(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _watched(self.sock)
+        return base.request(self, *args, **kwargs)
+    return type(base.__name__, (base,), {"_new_conn": _new_conn, "request": request})
+
+
+@functools.cache
+def _watched_pool(base: Any) -> type:
+    return type(base.__name__, (base,), {"ConnectionCls": _watched_connection(base.ConnectionCls),
+                                         "watched": True})
+
+
+def _watch_pools(manager: Any) -> Any:
+    manager.pool_classes_by_scheme = {scheme: pool if getattr(pool, "watched", False) else _watched_pool(pool)
+                                      for scheme, pool in manager.pool_classes_by_scheme.items()}
+    return manager
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose connections (direct or through a proxy) the watchdog can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        return _watch_pools(super().proxy_manager_for(proxy, **kwargs))
 
 
 def _read_body(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:

@@ -420,8 +420,9 @@ SCHEMA = {
             "client_key": prop("PEM client key (value).", "{{ settings.client_key }}"),
             "connect_timeout": prop("Seconds to connect.", 5, type="number", exclusiveMinimum=0),
             "read_timeout": prop("Seconds to wait for an answer.", 30, type="number", exclusiveMinimum=0),
-            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send, every read of the "
-                                  "reply); a backend that trickles its answer is cut off here. A retry "
+            "total_timeout": prop("Seconds for one whole HTTP exchange (connect, send the request, status "
+                                  "line, headers, body); a backend that trickles or stalls (or stops "
+                                  "reading the request) is cut off here. A retry "
                                   "(see `retries`) starts only if its wait ends within this time of the "
                                   "first attempt. Default 120.",
                                   120, type="number", exclusiveMinimum=0),
