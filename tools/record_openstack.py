@@ -14,6 +14,7 @@ session file are placeholders (tools/shipped_session.py; replay ignores credenti
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,7 @@ def record(cloud: ServedNova, mapping: str, folder: Path, steps: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, workflows, extra in steps:
         cassette = folder / f"{name}.yaml"
-        session = folder / f"{name}.live.jsonl"
+        session = Path(tempfile.gettempdir()) / f"cpfmap-openstack-{name}.jsonl"  # what record wrote
         argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
                 "--session", str(session), "--log-level", "WARNING"]
         extra = {k: v() if callable(v) else v for k, v in extra.items()}

@@ -13,6 +13,7 @@ Settings in the session file are placeholders (tools/shipped_session.py); replay
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def record(variant: str, mapping: str, plan: list) -> None:
     try:
         for name, workflows, extra in plan:
             cassette = folder / f"{name}.yaml"
-            session = folder / f"{name}.live.jsonl"
+            session = Path(tempfile.gettempdir()) / f"cpfmap-pve-{variant}-{name}.jsonl"  # what record wrote
             argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
                     "--session", str(session), "--log-level", "WARNING"]
             options = Options(settings=served.settings(), time_scale=0, **extra)
