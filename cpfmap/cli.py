@@ -212,7 +212,9 @@ def cmd_serve(args: argparse.Namespace, streams: Streams, transport: Transport |
         if recording is not None and session_log is not None:
             from . import transcript
             with session_log as out:
-                recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings())
+                public = tuple(s.name for s in mapping.settings if not s.secret)
+                recorder = transcript.RecordingServer(server, out, recording.exchanges, mapping.secret_settings(),
+                                                      public)
                 return recorder.serve(streams.stdin, streams.stdout)
         return server.serve(streams.stdin, streams.stdout)
     finally:

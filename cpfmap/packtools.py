@@ -3,9 +3,10 @@ vendor shipped. Verification checks the manifest against schemas/pack.schema.jso
 engine, validates every variant (and the functionality level it advertises), replays every
 shipped recording, and checks SHA256SUMS when the pack has one.
 
-A recording is recordings/VARIANT/NAME.jsonl (the CPF requests RAS sent, one a line) beside
-NAME.yaml (the HTTP cassette); it passes when every request gets a `result` reply and no
-reply came from a replay miss.
+A recording is recordings/VARIANT/NAME.jsonl (the CPF requests RAS sent, one a line, each
+maybe with the live reply it got, as `record --session` writes them) beside NAME.yaml (the
+HTTP cassette); it passes when every request gets a `result` reply, no reply came from a
+replay miss, and every recorded reply is reproduced.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from . import __version__, spec
+from . import __version__, spec, transcript
 from .api import Provider
 from .catalog import MANIFEST, Pack, Variant
 from .errors import CpfmapError, Finding, MappingError, ReplayMiss
@@ -100,7 +101,8 @@ def replay_findings(mapping: CompiledMapping, session: Path) -> list[Finding]:
         return [Finding(exc.message, where)]
     findings = []
     with provider:
-        for number, line in enumerate(lines, 1):
+        for number, text in enumerate(lines, 1):
+            line, recorded, _ = transcript.session_line(text)
             before = len(provider.exchanges)
             reply = provider.call_line(line)
             miss = any(isinstance(x.error, ReplayMiss) for x in provider.exchanges[before:])
@@ -108,6 +110,10 @@ def replay_findings(mapping: CompiledMapping, session: Path) -> list[Finding]:
                 why = "a replay miss" if miss else "an error"
                 findings.append(Finding(f"request {number} ({_method(line)}) got {why}: "
                                         f"{reply.get('error', {}).get('message', '')}", where, number))
+            differs = transcript.difference(recorded, reply) if recorded is not None else None
+            if differs:
+                findings.append(Finding(f"request {number} ({_method(line)}): the replay does not reproduce the "
+                                        f"recorded reply: {differs}", where, number))
     return findings
 
 

@@ -43,27 +43,45 @@ def http_entry(request: HttpRequest, response: HttpResponse | None, redactor: Re
 
 def session_line(line: str) -> tuple[str, dict | None, list | None]:
     """(the request line to send, the recorded reply, the recorded exchanges it caused). A
-    session line is a CPF request, or `{"request", "reply", "http"}` as `record --session` writes."""
+    session line is a CPF request, maybe carrying what the live session got as a `recorded`
+    member (`{"reply", "http"}`, which the server ignores: the file stays plain request input);
+    a request that is not a JSON object is kept as `{"request", "reply", "http"}`."""
     try:
         data = json.loads(line)
     except (ValueError, RecursionError):
         return line, None, None
     if isinstance(data, dict) and "request" in data and "method" not in data:
-        reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
-        http = data.get("http") if isinstance(data.get("http"), list) else None
-        return json.dumps(data["request"]), reply, http
+        return json.dumps(data["request"]), *_recorded(data)
+    if isinstance(data, dict) and isinstance(data.get("recorded"), dict):
+        request = {k: v for k, v in data.items() if k != "recorded"}
+        return json.dumps(request), *_recorded(data["recorded"])
     return line, None, None
+
+
+def _recorded(data: dict) -> tuple[dict | None, list | None]:
+    reply = data.get("reply") if isinstance(data.get("reply"), dict) else None
+    http = data.get("http") if isinstance(data.get("http"), list) else None
+    return reply, http
+
+
+def session_record(request: Any, reply: dict, http: list) -> dict:
+    """One session line: the request with what it got (see session_line)."""
+    if isinstance(request, dict):
+        return {**{k: v for k, v in request.items() if k != "recorded"}, "recorded": {"reply": reply, "http": http}}
+    return {"request": request, "reply": reply, "http": http}
 
 
 class RecordingServer(Server):
     """A Server that also writes each request with its reply (scrubbed) and the indexes of the
     cassette exchanges it caused, one JSON line each, appended as it goes."""
 
-    def __init__(self, server: Server, out: IO[str], exchanges: list, secret_settings: tuple = ()) -> None:
+    def __init__(self, server: Server, out: IO[str], exchanges: list, secret_settings: tuple = (),
+                 public_settings: tuple = ()) -> None:
         super().__init__(server.handlers, server.redactor, server.broken)
         self.out = out
         self.exchanges = exchanges   # the recording transport's list, growing as requests go out
         self.secret_settings = secret_settings
+        self.public_settings = public_settings   # declared not secret: kept, whatever the name looks like
 
     def handle_line(self, raw: bytes | str) -> str | None:
         before = len(self.exchanges)
@@ -75,9 +93,8 @@ class RecordingServer(Server):
                                           parse_float=_finite_or_text)
             except (ValueError, RecursionError):  # kept as the text it was (the reply says why)
                 request = text.strip()
-            line = {"request": self.redactor.scrub(_masked_settings(request, self.secret_settings)),
-                    "reply": json.loads(reply),
-                    "http": list(range(before, len(self.exchanges)))}
+            line = session_record(self.redactor.scrub(_masked_settings(request, self.secret_settings, self.public_settings)),
+                                  json.loads(reply), list(range(before, len(self.exchanges))))
             try:
                 self.out.write(json.dumps(line) + "\n")
                 self.out.flush()
@@ -96,14 +113,17 @@ def _finite_or_text(text: str) -> float | str:
     return value if math.isfinite(value) else text
 
 
-def _masked_settings(request: Any, secret: tuple) -> Any:
+def _masked_settings(request: Any, secret: tuple, public: tuple = ()) -> Any:
     """A connect request with its secret settings masked even when connecting failed (the
-    redactor learns them only from settings that load)."""
+    redactor learns them only from settings that load). A setting the mapping does not declare
+    is masked when its name looks secret; a declared public one (`auth_url`) is kept, so the
+    session replays."""
     params = request.get("params") if isinstance(request, dict) else None
     settings = params.get("settings") if isinstance(params, dict) else None
     if not isinstance(settings, dict):
         return request
-    masked = {k: (MASK if (k in secret or looks_secret(k)) and v not in (None, "") else v) for k, v in settings.items()}
+    masked = {k: (MASK if (k in secret or (k not in public and looks_secret(k))) and v not in (None, "") else v)
+              for k, v in settings.items()}
     return {**request, "params": {**params, "settings": masked}}
 
 

@@ -55,16 +55,49 @@ def test_round_trip_is_byte_identical_and_secret_free(tmp_path, auth):
     assert all("error" not in json.loads(line) or "999" in line for line in live.stdout.decode().splitlines())
 
 
-@pytest.mark.parametrize("session", RECORDINGS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDINGS])
-def test_shipped_recording_replays_without_errors(session):
-    pack = session.parents[2]
-    mapping = str(pack / ("mapping.yaml" if session.parent.name == "default" else f"{session.parent.name}.yaml"))
-    proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", mapping, "--cassette",
+@pytest.mark.parametrize("session", RECORDINGS, ids=[f"{p.parents[2].name}/{p.parent.name}/{p.stem}" for p in RECORDINGS])
+def test_shipped_recording_reproduces_every_live_reply(session):
+    """A change in the engine that alters any reply of a shipped recording fails here."""
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", mapping_of(session), "--cassette",
                            str(session.with_suffix(".yaml")), "--session", str(session), "--format", "json"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     entries = json.loads(proc.stdout)
     assert entries and all("result" in e["reply"] for e in entries)
+    assert all(e["recorded_reply"] is not None for e in entries), "re-record: python tools/record_pve.py / record_openstack.py"
+    assert [e["differs"] for e in entries] == [None] * len(entries)
+
+
+def mapping_of(session) -> str:
+    pack = session.parents[2]
+    return str(pack / ("mapping.yaml" if session.parent.name == "default" else f"{session.parent.name}.yaml"))
+
+
+def test_shipped_recordings_stay_plain_request_input():
+    """serve --replay takes a shipped session as RAS would send it (the recorded replies ride
+    along in a member the server ignores) and answers exactly the recorded replies."""
+    session = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/create-host.jsonl"
+    data = session.read_bytes()
+    served = run("serve", "proxmox-ve", "--replay", str(session.with_suffix(".yaml")), data=data)
+    recorded = [json.loads(line)["recorded"]["reply"] for line in data.decode().splitlines()]
+    assert [json.loads(line) for line in served.stdout.decode().splitlines()] == recorded
+
+
+def test_pack_verify_reports_a_reply_the_replay_does_not_reproduce(tmp_path):
+    from cpfmap import packtools, spec
+    shipped = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory"
+    lines = [json.loads(line) for line in shipped.with_suffix(".jsonl").read_text().splitlines()]
+    mapping = spec.load("proxmox-ve")
+    session = tmp_path / "inventory.jsonl"
+    (tmp_path / "inventory.yaml").write_bytes(shipped.with_suffix(".yaml").read_bytes())
+    session.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert packtools.replay_findings(mapping, session) == []
+    listed = next(n for n, line in enumerate(lines, 1) if line["method"] == "guests/list")
+    lines[listed - 1]["recorded"]["reply"]["result"]["guests"].append("999")
+    session.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [finding] = packtools.replay_findings(mapping, session)
+    assert finding.line == listed
+    assert "(guests/list): the replay does not reproduce the recorded reply: reply.result.guests:" in finding.message
 
 
 def test_dry_run_reports_a_replay_miss_with_the_nearest_request(tmp_path):
@@ -134,15 +167,15 @@ def test_dry_run_compares_its_replies_with_the_ones_record_kept(tmp_path):
         served.stop()
     assert live.returncode == 0, live.stderr.decode()
     kept = [json.loads(line) for line in session.read_text().splitlines()]
-    assert [k["reply"] for k in kept] == [json.loads(line) for line in live.stdout.decode().splitlines()]
+    assert [k["recorded"]["reply"] for k in kept] == [json.loads(line) for line in live.stdout.decode().splitlines()]
     assert TOKEN_SECRET not in session.read_text()
     proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
     assert proc.returncode == 0 and f"all {len(kept)} recorded replies reproduced" in proc.stdout.decode()
 
     # a replay that does not reproduce the live session says where, and what explains it
-    get_102 = next(k for k in kept if k["request"].get("params") == {"id": "102"})
-    get_102["reply"]["result"]["name"] = "renamed-live"
-    get_102["http"] = [0]
+    get_102 = next(k for k in kept if k.get("params") == {"id": "102"})
+    get_102["recorded"]["reply"]["result"]["name"] = "renamed-live"
+    get_102["recorded"]["http"] = [0]
     session.write_text("".join(json.dumps(k) + "\n" for k in kept))
     proc = run("dry-run", "proxmox-ve", "--cassette", str(cassette), "--session", str(session), data=b"")
     out = proc.stdout.decode()
@@ -169,11 +202,15 @@ def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path
     def connect(params):
         raise ValueError("bad port")
     out = io.StringIO()
-    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",))
-    server.handle_line('{"method": "provider/connect", "params": {"settings": {"token_secret": "abc-12345", "port": "x"}}}')
+    server = RecordingServer(Server({"provider/connect": connect}, Redactor()), out, [], ("token_secret",),
+                             ("auth_url", "port"))
+    settings = {"token_secret": "abc-12345", "port": "x", "auth_url": "https://h/v3", "api_key": "k-12345"}
+    server.handle_line(json.dumps({"method": "provider/connect", "params": {"settings": settings}}))
     line = json.loads(out.getvalue())
-    assert line["request"]["params"]["settings"] == {"token_secret": "***", "port": "x"}
-    assert line["reply"]["error"]["code"] == -32603 and line["http"] == []
+    # secret by declaration or (undeclared) by name; a declared public setting stays, so the session replays
+    assert line["params"]["settings"] == {"token_secret": "***", "port": "x", "auth_url": "https://h/v3",
+                                          "api_key": "***"}
+    assert line["recorded"]["reply"]["error"]["code"] == -32603 and line["recorded"]["http"] == []
 
 
 def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_why(tmp_path):
@@ -204,3 +241,13 @@ def test_a_replay_that_caches_differently_from_the_live_session_says_where_and_w
     assert "1 recorded HTTP exchanges were never asked for (first: #3 GET /api/v1/machines)" in out
     assert "note: the mapping caches replies (`cache`)" in out
     assert "1 of 3 recorded replies differ" in out
+
+
+def test_readme_quick_start_dry_run_says_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    command = block.split("&&", 1)[1].split()
+    assert command[:2] == ["python3", "connector.py"]
+    proc = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    promised = readme.split(block, 1)[1].split("ends with `", 1)[1].split("`", 1)[0]
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith(" ".join(promised.split())), proc.stdout[-500:]

@@ -6,19 +6,21 @@ Starts Nova's own services on loopback (tests/novacloud.py), boots the guests th
 use, and drives one fresh `connector.py record` process per RAS workflow with the conformance
 runner; the cloud carries its state from one workflow to the next. It writes, per workflow:
     cpfmap/packs/openstack/recordings/default/<workflow>.yaml   the HTTP cassette (scrubbed)
-    cpfmap/packs/openstack/recordings/default/<workflow>.jsonl  the CPF session RAS sent
+    cpfmap/packs/openstack/recordings/default/<workflow>.jsonl  the CPF session RAS sent, each
+                                                                 request with its live reply
 The loopback address is replaced by https://openstack.example.test in both; secrets in the
-session file are placeholders (replay ignores credentials).
+session file are placeholders (tools/shipped_session.py; replay ignores credentials).
 """
 from __future__ import annotations
 
-import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import shipped_session  # noqa: E402
 from novacloud import ServedNova  # noqa: E402
 
 from cpfmap.conformance import runner  # noqa: E402
@@ -47,29 +49,24 @@ def record(cloud: ServedNova, mapping: str, folder: Path, steps: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, workflows, extra in steps:
         cassette = folder / f"{name}.yaml"
+        session = Path(tempfile.gettempdir()) / f"cpfmap-openstack-{name}.jsonl"  # what record wrote
         argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
-                "--log-level", "WARNING"]
+                "--session", str(session), "--log-level", "WARNING"]
         extra = {k: v() if callable(v) else v for k, v in extra.items()}
         options = Options(settings=cloud.settings(), time_scale=0.05, **extra)
-        checks, sent = runner.run(argv, options, ["connect"] + workflows, keep_sent=True)
+        checks = runner.run(argv, options, ["connect"] + workflows, keep=True)  # the next workflow builds on it
         failed = [c for c in checks if not c.ok]
         if failed:
             raise SystemExit(f"{name}: workflow failed: {failed[0].name}: {failed[0].detail}")
-        cassette.write_text(cassette.read_text(encoding="utf-8").replace(cloud.url, SHOWN_URL), encoding="utf-8",
-                            newline="\n")
-        # The session stops before the runner's final disconnect, so a replay can go on from it.
-        kept = [line for line in sent if json.loads(line).get("method") != "provider/disconnect"]
-        (folder / f"{name}.jsonl").write_text("".join(_shown(line, cloud.url) for line in kept), encoding="utf-8",
-                                              newline="\n")
+        for written in (cassette, session):
+            written.write_text(written.read_text(encoding="utf-8").replace(cloud.url, SHOWN_URL), encoding="utf-8",
+                               newline="\n")
+        shipped_session.write(session, folder / f"{name}.jsonl", _shown)
         print(f"recorded {cassette.relative_to(ROOT)}")
 
 
-def _shown(line: bytes, url: str) -> str:
-    request = json.loads(line)
-    if request.get("method") == "provider/connect":
-        settings = request["params"]["settings"]
-        settings.update({k: v for k, v in SHOWN_SECRETS.items() if k in settings})
-    return json.dumps(request).replace(url, SHOWN_URL) + "\n"
+def _shown(settings: dict) -> dict:
+    return {**settings, **{k: v for k, v in SHOWN_SECRETS.items() if k in settings}}
 
 
 if __name__ == "__main__":

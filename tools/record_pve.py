@@ -6,18 +6,20 @@ For each variant and each RAS workflow it supports, a fresh `connector.py record
 driven by the conformance runner against the standard fakepve cluster (tests/pve.py), which
 carries its state from one workflow to the next. It writes, per workflow:
     cpfmap/packs/proxmox-ve/recordings/<variant>/<workflow>.yaml   the HTTP cassette (scrubbed)
-    cpfmap/packs/proxmox-ve/recordings/<variant>/<workflow>.jsonl  the CPF session RAS sent
-Secrets in the session file are replaced by placeholders; replay ignores credentials.
+    cpfmap/packs/proxmox-ve/recordings/<variant>/<workflow>.jsonl  the CPF session RAS sent, each
+                                                                    request with its live reply
+Settings in the session file are placeholders (tools/shipped_session.py); replay ignores credentials.
 """
 from __future__ import annotations
 
-import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import shipped_session  # noqa: E402
 from pve import ServedPve, cluster  # noqa: E402
 
 from cpfmap.conformance import runner  # noqa: E402
@@ -55,28 +57,19 @@ def record(variant: str, mapping: str, plan: list) -> None:
     try:
         for name, workflows, extra in plan:
             cassette = folder / f"{name}.yaml"
+            session = Path(tempfile.gettempdir()) / f"cpfmap-pve-{variant}-{name}.jsonl"  # what record wrote
             argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
-                    "--log-level", "WARNING"]
+                    "--session", str(session), "--log-level", "WARNING"]
             options = Options(settings=served.settings(), time_scale=0, **extra)
             # keep: the next workflow builds on what this one changed (the template, the clone)
-            checks, sent = runner.run(argv, options, ["connect"] + workflows, keep_sent=True, keep=True)
+            checks = runner.run(argv, options, ["connect"] + workflows, keep=True)
             failed = [c for c in checks if not c.ok]
             if failed:
                 raise SystemExit(f"{variant}/{name}: workflow failed: {failed[0].name}: {failed[0].detail}")
-            # The session stops before the runner's final disconnect, so a replay can go on from it.
-            kept = [line for line in sent if json.loads(line).get("method") != "provider/disconnect"]
-            (folder / f"{name}.jsonl").write_text("".join(_shown(line) for line in kept), encoding="utf-8",
-                                                  newline="\n")
+            shipped_session.write(session, folder / f"{name}.jsonl", lambda settings: SHOWN_SETTINGS)
             print(f"recorded {cassette.relative_to(ROOT)}")
     finally:
         served.stop()
-
-
-def _shown(line: bytes) -> str:
-    request = json.loads(line)
-    if request.get("method") == "provider/connect":
-        request["params"]["settings"] = SHOWN_SETTINGS
-    return json.dumps(request) + "\n"
 
 
 if __name__ == "__main__":
