@@ -211,6 +211,10 @@ def staggered(key: str, now: float, seconds: float) -> float:
 class InlinePrefetch:
     """Refreshes run at once on the caller's thread: deterministic (record, replay, tests)."""
 
+    def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
+        """Every refresh runs: inline refreshes follow the (logical) clock alone."""
+        return True
+
     def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
         future: Future = Future()
         try:
@@ -230,7 +234,16 @@ class PooledPrefetch:
     def __init__(self, max_queued: int = MAX_QUEUED) -> None:
         self.max_queued = max_queued
         self.queues: dict[str, queue.Queue] = {}
+        self.budgets: dict[str, _Budget] = {}
         self.lock = threading.Lock()
+
+    def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
+        """May this refresh run now? First answers always; stale ones at most at the steady
+        rate (the pool's keys per lifetime), so answers fetched together in one long sweep are
+        refreshed over the following ones, not all at once (the stale value is served meanwhile)."""
+        with self.lock:
+            budget = self.budgets.setdefault(pool, _Budget())
+            return budget.admit(key, seconds, now, stale)
 
     def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
         future: Future = Future()
@@ -271,6 +284,30 @@ class PooledPrefetch:
                     found.put_nowait(None)
                 except queue.Full:
                     break
+
+
+class _Budget:
+    """A token bucket for one pool's stale refreshes: it fills at keys / lifetime per second,
+    holds at most one lifetime's worth, and starts with one token at the first stale refresh."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.tokens = 1.0
+        self.at: float | None = None
+
+    def admit(self, key: str, seconds: float, now: float, stale: bool) -> bool:
+        if len(self.keys) < MAX_ENTRIES:
+            self.keys.add(key)
+        if not stale:
+            return True
+        size = float(len(self.keys))
+        if self.at is not None:
+            self.tokens = min(size, self.tokens + (now - self.at) * size / max(seconds, 1e-9))
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def _work(jobs: queue.Queue) -> None:

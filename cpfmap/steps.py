@@ -244,6 +244,8 @@ class StepRunner:
             return entry
         if entry is not None and self.cache.in_flight(key):
             return entry
+        if not self.prefetch.admit(step.where, key, step.cache, self.cache.clock.now(), entry is not None):
+            return entry   # over the refresh budget: the stale value, refreshed in a later call
         ctx = dict(context)  # the caller's context changes while the refresh runs
         job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
         future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)

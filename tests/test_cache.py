@@ -258,3 +258,14 @@ def test_cached_sessions_replay_the_same_however_fast_they_were_recorded(mapping
         assert cli.run(argv, io.BytesIO(data), out, io.StringIO(), transport=transport) == 0
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] and b"error" not in outputs[0]
+
+
+def test_stale_prefetched_details_are_refreshed_at_most_at_the_steady_rate():
+    pool = PooledPrefetch()
+    keys = [f"/vm/{i}/agent" for i in range(100)]
+    assert all(pool.admit("p", key, 60.0, 0.0, stale=False) for key in keys)   # first answers: always
+    due_together = [pool.admit("p", key, 60.0, 100.0, stale=True) for key in keys]
+    assert sum(due_together) == 1                        # one token to start, not the whole sweep
+    later = [pool.admit("p", key, 60.0, 112.0, stale=True) for key in keys]
+    assert sum(later) == 20                              # 12 s at 100 keys per 60 s
+    assert sum(pool.admit("p", key, 60.0, 1000.0, stale=True) for key in keys) == 100   # at most one lifetime's worth
