@@ -223,7 +223,10 @@ DEFS = {
                         "refreshed, and waits at most `wait` seconds for a first one (then the "
                         "extractions' defaults apply). Replies of any status are kept for `cache` "
                         "seconds. First answers are spread over one lifetime so a sweep's refreshes "
-                        "do not all fall due together. Under record and replay refreshes run inline. "
+                        "do not all fall due together, and a live server refreshes stale replies at "
+                        "most at the steady rate (the step's keys per `cache` seconds), serving the "
+                        "stale value meanwhile: a reply may be about one more lifetime older than "
+                        "`cache`. Under record and replay refreshes run inline, unbudgeted. "
                         "Needs `cache`.", {
                             "concurrency": prop("Workers (requests at once) for this step.", 4,
                                                 type="integer", minimum=1, maximum=64),
