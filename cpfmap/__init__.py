@@ -9,20 +9,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cpfmap.version import __version__
 
 if TYPE_CHECKING:
-    from .api import Provider, check, find_pack, load, packs, verify_pack
-    from .catalog import Pack, Variant
-    from .errors import CpfmapError, Finding, MappingError
-    from .model import CompiledMapping
-    from .transport import FunctionTransport, HttpRequest, HttpResponse, Transport
+    from cpfmap.api import Provider, check, find_pack, load, packs, verify_pack
+    from cpfmap.errors import CpfmapError, Finding, MappingError
+    from cpfmap.http.transport import FunctionTransport, HttpRequest, HttpResponse, Transport
+    from cpfmap.language.catalog import Pack, Variant
+    from cpfmap.language.model import CompiledMapping
 
 _EXPORTS = {
     "Provider": "api", "check": "api", "find_pack": "api", "load": "api", "packs": "api", "verify_pack": "api",
-    "Pack": "catalog", "Variant": "catalog", "CpfmapError": "errors", "Finding": "errors",
-    "MappingError": "errors", "CompiledMapping": "model", "FunctionTransport": "transport", "HttpRequest": "transport",
-    "HttpResponse": "transport", "Transport": "transport",
+    "Pack": "language.catalog", "Variant": "language.catalog", "CpfmapError": "errors", "Finding": "errors",
+    "MappingError": "errors", "CompiledMapping": "language.model", "FunctionTransport": "http.transport",
+    "HttpRequest": "http.transport", "HttpResponse": "http.transport", "Transport": "http.transport",
 }
 __all__ = ["CompiledMapping", "CpfmapError", "Finding", "FunctionTransport", "HttpRequest", "HttpResponse",
            "MappingError", "Pack", "Provider", "Transport", "Variant", "__version__", "check", "find_pack", "load",

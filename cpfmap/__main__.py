@@ -1,3 +1,3 @@
-from .cli import main
+from cpfmap.cli.commands import main
 
 main()

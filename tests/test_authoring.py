@@ -8,10 +8,11 @@ import pytest
 from conftest import ROOT
 from pve import PASSWORD, TOKEN_SECRET
 
-from cpfmap import authoring, spec
-from cpfmap.cli import run
+from cpfmap.authoring import scaffold
+from cpfmap.cli.commands import run
+from cpfmap.language import loader
 
-INVENTORY = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory.yaml"
+INVENTORY = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -52,7 +53,7 @@ def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_gue
 
 
 def test_explain_says_skipped_only_when_it_knows():
-    linked = str(ROOT / "cpfmap/packs/proxmox-ve/linked.yaml")
+    linked = str(ROOT / "mappings/proxmox-ve/linked.yaml")
     _, out, _ = cli("explain", linked, "guests/snapshots/create", "--param", "id=9", "--param",
                     "name=RAS Template Snapshot")
     assert "skipped (`{{ params.name != 'RAS Template Snapshot' }}` is false)" in out
@@ -107,11 +108,11 @@ def test_call_reports_bad_settings_and_bad_params(tmp_path):
 
 
 def test_new_pack_scaffold_validates_clean(tmp_path):
-    folder = authoring.new_pack("my-hv", tmp_path)
+    folder = scaffold.new_pack("my-hv", tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "mapping.yaml", "pack.yaml", "recordings"]
-    findings = spec.check(folder / "mapping.yaml")
+    findings = loader.check(folder / "mapping.yaml")
     assert [f for f in findings if f.severity == "error"] == [], [f.format() for f in findings]
-    mapping = spec.load(folder / "mapping.yaml")
+    mapping = loader.load(folder / "mapping.yaml")
     assert set(mapping.methods) >= {"guests/list", "guests/get", "guests/clone", "guests/snapshots/exists"}
     assert mapping.capabilities.template_method == "versioning"
     code, _, err = cli("new-pack", "Bad Name!")
@@ -122,7 +123,7 @@ def test_explain_numbers_the_steps_of_a_conditional_fragment(tmp_path):
     import yaml
     case = yaml.safe_load((ROOT / "tests/data/cases/tiny-use-when-and-wait-after-recovery.yaml").read_text())
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()),
+    path.write_text(yaml.safe_dump(loader.merge(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()),
                                               case["mapping_patch"])))
     _, out, _ = cli("explain", str(path), "guests/control", "--param", "id=9", "--param", "control=stop")
     assert "step 1.1 (fragment machine): skipped (`{{ params.id != '9' }}` is false)" in out and "step 2:" in out

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cpfmap.errors import TransportError
-from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
+from cpfmap.http.transport import HttpRequest, LiveTransport, RetryPolicy
 
 
 class TickClock:
@@ -108,15 +108,15 @@ def test_within_the_bounds_the_body_arrives_whole_and_the_connection_is_reused(s
 def test_the_mapping_sets_the_deadline_and_the_cap(tmp_path):
     import yaml
 
-    from cpfmap import spec
     from cpfmap.clock import VirtualClock
+    from cpfmap.language import loader
     from cpfmap.redact import Redactor
-    from cpfmap.session import Backend
+    from cpfmap.runtime.session import Backend
     data = yaml.safe_load(open("tests/data/tiny.yaml").read())
     data["connection"].update(total_timeout=7, max_response_bytes=4096)
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
-    mapping = spec.load(path)
+    mapping = loader.load(path)
     backend = Backend(mapping, None, VirtualClock(), Redactor(), {"url": "https://h", "user": "u", "password": "pw", "verify": True})
     request = backend.build(mapping.methods["guests/list"].steps[0].request, {"settings": backend.settings})
     assert (request.deadline, request.max_body) == (7, 4096)
@@ -124,8 +124,8 @@ def test_the_mapping_sets_the_deadline_and_the_cap(tmp_path):
 
 def test_a_backend_reply_nested_too_deeply_is_a_backend_error_not_a_defect():
     from cpfmap.errors import BackendError
-    from cpfmap.extract import body_of
-    from cpfmap.transport import HttpResponse
+    from cpfmap.http.transport import HttpResponse
+    from cpfmap.runtime.reading import body_of
     response = HttpResponse(200, (("Content-Type", "application/json"),), b"[" * 100000 + b"]" * 100000)
     with pytest.raises(BackendError, match="not JSON"):
         body_of(response)

@@ -9,13 +9,13 @@ import threading
 import pytest
 import yaml
 
-from cpfmap import spec
-from cpfmap.cache import Cache, Fetched, PooledPrefetch
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
+from cpfmap.http.transport import FunctionTransport, HttpResponse
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.runtime.cache import Cache, Fetched, PooledPrefetch
+from cpfmap.runtime.engine import Engine
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 SWEEP = {
@@ -87,8 +87,8 @@ def _json(data) -> HttpResponse:
 @pytest.fixture
 def mapping(tmp_path):
     path = tmp_path / "fleet.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(BASE, SWEEP)))
-    return spec.load(path)
+    path.write_text(yaml.safe_dump(loader.merge(BASE, SWEEP)))
+    return loader.load(path)
 
 
 def serve(mapping, fleet, clock=None, prefetch=None) -> Server:
@@ -244,7 +244,7 @@ def test_cached_sessions_replay_the_same_however_fast_they_were_recorded(mapping
     for name in ("handlers", "propagate", "level"):
         monkeypatch.setattr(logger, name, list(logger.handlers) if name == "handlers" else getattr(logger, name))
     path, cassette = tmp_path / "fleet.yaml", tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(BASE, SWEEP)))
+    path.write_text(yaml.safe_dump(loader.merge(BASE, SWEEP)))
     ticks = itertools.count(0, seconds_per_reading)
     monkeypatch.setattr("cpfmap.clock.time.monotonic", lambda: next(ticks))
     lines = [{"method": "provider/connect", "params": {"settings": {

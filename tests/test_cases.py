@@ -14,13 +14,14 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from cpfmap import cassette, spec
-from cpfmap.cassette import ReplayTransport
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
+from cpfmap.http.wrappers import TracingTransport
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
+from cpfmap.recording import cassette
+from cpfmap.recording.cassette import ReplayTransport
 from cpfmap.redact import Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import TracingTransport
+from cpfmap.runtime.engine import Engine
 
 CASES = sorted((Path(__file__).parent / "data" / "cases").glob("*.yaml"))
 
@@ -28,10 +29,10 @@ CASES = sorted((Path(__file__).parent / "data" / "cases").glob("*.yaml"))
 def load_mapping(case: dict, tmp_path: Path):
     path = ROOT / case["mapping"]
     if "mapping_patch" in case:
-        data = spec.merge(yaml.safe_load(path.read_text()), case["mapping_patch"])
+        data = loader.merge(yaml.safe_load(path.read_text()), case["mapping_patch"])
         path = tmp_path / "patched.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return spec.load(path)
+    return loader.load(path)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])

@@ -8,11 +8,11 @@ import re
 import pytest
 import yaml
 
-from cpfmap import cassette
-from cpfmap.cassette import RecordingTransport, ReplayTransport
 from cpfmap.errors import CassetteError, ReplayMiss
+from cpfmap.http.transport import FunctionTransport, HttpRequest, HttpResponse
+from cpfmap.recording import cassette
+from cpfmap.recording.cassette import RecordingTransport, ReplayTransport
 from cpfmap.redact import Redactor
-from cpfmap.transport import FunctionTransport, HttpRequest, HttpResponse
 
 SECRET = "sup3r-s3cret-value"
 TICKET = "PVE:root@pam:ABCDEF::ticket-material"

@@ -11,8 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from cpfmap import authoring
-from cpfmap.cli import parser, run
+from cpfmap.authoring import scaffold
+from cpfmap.cli.commands import parser, run
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -48,7 +48,7 @@ def test_every_argument_has_a_help_text(command):
 
 
 def test_new_pack_readme_lists_the_settings_its_mapping_declares(tmp_path):
-    folder = authoring.new_pack("my-hv", tmp_path)
+    folder = scaffold.new_pack("my-hv", tmp_path)
     text = (folder / "README.md").read_text()
     for row in ("| `host` | string | required | Hypervisor address. |", "| `password` | string, secret | required |",
                 "| `port` | integer | `443` | API port. |"):
@@ -56,7 +56,7 @@ def test_new_pack_readme_lists_the_settings_its_mapping_declares(tmp_path):
 
 
 def test_docs_prints_writes_and_checks_the_settings_table(tmp_path):
-    folder = authoring.new_pack("my-hv", tmp_path)
+    folder = scaffold.new_pack("my-hv", tmp_path)
     readme = str(folder / "README.md")
     code, out, _ = cli("docs", "proxmox-ve")
     assert code == 0 and "| `token_secret` | string, secret |  |" in out

@@ -58,7 +58,7 @@ def test_a_hung_provider_is_reported_not_waited_on():
 def test_cli_conformance_exit_status_and_junit(tmp_path):
     import io
 
-    from cpfmap.cli import run as cli_run
+    from cpfmap.cli.commands import run as cli_run
     out, err = io.BytesIO(), io.StringIO()
     code = cli_run(["conformance", "--guest", "1", "--template-source", "2", "--time-scale", "0",
                     "--junit", str(tmp_path / "j.xml"), "--", sys.executable, str(PROVIDER), "no-name"],

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from conftest import ROOT
 
-from cpfmap.cli import run as cli_run
+from cpfmap.cli.commands import run as cli_run
 from cpfmap.conformance import report, runner
 from cpfmap.conformance.ras import Options
 
 PROVIDER = Path(__file__).parent / "faulty_provider.py"
-INVENTORY = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory.yaml"
+INVENTORY = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
 
 
 def test_junit_names_the_clone_parameters(tmp_path):

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 import cpfmap
-from cpfmap import spec
-from cpfmap.watchdog import Watchdog
+from cpfmap.http.watchdog import Watchdog
+from cpfmap.language import loader
 
-MAPPING = spec.merge(yaml.safe_load(open("tests/data/tiny.yaml").read()), {
+MAPPING = loader.merge(yaml.safe_load(open("tests/data/tiny.yaml").read()), {
     "settings": {"blob": {"type": "string", "default": ""}},
     "connection": {"total_timeout": 1, "read_timeout": 12, "retries": 1},
     "auth": [{"type": "header", "headers": {"X-Key": "k"}}],

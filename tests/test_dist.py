@@ -21,11 +21,12 @@ import yaml
 from conftest import ROOT
 
 import cpfmap
-from cpfmap import catalog, distribution, packtools, spec
-from cpfmap.cli import run
+from cpfmap.cli.commands import run
 from cpfmap.errors import MappingError
+from cpfmap.language import catalog, loader
+from cpfmap.packaging import distribution, verify
 
-PVE = ROOT / "cpfmap" / "packs" / "proxmox-ve"
+PVE = ROOT / "mappings" / "proxmox-ve"
 INVENTORY = PVE / "recordings" / "default" / "inventory"
 OFFLINE_ENV = {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
 
@@ -64,13 +65,17 @@ def cpfmap_in(site: Path, *args: str, cwd: Path, data: str = "", extra_path: Pat
 
 def test_wheel_carries_schemas_packs_recordings_and_scaffold(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    package = ROOT / "cpfmap"
-    data = [p for p in package.rglob("*") if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
-            and p.name != ".gitkeep"]
-    missing = sorted(p.relative_to(ROOT).as_posix() for p in data if p.relative_to(ROOT).as_posix() not in names)
+    def shipped(folder: Path) -> list[Path]:
+        return [p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+                and "__pycache__" not in p.parts and p.name != ".gitkeep"]
+    # the package's own data files, and the top-level schemas/ and mappings/ mapped into the package
+    data = [p.relative_to(ROOT).as_posix() for p in shipped(ROOT / "cpfmap")]
+    data += ["cpfmap/" + p.relative_to(ROOT).as_posix() for top in ("schemas", "mappings") for p in shipped(ROOT / top)]
+    missing = sorted(name for name in data if name not in names)
     assert not missing
-    for needed in ("cpfmap/py.typed", "cpfmap/schemas/pack.schema.json", "cpfmap/packs/proxmox-ve/pack.yaml",
-                   "cpfmap/packs/proxmox-ve/recordings/linked/power.jsonl", "cpfmap/scaffold/project/pyproject.toml.tmpl"):
+    for needed in ("cpfmap/py.typed", "cpfmap/schemas/pack.schema.json", "cpfmap/mappings/proxmox-ve/pack.yaml",
+                   "cpfmap/mappings/proxmox-ve/recordings/linked/power.jsonl",
+                   "cpfmap/authoring/scaffold/project/pyproject.toml.tmpl"):
         assert needed in names
 
 
@@ -94,7 +99,7 @@ def test_installed_wheel_works_from_any_folder(installed, tmp_path):
     assert conf.returncode == 0 and "PASS  inventory" in conf.stdout, conf.stdout + conf.stderr
 
 
-@pytest.mark.parametrize("missing", ["schemas/mapping.schema.json", "schemas/replies/guests-list.json", "packs"])
+@pytest.mark.parametrize("missing", ["schemas/mapping.schema.json", "schemas/replies/guests-list.json", "mappings"])
 def test_a_missing_data_file_is_an_error_reply(installed, tmp_path, missing):
     site = tmp_path / "site"
     shutil.copytree(installed / "cpfmap", site / "cpfmap")
@@ -138,15 +143,15 @@ def test_lookup_order_and_duplicates(tmp_path, caplog):
 
 def test_variant_references(tmp_path, monkeypatch):
     monkeypatch.setenv(catalog.ENV, "")
-    assert spec.resolve("proxmox-ve") == PVE / "mapping.yaml"
-    assert spec.resolve("proxmox-ve:linked") == PVE / "linked.yaml"
+    assert loader.resolve("proxmox-ve") == PVE / "mapping.yaml"
+    assert loader.resolve("proxmox-ve:linked") == PVE / "linked.yaml"
     with pytest.raises(MappingError, match="no variant `nope`; variants: default, linked"):
-        spec.resolve("proxmox-ve:nope")
+        loader.resolve("proxmox-ve:nope")
     with pytest.raises(MappingError, match="packs: openstack, proxmox-ve"):
-        spec.resolve("no-such-pack")
+        loader.resolve("no-such-pack")
     local = copy_pack(tmp_path / "proxmox-ve")  # an explicit path comes before any name
     monkeypatch.chdir(tmp_path)
-    assert spec.resolve("proxmox-ve").resolve() == local / "mapping.yaml"
+    assert loader.resolve("proxmox-ve").resolve() == local / "mapping.yaml"
 
 
 def test_packs_command_lists_and_shows(tmp_path):
@@ -201,12 +206,12 @@ def extra_request(pack: Path) -> None:
 
 
 def tampered_file(pack: Path) -> None:
-    packtools.write_checksums(pack)
+    verify.write_checksums(pack)
     (pack / "mapping.yaml").write_text((pack / "mapping.yaml").read_text() + "\n# changed\n")
 
 
 def unlisted_file(pack: Path) -> None:
-    packtools.write_checksums(pack)
+    verify.write_checksums(pack)
     (pack / "extra.txt").write_text("x")
 
 
@@ -233,8 +238,8 @@ BREAKAGES = {
 
 def test_a_sound_copy_verifies(tmp_path):
     pack = copy_pack(tmp_path / "proxmox-ve")
-    packtools.write_checksums(pack)
-    findings = packtools.verify(catalog.Pack("proxmox-ve", pack, "path"))
+    verify.write_checksums(pack)
+    findings = verify.verify(catalog.Pack("proxmox-ve", pack, "path"))
     assert [f.format() for f in findings] == []
 
 
@@ -251,14 +256,14 @@ def test_pack_verify_finds(tmp_path, case):
     pack = copy_pack(tmp_path / "proxmox-ve")
     breakage, message = BREAKAGES[case]
     breakage(pack)
-    errors = [f.format() for f in packtools.verify(catalog.Pack("proxmox-ve", pack, "path"))
+    errors = [f.format() for f in verify.verify(catalog.Pack("proxmox-ve", pack, "path"))
               if f.severity == "error"]
     assert any(message in error for error in errors), errors
 
 
 def test_manifest_levels_are_the_engines():
-    from cpfmap.sections import LEVELS
-    schema = spec.schema("pack.schema.json")
+    from cpfmap.language.sections import LEVELS
+    schema = loader.schema("pack.schema.json")
     assert tuple(schema["properties"]["variants"]["additionalProperties"]["properties"]["level"]["enum"]) == LEVELS
 
 

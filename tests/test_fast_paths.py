@@ -11,8 +11,9 @@ import json
 import jmespath
 import pytest
 
-from cpfmap import replies, resources
-from cpfmap.extract import Expression
+from cpfmap import resources
+from cpfmap.language.expressions import Expression
+from cpfmap.protocol import replies
 
 GUEST = {"id": "101", "name": "VDI-101", "state": "powered_on", "mac_addresses": ["bc:24:11:00:00:01"],
          "ip_addresses": ["10.0.0.5", "fe80::1"], "is_template": False}
@@ -89,7 +90,7 @@ def test_field_paths_answer_as_jmespath_does(source):
     ("{{ range }}", {"range": "mine"}, "mine"),   # the context's own value comes first
 ])
 def test_templates_run_without_copying_the_context_yet_see_jinjas_globals(source, context, expected):
-    from cpfmap.templating import Templates
+    from cpfmap.language.templating import Templates
     template = Templates().compile(source, "test")
     assert template.render(context) == expected
     assert template.render(context) == expected   # the compiled function, reused

@@ -12,13 +12,14 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from cpfmap import cassette, spec
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
 from cpfmap.errors import CpfmapError, MappingError
+from cpfmap.http.transport import FunctionTransport, HttpResponse
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import PARAMS, Server, engine_handlers
+from cpfmap.recording import cassette
 from cpfmap.redact import Redactor
-from cpfmap.rpc import PARAMS, Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.runtime.engine import Engine
 
 # No shrinking: a failure is reported as found, so a failing run stays as short as a passing one.
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -57,7 +58,7 @@ def backend(request):
 
 @pytest.fixture(scope="module")
 def mapping():
-    return spec.load(Path(__file__).parent / "data" / "tiny.yaml")
+    return loader.load(Path(__file__).parent / "data" / "tiny.yaml")
 
 
 def strict(line: bytes) -> dict:
@@ -105,15 +106,15 @@ def test_mapping_loader_reports_findings_never_crashes(tmp_path_factory, patch, 
     mutated = TINY[:cut] + noise + TINY[cut:]
     try:
         data = yaml.safe_load(TINY)
-        text = yaml.safe_dump(spec.merge(data, patch))
+        text = yaml.safe_dump(loader.merge(data, patch))
     except Exception:  # noqa: BLE001 - only the inputs are being made here
         text = mutated
     for source in (text, mutated):
         path = folder / "m.yaml"
         path.write_text(source, encoding="utf-8")
-        assert all(f.message for f in spec.check(path))
+        assert all(f.message for f in loader.check(path))
         try:
-            spec.load(path)
+            loader.load(path)
         except MappingError as exc:
             assert exc.findings
 

@@ -11,11 +11,13 @@ import pytest
 import yaml
 from conftest import CONNECTOR, serve_session
 
-from cpfmap import cassette, resources, spec
-from cpfmap.cli import _settings_file
+from cpfmap import resources
+from cpfmap.cli.commands import _settings_file
 from cpfmap.errors import BackendError, CpfmapError, MappingError
-from cpfmap.source import MAX_BYTES
-from cpfmap.templating import Templates
+from cpfmap.language import loader
+from cpfmap.language.source import MAX_BYTES
+from cpfmap.language.templating import Templates
+from cpfmap.recording import cassette
 
 INIT = {"method": "provider/initialize"}
 LIST = {"method": "guests/list", "id": 2}
@@ -99,8 +101,8 @@ def test_hostile_yaml_in_a_mapping_is_refused_clearly(tmp_path, name):
     path = tmp_path / "m.yaml"
     path.write_text(TINY + "\nfragments:\n  bomb:\n" + "".join("    " + line + "\n" for line in text.splitlines()))
     with pytest.raises(MappingError, match=message):
-        spec.load(path)
-    assert any(message in f.message for f in spec.check(path))
+        loader.load(path)
+    assert any(message in f.message for f in loader.check(path))
 
 
 @pytest.mark.parametrize("name", HOSTILE_YAML)
@@ -124,7 +126,7 @@ def test_a_file_over_the_size_limit_is_refused(tmp_path, monkeypatch, what):
     monkeypatch.setitem(MAX_BYTES, what, 1000)
     path = tmp_path / "big.yaml"
     path.write_text("# " + "x" * 2000 + "\n" + TINY)
-    load = spec.load if what == "mapping" else cassette.load
+    load = loader.load if what == "mapping" else cassette.load
     with pytest.raises(CpfmapError, match=f"larger than 1000 bytes .the limit for a {what}"):
         load(path)
 
@@ -136,9 +138,9 @@ def test_yaml_1_1_boolean_table_keys_stay_what_the_author_wrote(tmp_path, key):
     data["settings"]["__KEY__"] = {"type": "string"}
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data).replace("__KEY__", key))
-    mapping = spec.load(path)
+    mapping = loader.load(path)
     assert mapping.tables["power"].translate(key) == "running"
-    assert spec.read(path).data["settings"].keys() >= {key}
+    assert loader.read(path).data["settings"].keys() >= {key}
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "../outside.yaml", "../../../../../../../../etc/hostname"])
@@ -148,7 +150,7 @@ def test_extends_outside_the_pack_is_refused_without_reading_it(tmp_path, target
     pack = tmp_path / "pack"
     pack.mkdir()
     (pack / "mapping.yaml").write_text(f"extends: {target}\n" + TINY)
-    findings = spec.check(pack)
+    findings = loader.check(pack)
     text = "\n".join(f.format() for f in findings)
     assert "outside the pack's folder" in text and "do-not-echo" not in text and "root:" not in text
 
@@ -158,10 +160,10 @@ def test_extends_inside_the_pack_and_of_a_bundled_pack_still_work(tmp_path):
     (pack / "base").mkdir(parents=True)
     (pack / "base" / "base.yaml").write_text(TINY)
     (pack / "mapping.yaml").write_text("extends: base/base.yaml\nmetadata: {name: child}\n")
-    assert spec.load(pack).name == "child"
+    assert loader.load(pack).name == "child"
     bundled = resources.bundled_packs_dir() / "proxmox-ve" / "mapping.yaml"
     (pack / "variant.yaml").write_text(f"extends: {bundled}\nmetadata: {{name: variant}}\n")
-    assert spec.load(pack / "variant.yaml").name == "variant"
+    assert loader.load(pack / "variant.yaml").name == "variant"
 
 
 # ---------------------------------------------------- nothing runs at load time
@@ -213,7 +215,7 @@ def test_validate_says_why_a_yaml_1_1_boolean_value_is_not_the_text(tmp_path, va
     path = tmp_path / "m.yaml"
     path.write_text(TINY.replace("tables:\n", f"tables:\n  power2:\n    rules: [{{when: {{status: {value}}}, then: powered_on}}]\n"
                                               "    kind: guest_state\n", 1))
-    warnings = [f for f in spec.check(path) if f.severity == "warning" and "YAML 1.1" in f.message]
+    warnings = [f for f in loader.check(path) if f.severity == "warning" and "YAML 1.1" in f.message]
     assert len(warnings) == 1 and f"`{value}` is read as the boolean {meaning}" in warnings[0].message
     assert warnings[0].line > 0 and f"status: {value}" in warnings[0].source_line
 
@@ -232,11 +234,11 @@ def test_a_settings_file_keeps_every_value_as_the_text_written(tmp_path):
 def test_a_defect_while_loading_the_mapping_still_answers_every_request(monkeypatch):
     import io
 
-    from cpfmap.cli import run
+    from cpfmap.cli.commands import run
 
     def defect(target):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(spec, "load", defect)
+    monkeypatch.setattr(loader, "load", defect)
     out, err = io.BytesIO(), io.StringIO()
     code = run(["serve", "proxmox-ve"], io.BytesIO(b'{"method": "provider/initialize", "id": 1}\n{"method": "guests/list"}\n'),
                out, err)

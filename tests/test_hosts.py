@@ -8,13 +8,13 @@ import json
 import pytest
 import yaml
 
-from cpfmap import spec
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
 from cpfmap.errors import TransportError
+from cpfmap.http.transport import FunctionTransport, HttpResponse
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.runtime.engine import Engine
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 JSON = (("Content-Type", "application/json"),)
@@ -31,12 +31,12 @@ CLONE_RETRY = {"methods": {"guests/clone": {
 def provider(tmp_path, handler, *overrides):
     data = BASE
     for extra in overrides:
-        data = spec.merge(data, extra)
+        data = loader.merge(data, extra)
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
     transport = FunctionTransport(handler)
     redactor = Redactor()
-    engine = Engine(spec.load(path), transport, VirtualClock(), redactor)
+    engine = Engine(loader.load(path), transport, VirtualClock(), redactor)
     return Server(engine_handlers(engine), redactor), transport
 
 
@@ -129,12 +129,12 @@ def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path)
 
 
 def test_retry_from_a_step_that_does_not_come_before_is_a_load_error(tmp_path):
-    bad = spec.merge(CLONE_RETRY, {})
+    bad = loader.merge(CLONE_RETRY, {})
     bad["methods"]["guests/clone"]["steps"][1]["on_error"][0]["retry"]["from"] = "free-idd"
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(BASE, bad)))
+    path.write_text(yaml.safe_dump(loader.merge(BASE, bad)))
     with pytest.raises(Exception, match="retry from `free-idd`: no such step before it; did you mean `free id`"):
-        spec.load(path)
+        loader.load(path)
 
 
 @pytest.mark.parametrize("body,text", [
@@ -176,7 +176,7 @@ def test_the_reason_phrase_can_be_extracted_and_is_in_error(tmp_path):
 
 @pytest.mark.parametrize("failover,waited", [(False, 3.0), (True, 0.0)])
 def test_with_another_host_to_try_a_refused_connection_is_not_retried_here(failover, waited):
-    from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
+    from cpfmap.http.transport import HttpRequest, LiveTransport, RetryPolicy
     clock = VirtualClock()
     transport = LiveTransport(RetryPolicy(attempts=3, backoff=1.0), clock)
     started = clock.now()

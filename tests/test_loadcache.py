@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cpfmap import loadcache, spec
 from cpfmap.errors import MappingError
+from cpfmap.language import loadcache, loader
 
 TUTORIAL = Path(__file__).resolve().parent.parent / "examples" / "tutorial" / "mapping.yaml"
 
@@ -27,14 +27,14 @@ def pack(tmp_path, monkeypatch):
 
 
 def _rate(path: Path) -> int:
-    return spec.load(path).capabilities.guests_polling_rate
+    return loader.load(path).capabilities.guests_polling_rate
 
 
 def _no_parsing(monkeypatch) -> None:
     def refuse(*_a, **_k):
         raise AssertionError("the mapping was parsed again")
-    monkeypatch.setattr(spec, "read", refuse)
-    monkeypatch.setattr("cpfmap.templating.Templates._env", staticmethod(_counting_env(refuse)))
+    monkeypatch.setattr(loader, "read", refuse)
+    monkeypatch.setattr("cpfmap.language.templating.Templates._env", staticmethod(_counting_env(refuse)))
 
 
 def _counting_env(refuse):
@@ -48,7 +48,7 @@ def _counting_env(refuse):
 
 
 def spec_templates_env():
-    from cpfmap.templating import Templates
+    from cpfmap.language.templating import Templates
     return Templates.__dict__["_env"].__func__
 
 
@@ -76,7 +76,7 @@ def test_a_broken_mapping_is_never_kept(pack):
     (pack / "mapping.yaml").write_text("extends: base.yaml\ncapabilities:\n  template_method: nope\n",
                                        encoding="utf-8")
     with pytest.raises(MappingError):
-        spec.load(pack / "mapping.yaml")
+        loader.load(pack / "mapping.yaml")
     assert not list((pack.parent / "cache").glob("mapping-*"))
 
 

@@ -32,12 +32,12 @@ def test_every_ras_workflow_passes_on_the_default_variant(settings_file, auth):
 
 
 def test_linked_variant_serves_linked_clones_but_not_maintenance(settings_file):
-    code, out = conformance(settings_file(), "cpfmap/packs/proxmox-ve/linked.yaml", "--guest", "102",
+    code, out = conformance(settings_file(), "mappings/proxmox-ve/linked.yaml", "--guest", "102",
                             "--template-source", "103",
                             "--workflows", "inventory,power,create-template,create-host,delete-host,protocol")
     assert code == 0, out
     assert "LEFT  guest 103 made a template" in out   # PVE has no way back; the run says so
-    code, out = conformance(settings_file(), "cpfmap/packs/proxmox-ve/linked.yaml", "--template", "900",
+    code, out = conformance(settings_file(), "mappings/proxmox-ve/linked.yaml", "--template", "900",
                             "--workflows", "maintenance")
     assert code == 1 and "PVE cannot turn a template back into a VM" in out
 
@@ -59,7 +59,7 @@ def test_list_and_get_give_exact_values(pve):
 
 def test_linked_variant_sees_native_templates(pve):
     get = {"method": "guests/get", "params": {"id": "900"}}
-    replies, err, _ = serve_session("cpfmap/packs/proxmox-ve/linked.yaml", [connect(pve), get])
+    replies, err, _ = serve_session("mappings/proxmox-ve/linked.yaml", [connect(pve), get])
     assert replies[1]["result"]["is_template"] is True, err
 
 
@@ -184,7 +184,7 @@ def test_ticket_expiry_means_a_new_login_not_an_error(pve):
 def test_a_hung_host_is_a_clear_error_within_the_read_timeout(pve, tmp_path):
     import time
     variant = tmp_path / "quick.yaml"
-    variant.write_text(f"extends: {CONNECTOR.parent / 'cpfmap/packs/proxmox-ve/mapping.yaml'}\ncpfmap: 1\n"
+    variant.write_text(f"extends: {CONNECTOR.parent / 'mappings/proxmox-ve/mapping.yaml'}\ncpfmap: 1\n"
                        "metadata: {name: pve-quick}\nconnection: {read_timeout: 1}\n")
     pve.pve.flaky_network(hang_rate=1.0, hang_secs=30)
     started = time.monotonic()

@@ -14,7 +14,7 @@ from conftest import CONNECTOR, serve_session
 from fakepve import FakePve
 from pve import ServedPve, cluster, next_host
 
-LINKED = "cpfmap/packs/proxmox-ve/linked.yaml"
+LINKED = "mappings/proxmox-ve/linked.yaml"
 USER, TOKEN, SECRET = "ras@pve", "cpf", "3b1f2f8e-6a0d-4c47-9d0e-1f5a7c2b9e44"
 # The least-privilege role of the pack README (PVE 9 names), by ACL path.
 ROLE = {"/vms": ("VM.Audit", "VM.PowerMgmt", "VM.Clone", "VM.Allocate", "VM.Config.Options", "VM.Snapshot",

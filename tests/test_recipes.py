@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from cpfmap import spec
+from cpfmap.language import loader
 
 BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8"), re.S)
 
@@ -21,6 +21,6 @@ def test_the_recipes_have_examples():
 def test_recipe_validates(block, tmp_path):
     base = yaml.safe_load((ROOT / "tests" / "data" / "tiny.yaml").read_text())
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(base, yaml.safe_load(block)), sort_keys=False))
-    errors = [f.format() for f in spec.check(path) if f.severity == "error"]
+    path.write_text(yaml.safe_dump(loader.merge(base, yaml.safe_load(block)), sort_keys=False))
+    errors = [f.format() for f in loader.check(path) if f.severity == "error"]
     assert not errors, errors

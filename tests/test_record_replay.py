@@ -11,7 +11,7 @@ import pytest
 from conftest import CONNECTOR, ROOT
 from pve import PASSWORD, TOKEN_SECRET, ServedPve, cluster
 
-RECORDINGS = sorted((ROOT / "cpfmap" / "packs").glob("*/recordings/*/*.jsonl"))
+RECORDINGS = sorted((ROOT / "mappings").glob("*/recordings/*/*.jsonl"))
 
 
 def session_lines(pve, auth: str) -> bytes:
@@ -76,7 +76,7 @@ def mapping_of(session) -> str:
 def test_shipped_recordings_stay_plain_request_input():
     """serve --replay takes a shipped session as RAS would send it (the recorded replies ride
     along in a member the server ignores) and answers exactly the recorded replies."""
-    session = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/create-host.jsonl"
+    session = ROOT / "mappings/proxmox-ve/recordings/default/create-host.jsonl"
     data = session.read_bytes()
     served = run("serve", "proxmox-ve", "--replay", str(session.with_suffix(".yaml")), data=data)
     recorded = [json.loads(line)["recorded"]["reply"] for line in data.decode().splitlines()]
@@ -84,18 +84,19 @@ def test_shipped_recordings_stay_plain_request_input():
 
 
 def test_pack_verify_reports_a_reply_the_replay_does_not_reproduce(tmp_path):
-    from cpfmap import packtools, spec
-    shipped = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory"
+    from cpfmap.language import loader
+    from cpfmap.packaging import verify
+    shipped = ROOT / "mappings/proxmox-ve/recordings/default/inventory"
     lines = [json.loads(line) for line in shipped.with_suffix(".jsonl").read_text().splitlines()]
-    mapping = spec.load("proxmox-ve")
+    mapping = loader.load("proxmox-ve")
     session = tmp_path / "inventory.jsonl"
     (tmp_path / "inventory.yaml").write_bytes(shipped.with_suffix(".yaml").read_bytes())
     session.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert packtools.replay_findings(mapping, session) == []
+    assert verify.replay_findings(mapping, session) == []
     listed = next(n for n, line in enumerate(lines, 1) if line["method"] == "guests/list")
     lines[listed - 1]["recorded"]["reply"]["result"]["guests"].append("999")
     session.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    [finding] = packtools.replay_findings(mapping, session)
+    [finding] = verify.replay_findings(mapping, session)
     assert finding.line == listed
     assert "(guests/list): the replay does not reproduce the recorded reply: reply.result.guests:" in finding.message
 
@@ -104,7 +105,7 @@ def test_dry_run_reports_a_replay_miss_with_the_nearest_request(tmp_path):
     session = tmp_path / "s.jsonl"
     session.write_text('{"method":"provider/connect","params":{"settings":{"host":"h","username":"u",'
                        '"token_name":"t","token_secret":"s3cret-value"}}}\n{"method":"guests/snapshots/exists","params":{"id":"101","name":"v1"}}\n')
-    cassette = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory.yaml"
+    cassette = ROOT / "mappings/proxmox-ve/recordings/default/inventory.yaml"
     proc = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", "proxmox-ve", "--cassette", str(cassette),
                            "--session", str(session)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
@@ -118,7 +119,7 @@ def test_our_cassettes_load_in_vcrpy():
     import vcr
     from vcr.persisters.filesystem import FilesystemPersister
     from vcr.serializers import yamlserializer
-    path = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/create-host.yaml"
+    path = ROOT / "mappings/proxmox-ve/recordings/default/create-host.yaml"
     requests, responses = FilesystemPersister.load_cassette(str(path), yamlserializer)
     assert len(requests) == len(responses) > 5
     assert requests[0].method == "GET" and responses[0]["status"]["code"] == 200
@@ -186,7 +187,7 @@ def test_dry_run_compares_its_replies_with_the_ones_record_kept(tmp_path):
 
 
 def test_difference_names_the_first_path_and_treats_scrubbed_values_as_wildcards():
-    from cpfmap.transcript import difference
+    from cpfmap.recording.transcript import difference
     assert difference({"result": {"a": "x-***"}}, {"result": {"a": "x-secret"}}) is None
     assert difference({"result": [1, 2]}, {"result": [1, 3]}) == "reply.result[1]: recorded 2, replayed 3"
     assert difference({"result": {}}, {"error": {"code": 1}}) == "reply.result: missing in the replay"
@@ -195,9 +196,9 @@ def test_difference_names_the_first_path_and_treats_scrubbed_values_as_wildcards
 def test_recorded_session_masks_secret_settings_even_when_connect_fails(tmp_path):
     import io
 
+    from cpfmap.protocol.rpc import Server
+    from cpfmap.recording.transcript import RecordingServer
     from cpfmap.redact import Redactor
-    from cpfmap.rpc import Server
-    from cpfmap.transcript import RecordingServer
 
     def connect(params):
         raise ValueError("bad port")

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cpfmap import contract, reference, rpc, templating
+from cpfmap.authoring import reference
 from cpfmap.conformance import workflows
-from cpfmap.engine import REPLY_SCHEMAS
+from cpfmap.language import templating
+from cpfmap.protocol import contract, rpc
 from cpfmap.resources import data_path
+from cpfmap.runtime.engine import REPLY_SCHEMAS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -52,7 +54,7 @@ def test_mapping_reference_shows_nested_options_ranges_and_functions(text):
 
 
 def test_addresses_are_stated_once_and_the_code_agrees():
-    from cpfmap.extract import useful_ip
+    from cpfmap.protocol.values import useful_ip
     for dropped in ("127.0.0.1", "::1", "169.254.1.1", "fe80::1%eth0", "0.0.0.0", "not an ip"):
         assert useful_ip(dropped) is None, dropped
     assert useful_ip("10.0.0.5") == "10.0.0.5"
@@ -84,8 +86,8 @@ def test_conformance_runs_the_documented_workflows():
 
 
 def test_settings_table_comes_from_the_mapping():
-    from cpfmap import spec
-    mapping = spec.load(str(ROOT / "cpfmap" / "packs" / "proxmox-ve" / "mapping.yaml"))
+    from cpfmap.language import loader
+    mapping = loader.load(str(ROOT / "mappings" / "proxmox-ve" / "mapping.yaml"))
     table = reference.settings_table(mapping)
     for setting in mapping.settings:
         assert f"| `{setting.name}` |" in table

@@ -8,12 +8,12 @@ import json
 import pytest
 import yaml
 
-from cpfmap import spec
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
 from cpfmap.errors import BackendError, MappingError, TransportError
+from cpfmap.http.transport import FunctionTransport, HttpResponse
+from cpfmap.language import loader
 from cpfmap.redact import Redactor
-from cpfmap.transport import FunctionTransport, HttpResponse
+from cpfmap.runtime.engine import Engine
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 SETTINGS = {"url": "https://hv.example.test", "user": "a", "password": "pw-123456"}
@@ -30,8 +30,8 @@ START = {"steps": [{"request": {"method": "POST", "path": "/machines/{{ params.i
 
 def load(tmp_path, patch: dict):
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(BASE, patch)))
-    return spec.load(path)
+    path.write_text(yaml.safe_dump(loader.merge(BASE, patch)))
+    return loader.load(path)
 
 
 def answer(status: int = 200, body=None, resent: bool = False) -> HttpResponse:

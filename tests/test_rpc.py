@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpfmap import spec
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
+from cpfmap.http.transport import FunctionTransport
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport
+from cpfmap.runtime.engine import Engine
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "protocol.yaml").read_text())
 
@@ -31,7 +31,7 @@ def no_network(request):
 
 @pytest.fixture(scope="module")
 def server():
-    mapping = spec.load("proxmox-ve")
+    mapping = loader.load("proxmox-ve")
     return Server(engine_handlers(Engine(mapping, FunctionTransport(no_network), VirtualClock())), Redactor())
 
 

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpfmap import authoring, cassette, spec, transcript
+from cpfmap.authoring import call
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
+from cpfmap.http.transport import FunctionTransport, HttpResponse
+from cpfmap.http.wrappers import TracingTransport
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
+from cpfmap.recording import cassette, transcript
 from cpfmap.redact import RedactingFilter, Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse, TracingTransport
+from cpfmap.runtime.engine import Engine
 
 PASSWORD = 'pä"ss\\wörd/+1 x'
 REFRESH = "rt-never-extracted-0042"
@@ -64,7 +67,7 @@ def echoing_backend(request):
 @pytest.fixture
 def session(tmp_path):
     """A connected tiny provider recording to a cassette; returns what each output saw."""
-    mapping = spec.load(Path(__file__).parent / "data" / "tiny.yaml")
+    mapping = loader.load(Path(__file__).parent / "data" / "tiny.yaml")
     redactor = Redactor()
     tracing = TracingTransport(cassette.RecordingTransport(FunctionTransport(echoing_backend), tmp_path / "c.yaml",
                                                            redactor), VirtualClock().now)
@@ -83,7 +86,7 @@ def session(tmp_path):
         tracing.close()
     assert "result" in replies[0] and "refused" in replies[1]["error"]["message"]
     return {"reply": json.dumps(replies) + json.dumps(replies, ensure_ascii=False),
-            "call -v": "\n".join(authoring.show_exchange(x, redactor) for x in tracing.exchanges),
+            "call -v": "\n".join(call.show_exchange(x, redactor) for x in tracing.exchanges),
             "transcript": transcript.render_text([transcript.Entry({}, replies[1], [
                 transcript.http_entry(x.request, x.response, redactor) for x in tracing.exchanges])]),
             "log": log_text.getvalue(),
@@ -102,13 +105,13 @@ def test_a_login_reply_value_not_extracted_is_secret_unless_declared_public(tmp_
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
     redactor = Redactor()
-    engine = Engine(spec.load(path), FunctionTransport(echoing_backend), VirtualClock(), redactor)
+    engine = Engine(loader.load(path), FunctionTransport(echoing_backend), VirtualClock(), redactor)
     engine.connect({"settings": {"url": "https://h", "user": "admin-user", "password": PASSWORD}})
     assert redactor(f"{REFRESH} admin-user {TOKEN}") == f"{REFRESH} admin-user ***"
 
 
 def test_conformance_never_echoes_secret_settings(tmp_path):
-    from cpfmap.cli import run
+    from cpfmap.cli.commands import run
     settings = {"host": "pve.invalid", "username": "root@pam", "password": PASSWORD,
                 "my_api_key": "k-undeclared-5555", "port": "8006"}
     (tmp_path / "s.json").write_text(json.dumps(settings))
@@ -127,7 +130,7 @@ def test_conformance_never_echoes_secret_settings(tmp_path):
 def test_conformance_masks_secrets_a_provider_echoes(tmp_path):
     import sys
 
-    from cpfmap.cli import run
+    from cpfmap.cli.commands import run
     settings = {"host": "h.invalid", "user": "root", "password": PASSWORD, "api_token": "t-undeclared-3333"}
     (tmp_path / "s.json").write_text(json.dumps(settings))
     out, err = io.BytesIO(), io.StringIO()
@@ -146,7 +149,7 @@ def test_text_written_as_is_in_the_login_request_is_not_a_secret(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
     redactor = Redactor()
-    engine = Engine(spec.load(path), FunctionTransport(echoing_backend), VirtualClock(), redactor)
+    engine = Engine(loader.load(path), FunctionTransport(echoing_backend), VirtualClock(), redactor)
     engine.connect({"settings": {"url": "https://h", "user": "admin-user", "password": PASSWORD}})
     shown = f"client_credentials vm-admin admin-user {PASSWORD} {REFRESH}"
     assert redactor(shown) == "client_credentials vm-admin *** *** ***"

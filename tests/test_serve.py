@@ -49,7 +49,7 @@ def test_stray_prints_never_reach_stdout(tmp_path):
     script.write_text(
         "import sys, os\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "import cpfmap.cli as cli\n"
+        "import cpfmap.cli.commands as cli\n"
         "print('noise from python')\n"
         "real = cli.cmd_serve\n"
         "def noisy(*a, **k):\n"
@@ -66,7 +66,7 @@ def test_stray_prints_never_reach_stdout(tmp_path):
 
 
 def test_validate_passes_on_every_shipped_mapping():
-    mappings = sorted(str(p) for p in (ROOT / "cpfmap" / "packs").glob("*/*.yaml") if _is_mapping(p))
+    mappings = sorted(str(p) for p in (ROOT / "mappings").glob("*/*.yaml") if _is_mapping(p))
     proc = subprocess.run([sys.executable, str(CONNECTOR), "validate", *mappings], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -10,12 +10,12 @@ import threading
 import pytest
 import yaml
 
-from cpfmap import spec
 from cpfmap.clock import VirtualClock
-from cpfmap.engine import Engine
+from cpfmap.http.transport import FunctionTransport, HttpResponse, LiveTransport
+from cpfmap.language import loader
+from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
-from cpfmap.rpc import Server, engine_handlers
-from cpfmap.transport import FunctionTransport, HttpResponse, LiveTransport
+from cpfmap.runtime.engine import Engine
 
 BASE = yaml.safe_load(open("tests/data/tiny.yaml").read())
 SCHEMES = [
@@ -29,7 +29,7 @@ SCHEMES = [
 
 @pytest.fixture
 def provider(tmp_path):
-    data = spec.merge(BASE, {"auth": SCHEMES, "settings": {"key": {"type": "string", "secret": True},
+    data = loader.merge(BASE, {"auth": SCHEMES, "settings": {"key": {"type": "string", "secret": True},
                                                            "mode": {"type": "string"}}})
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -43,7 +43,7 @@ def provider(tmp_path):
                                 json.dumps({"error": {"message": f"refused: {sent}"}}).encode())
         return HttpResponse(200, (("Content-Type", "application/json"),), b'{"items": []}')
     redactor = Redactor()
-    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), VirtualClock(), redactor)),
+    server = Server(engine_handlers(Engine(loader.load(path), FunctionTransport(backend), VirtualClock(), redactor)),
                     redactor)
     return server, seen
 
@@ -113,7 +113,7 @@ def test_after_a_401_the_login_goes_out_on_a_fresh_connection():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbling)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     redactor = Redactor()
-    engine = Engine(spec.load("tests/data/tiny.yaml"), LiveTransport(), VirtualClock(), redactor)
+    engine = Engine(loader.load("tests/data/tiny.yaml"), LiveTransport(), VirtualClock(), redactor)
     server = Server(engine_handlers(engine), redactor)
     try:
         settings = {"url": f"http://127.0.0.1:{httpd.server_port}", "user": "a", "password": "pw-0123456"}
@@ -138,11 +138,11 @@ def test_a_session_ttl_from_the_login_reply_must_be_seconds(tmp_path, expires, m
     scheme = dict(BASE["auth"][0], ttl="{{ auth.expires_in }}",
                   login={"request": BASE["auth"][0]["login"]["request"], "extract": {"token": "token", "expires_in": "expires_in"}})
     path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump(spec.merge(BASE, {"auth": [scheme]})))
+    path.write_text(yaml.safe_dump(loader.merge(BASE, {"auth": [scheme]})))
     body = json.dumps({"token": "tok-0123456", "expires_in": expires}).encode()
     transport = FunctionTransport(lambda request: HttpResponse(200, (("Content-Type", "application/json"),), body))
     redactor = Redactor()
-    server = Server(engine_handlers(Engine(spec.load(path), transport, VirtualClock(), redactor)), redactor)
+    server = Server(engine_handlers(Engine(loader.load(path), transport, VirtualClock(), redactor)), redactor)
     reply = connect(server)
     assert reply == {"result": {}} if message is None else message in reply["error"]["message"], reply
 
@@ -154,7 +154,7 @@ def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compu
     guests = {"steps": [{"request": {"method": "GET", "endpoint": guests_endpoint, "path": "/servers"},
                          "paginate": {"type": "next_link", "items": "items", "cursor": "next"},
                          "extract": {"ids": "string_ids([].id)"}}], "result": {"guests": "{{ ids }}"}}
-    data = spec.merge(BASE, {"auth": [dict(BASE["auth"][0], login=login)], "methods": {"guests/list": guests}})
+    data = loader.merge(BASE, {"auth": [dict(BASE["auth"][0], login=login)], "methods": {"guests/list": guests}})
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
     seen = []
@@ -165,7 +165,7 @@ def catalog_provider(tmp_path, catalog_url, next_link="", guests_endpoint="compu
             {"items": [{"id": len(seen)}], "next": None if "marker" in request.url else next_link}
         return HttpResponse(200, (("Content-Type", "application/json"),), json.dumps(body).encode())
     redactor = Redactor()
-    server = Server(engine_handlers(Engine(spec.load(path), FunctionTransport(backend), clock or VirtualClock(),
+    server = Server(engine_handlers(Engine(loader.load(path), FunctionTransport(backend), clock or VirtualClock(),
                                            redactor)), redactor)
     return server, seen
 

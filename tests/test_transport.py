@@ -11,7 +11,7 @@ import pytest
 
 from cpfmap.clock import VirtualClock
 from cpfmap.errors import TransportError
-from cpfmap.transport import HttpRequest, LiveTransport, RetryPolicy
+from cpfmap.http.transport import HttpRequest, LiveTransport, RetryPolicy
 
 
 class Flaky(http.server.BaseHTTPRequestHandler):
@@ -148,7 +148,7 @@ def test_refused_connection_is_said_in_user_terms_with_tries_and_time():
 def test_unresolvable_host_is_said_in_user_terms():
     import requests
 
-    from cpfmap.transport import _transport_error
+    from cpfmap.http.transport import _transport_error
     cause = socket.gaierror(-2, "Name or service not known")
     exc = requests.exceptions.ConnectionError("HTTPSConnectionPool(host='pve.example', port=8006): Max retries")
     exc.__cause__ = cause
@@ -157,7 +157,7 @@ def test_unresolvable_host_is_said_in_user_terms():
 
 
 def test_a_single_try_does_not_claim_several():
-    from cpfmap.transport import _tried
+    from cpfmap.http.transport import _tried
     assert _tried(TransportError("timed out connecting to GET /x: no connection within 5s"), 1, 5.0).message \
         == "timed out connecting to GET /x: no connection within 5s"
     assert _tried(TransportError("timed out"), 3, 16.5).message == "timed out (3 tries over 16.5s)"

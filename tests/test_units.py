@@ -5,12 +5,13 @@ import re
 
 import pytest
 
-from cpfmap import tasks
 from cpfmap.errors import BackendError, InvalidParams
-from cpfmap.extract import Expression, Matcher, Rule, Table, normal_mac, string_id, useful_ip
-from cpfmap.model import HandleKey, Literal, PollRule, Setting
+from cpfmap.language.expressions import Expression, Matcher, Rule, Table
+from cpfmap.language.model import HandleKey, Literal, PollRule, Setting
+from cpfmap.language.templating import Templates, decode_name, encode_name
+from cpfmap.protocol import taskids
+from cpfmap.protocol.values import normal_mac, string_id, useful_ip
 from cpfmap.redact import Redactor
-from cpfmap.templating import Templates, decode_name, encode_name
 
 T = Templates()
 
@@ -92,17 +93,17 @@ POLLS = {"op": PollRule("op", (("op", HandleKey("[0-9a-f]{8}")), ("vm", HandleKe
 
 
 def test_task_ids_round_trip_and_are_strict():
-    tid = tasks.encode("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert tasks.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None)
-    assert tasks.decode(tasks.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"}, None)
-    with_output = tasks.encode("op", {"op": "0a1b2c3d"}, "guests/clone")
-    assert tasks.decode(with_output, POLLS, {"guests/clone": "op"}) == ("op", {"op": "0a1b2c3d"}, "guests/clone")
-    for bad in ["", 5, None, "cpf1.", "cpf1.$$$", "x" * 5000, tasks.encode("nope", {"op": "0a1b2c3d"}),
-                tasks.encode("op", {"op": "0a1b2c3d/../x"}), tasks.encode("op", {"vm": "1"}),
-                tasks.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd",
-                tasks.encode("op", {"op": "0a1b2c3d"}, "guests/get"), tasks.encode("completed", {}, "guests/clone")]:
+    tid = taskids.encode("op", {"op": "0a1b2c3d", "vm": "17"})
+    assert taskids.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None)
+    assert taskids.decode(taskids.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"}, None)
+    with_output = taskids.encode("op", {"op": "0a1b2c3d"}, "guests/clone")
+    assert taskids.decode(with_output, POLLS, {"guests/clone": "op"}) == ("op", {"op": "0a1b2c3d"}, "guests/clone")
+    for bad in ["", 5, None, "cpf1.", "cpf1.$$$", "x" * 5000, taskids.encode("nope", {"op": "0a1b2c3d"}),
+                taskids.encode("op", {"op": "0a1b2c3d/../x"}), taskids.encode("op", {"vm": "1"}),
+                taskids.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd",
+                taskids.encode("op", {"op": "0a1b2c3d"}, "guests/get"), taskids.encode("completed", {}, "guests/clone")]:
         with pytest.raises(InvalidParams, match="invalid task id"):
-            tasks.decode(bad, POLLS)
+            taskids.decode(bad, POLLS)
 
 
 @pytest.mark.parametrize("setting,raw,expected", [

@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import CONNECTOR, ROOT
 
-PACK = ROOT / "cpfmap" / "packs" / "proxmox-ve"
+PACK = ROOT / "mappings" / "proxmox-ve"
 WORKFLOWS = ("connect", "inventory", "power", "create-template", "create-host", "maintenance", "delete-host")
 # More attempts than the pack's default: at 15% drops a request fails three times in a row
 # about once in 300, and a run sends hundreds. No waiting between them: the test must be quick.

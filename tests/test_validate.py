@@ -13,10 +13,10 @@ import pytest
 import yaml
 from conftest import CONNECTOR, ROOT
 
-from cpfmap import spec
+from cpfmap.language import loader
 
 BROKEN = sorted((Path(__file__).parent / "data" / "broken").glob("*.yaml"))
-MAPPINGS = sorted(p for p in [*(ROOT / "cpfmap" / "packs").glob("*/*.yaml"), *(ROOT / "examples").glob("*/mapping.yaml")]
+MAPPINGS = sorted(p for p in [*(ROOT / "mappings").glob("*/*.yaml"), *(ROOT / "examples").glob("*/mapping.yaml")]
                   if "cpfmap" in (yaml.safe_load(p.read_text()) or {}))
 
 
@@ -30,7 +30,7 @@ def test_broken_mapping_is_reported_at_its_line_and_column(path):
     """`# expect: L:C: text` is an error there; `# expect warning: L:C: text` a warning."""
     line, column, text = expectation(path)
     severity = "warning" if path.read_text().startswith("# expect warning:") else "error"
-    findings = [f for f in spec.check(path) if f.severity == severity]
+    findings = [f for f in loader.check(path) if f.severity == severity]
     assert any(f.line == line and f.column == column and text in f.message for f in findings), \
         [f.format() for f in findings]
 
@@ -54,24 +54,24 @@ def test_validate_json_format():
 
 
 def test_schema_is_valid_2020_12_and_up_to_date():
-    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
+    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     sys.path.insert(0, str(ROOT / "tools"))
     import schema_src
-    assert (ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text() == schema_src.render(), \
-        "cpfmap/schemas/mapping.schema.json is stale: run python tools/schema_src.py"
+    assert (ROOT / "schemas" / "mapping.schema.json").read_text() == schema_src.render(), \
+        "schemas/mapping.schema.json is stale: run python tools/schema_src.py"
 
 
 @pytest.mark.parametrize("path", MAPPINGS, ids=[f"{p.parent.name}/{p.name}" for p in MAPPINGS])
 def test_shipped_mapping_validates_with_a_standard_validator(path):
-    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
-    data = spec.read(path).data  # extends merged, as the engine reads it
+    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
+    data = loader.read(path).data  # extends merged, as the engine reads it
     jsonschema.Draft202012Validator(schema).validate(data)
     assert path.read_text().startswith("# yaml-language-server: $schema=")
 
 
 def test_every_schema_property_has_a_description_and_an_example():
-    schema = json.loads((ROOT / "cpfmap" / "schemas" / "mapping.schema.json").read_text())
+    schema = json.loads((ROOT / "schemas" / "mapping.schema.json").read_text())
 
     def walk(node, where):
         if isinstance(node, dict):
@@ -103,7 +103,7 @@ def test_unreachable_steps_and_unused_settings_are_warnings(tmp_path):
                         "  unused: {type: string}")
     path = tmp_path / "m.yaml"
     path.write_text(text)
-    findings = {(f.severity, f.message) for f in spec.check(path)}
+    findings = {(f.severity, f.message) for f in loader.check(path)}
     assert ("warning", "unreachable: the step before always fails (give it a `when`)") in findings
     assert ("warning", "setting `unused` is never used") in findings
     assert not any(severity == "error" for severity, _ in findings)
@@ -112,5 +112,5 @@ def test_unreachable_steps_and_unused_settings_are_warnings(tmp_path):
 def test_a_mapping_for_a_newer_engine_is_refused(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text((ROOT / "tests/data/tiny.yaml").read_text().replace('engine: ">=0.1"', 'engine: ">=99.0"'))
-    findings = [f for f in spec.check(path) if f.severity == "error"]
+    findings = [f for f in loader.check(path) if f.severity == "error"]
     assert findings and "needs cpfmap >=99.0; this is cpfmap 0.1.0" in findings[0].message

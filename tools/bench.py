@@ -33,16 +33,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from cpfmap import cassette, spec  # noqa: E402
-from cpfmap.cassette import ReplayTransport  # noqa: E402
 from cpfmap.clock import RealClock, VirtualClock  # noqa: E402
-from cpfmap.engine import Engine  # noqa: E402
+from cpfmap.http.transport import LiveTransport  # noqa: E402
+from cpfmap.http.wrappers import TracingTransport  # noqa: E402
+from cpfmap.language import loader  # noqa: E402
+from cpfmap.protocol.rpc import Server, engine_handlers  # noqa: E402
+from cpfmap.recording import cassette  # noqa: E402
+from cpfmap.recording.cassette import ReplayTransport  # noqa: E402
 from cpfmap.redact import Redactor  # noqa: E402
-from cpfmap.rpc import Server, engine_handlers  # noqa: E402
-from cpfmap.transport import LiveTransport, TracingTransport  # noqa: E402
+from cpfmap.runtime.engine import Engine  # noqa: E402
 
-RECORDING = ROOT / "cpfmap/packs/proxmox-ve/recordings/default/inventory"
-MAPPINGS = ["proxmox-ve", "cpfmap/packs/proxmox-ve/linked.yaml", "examples/tutorial/mapping.yaml"]
+RECORDING = ROOT / "mappings/proxmox-ve/recordings/default/inventory"
+MAPPINGS = ["proxmox-ve", "mappings/proxmox-ve/linked.yaml", "examples/tutorial/mapping.yaml"]
 
 
 def timed(fn, repeat: int) -> list[float]:
@@ -63,11 +65,11 @@ def row(name: str, samples: list[float], unit: str = "ms", per: int = 1) -> str:
 
 def bench_load(repeat: int) -> None:
     for target in MAPPINGS:
-        print(row(f"load {target}", timed(lambda: spec.load(target), repeat)))
+        print(row(f"load {target}", timed(lambda: loader.load(target), repeat)))
 
 
 def replay_server(lines: list[str]):
-    mapping = spec.load("proxmox-ve")
+    mapping = loader.load("proxmox-ve")
     replay = TracingTransport(ReplayTransport(cassette.load(RECORDING.with_suffix(".yaml"))), VirtualClock().now)
     server = Server(engine_handlers(Engine(mapping, replay, VirtualClock(), Redactor())), Redactor())
     for line in lines[:2]:
@@ -105,7 +107,7 @@ def bench_live(repeat: int) -> None:
     served = ServedPve()
     cluster(served.pve)
     try:
-        mapping = spec.load("proxmox-ve")
+        mapping = loader.load("proxmox-ve")
         server = Server(engine_handlers(Engine(mapping, LiveTransport(), RealClock(), Redactor())), Redactor())
         server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": served.settings()}}))
         get = json.dumps({"method": "guests/get", "params": {"id": "101"}})

@@ -5,8 +5,8 @@
 Starts Nova's own services on loopback (tests/novacloud.py), boots the guests the workflows
 use, and drives one fresh `connector.py record` process per RAS workflow with the conformance
 runner; the cloud carries its state from one workflow to the next. It writes, per workflow:
-    cpfmap/packs/openstack/recordings/default/<workflow>.yaml   the HTTP cassette (scrubbed)
-    cpfmap/packs/openstack/recordings/default/<workflow>.jsonl  the CPF session RAS sent, each
+    mappings/openstack/recordings/default/<workflow>.yaml   the HTTP cassette (scrubbed)
+    mappings/openstack/recordings/default/<workflow>.jsonl  the CPF session RAS sent, each
                                                                  request with its live reply
 The loopback address is replaced by https://openstack.example.test in both; secrets in the
 session file are placeholders (tools/shipped_session.py; replay ignores credentials).
@@ -26,7 +26,7 @@ from novacloud import ServedNova  # noqa: E402
 from cpfmap.conformance import runner  # noqa: E402
 from cpfmap.conformance.ras import Options  # noqa: E402
 
-OUT = ROOT / "cpfmap" / "packs" / "openstack" / "recordings" / "default"
+OUT = ROOT / "mappings" / "openstack" / "recordings" / "default"
 SHOWN_URL = "https://openstack.example.test"
 SHOWN_SECRETS = {"password": "<your password>", "application_credential_secret": "<your secret>"}
 

@@ -5,8 +5,8 @@
 For each variant and each RAS workflow it supports, a fresh `connector.py record` process is
 driven by the conformance runner against the standard fakepve cluster (tests/pve.py), which
 carries its state from one workflow to the next. It writes, per workflow:
-    cpfmap/packs/proxmox-ve/recordings/<variant>/<workflow>.yaml   the HTTP cassette (scrubbed)
-    cpfmap/packs/proxmox-ve/recordings/<variant>/<workflow>.jsonl  the CPF session RAS sent, each
+    mappings/proxmox-ve/recordings/<variant>/<workflow>.yaml   the HTTP cassette (scrubbed)
+    mappings/proxmox-ve/recordings/<variant>/<workflow>.jsonl  the CPF session RAS sent, each
                                                                     request with its live reply
 Settings in the session file are placeholders (tools/shipped_session.py); replay ignores credentials.
 """
@@ -25,7 +25,7 @@ from pve import ServedPve, cluster  # noqa: E402
 from cpfmap.conformance import runner  # noqa: E402
 from cpfmap.conformance.ras import Options  # noqa: E402
 
-OUT = ROOT / "cpfmap" / "packs" / "proxmox-ve" / "recordings"
+OUT = ROOT / "mappings" / "proxmox-ve" / "recordings"
 SHOWN_SETTINGS = {"host": "pve1.example.test", "port": "8006", "username": "root@pam", "token_name": "ras",
                   "token_secret": "<your token secret>", "verify_tls": "true",
                   "ca_file": "C:\\ProgramData\\cpfmap\\pve-root-ca.pem"}
@@ -39,7 +39,7 @@ PLAN = {
         ("maintenance", ["maintenance"], {"template": "103"}),
         ("delete-host", ["delete-host"], {"host": "100"}),
     ]),
-    "linked": ("cpfmap/packs/proxmox-ve/linked.yaml", [
+    "linked": ("mappings/proxmox-ve/linked.yaml", [
         ("inventory", ["inventory"], {}),
         ("power", ["power"], {"guest": "102"}),
         ("create-template", ["create-template"], {"template_source": "103"}),

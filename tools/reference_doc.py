@@ -1,7 +1,7 @@
 """Generate the references for mapping authors:
     python tools/reference_doc.py
 docs/mapping-reference.md from schemas/mapping.schema.json (every key, nested options too)
-and the filters and functions' docstrings; docs/cpf-reference.md from cpfmap/contract.py.
+and the filters and functions' docstrings; docs/cpf-reference.md from cpfmap/protocol/contract.py.
 A test fails when either file is stale."""
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "cpfmap" / "schemas" / "mapping.schema.json"
+SCHEMA = ROOT / "schemas" / "mapping.schema.json"
 OUT = ROOT / "docs" / "mapping-reference.md"
 CPF_OUT = ROOT / "docs" / "cpf-reference.md"
 sys.path.insert(0, str(ROOT))
-from cpfmap import reference  # noqa: E402 - filters, functions and the CPF contract, from the code
+from cpfmap.authoring import reference  # noqa: E402 - filters, functions and the CPF contract, from the code
 
 PIPE = "\\|"
 
@@ -95,7 +95,7 @@ def section(title: str, node: dict, level: str = "##") -> list[str]:
 def render() -> str:
     schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
     lines = ["# Mapping language reference", "",
-             "Generated from `cpfmap/schemas/mapping.schema.json` by `python tools/reference_doc.py`; do not edit.",
+             "Generated from `schemas/mapping.schema.json` by `python tools/reference_doc.py`; do not edit.",
              "", schema["description"], "", "## Top level", ""] + table(schema) + [""]
     for name, node in schema["properties"].items():
         if node.get("properties"):

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "cpfmap" / "schemas" / "mapping.schema.json"
+OUT = ROOT / "schemas" / "mapping.schema.json"
 sys.path.insert(0, str(ROOT))
-from cpfmap import contract, reference  # noqa: E402 - the CPF contract: method and control names, capability ranges
+from cpfmap.authoring import reference  # noqa: E402 - the CPF contract: method and control names, capability ranges
+from cpfmap.protocol import contract  # noqa: E402
 
 
 def prop(description: str, example=None, **schema) -> dict:

@@ -133,17 +133,17 @@ def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict)
 
 class CpfmapSweeper:
     def __init__(self, settings: dict) -> None:
-        from cpfmap import spec
-        from cpfmap.cache import PooledPrefetch
         from cpfmap.clock import RealClock
-        from cpfmap.engine import Engine
+        from cpfmap.http.transport import LiveTransport, RetryPolicy
+        from cpfmap.language import loader
+        from cpfmap.protocol.rpc import Server, engine_handlers
         from cpfmap.redact import Redactor
-        from cpfmap.rpc import Server, engine_handlers
-        from cpfmap.transport import LiveTransport, RetryPolicy
+        from cpfmap.runtime.cache import PooledPrefetch
+        from cpfmap.runtime.engine import Engine
         self.clock = SkipClock()
         self.transport = Counting(LiveTransport(RetryPolicy(), RealClock()))
         self.prefetch = PooledPrefetch()
-        self.engine = Engine(spec.load("proxmox-ve"), self.transport, self.clock, Redactor(), self.prefetch)
+        self.engine = Engine(loader.load("proxmox-ve"), self.transport, self.clock, Redactor(), self.prefetch)
         self.server = Server(engine_handlers(self.engine), Redactor())
         self._call("provider/connect", {"settings": settings})
 

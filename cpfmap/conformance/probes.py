@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .ras import Ras, schema_problem
+from cpfmap.conformance.ras import Ras, schema_problem
 
 FORGED_URL_ID = "cpf1." + "eyJyIjoiLi4vLi4vZXZpbCIsInYiOnsidXJsIjoiaHR0cDovLzEwLjAuMC4xLyJ9fQ"
 HUGE = 3 * 1024 * 1024
@@ -66,5 +66,5 @@ def _judge(name: str, reply: dict, code: int | None) -> tuple[bool, str]:
 
 
 def _check(ras: Ras, name: str, ok: bool, detail: str, request, reply=None, expected: str = ""):
-    from .ras import Check
+    from cpfmap.conformance.ras import Check
     return Check("protocol", name, ok, detail, request, reply, expected)

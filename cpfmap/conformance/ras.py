@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..contract import snapshot_name
-from ..replies import problem as schema_problem
-from .client import ProviderProcess
+from cpfmap.conformance.client import ProviderProcess
+from cpfmap.protocol.contract import snapshot_name
+from cpfmap.protocol.replies import problem as schema_problem
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Ras:
         problem = schema_problem(schema, result) if schema else None
         if problem:
             raise self.fail(f"{method} reply is what RAS accepts", problem, request, reply,
-                            f"cpfmap/schemas/replies/{schema}.json")
+                            f"schemas/replies/{schema}.json")
         self.passed(f"{method} {_brief(params)}".strip(), request, reply)
         return result
 

@@ -7,8 +7,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..redact import Redactor
-from .ras import Check
+from cpfmap.conformance.ras import Check
+from cpfmap.redact import Redactor
 
 
 def verdict(checks: list[Check]) -> bool:

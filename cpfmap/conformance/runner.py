@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from . import report
-from .client import ProviderProcess
-from .probes import run_probes
-from .ras import Check, Failed, Options, Ras
-from .workflows import WORKFLOWS, connect, skip_reason
+from cpfmap.conformance import report
+from cpfmap.conformance.client import ProviderProcess
+from cpfmap.conformance.probes import run_probes
+from cpfmap.conformance.ras import Check, Failed, Options, Ras
+from cpfmap.conformance.workflows import WORKFLOWS, connect, skip_reason
 
 ORDER = ("connect", "inventory", "power", "create-template", "create-host", "maintenance", "delete-host")
 

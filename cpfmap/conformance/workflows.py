@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .ras import Failed, Ras, schema_problem
+from cpfmap.conformance.ras import Failed, Ras, schema_problem
 
 
 def connect(ras: Ras) -> None:
@@ -95,7 +95,7 @@ def create_host(ras: Ras) -> None:
     problem = schema_problem("clone-task-output", output)
     if problem:
         raise ras.fail("completed clone task has output.clone_id", problem, reply=output,
-                       expected="cpfmap/schemas/replies/clone-task-output.json")
+                       expected="schemas/replies/clone-task-output.json")
     clone = output["clone_id"]
     ras.changed(("guest", clone), f"host {clone} ({ras.options.clone_name})", lambda: _delete(ras, clone))
     announced = started.get("clone_id")

@@ -1,0 +1,80 @@
+"""How CPF writes values: ids as strings, MAC addresses, IP addresses (reading and normalising
+what a backend gives into what RAS accepts)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Callable
+
+from cpfmap.errors import BackendError
+
+_MAC = re.compile(r"^(?:[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})$", re.I)
+
+
+def string_id(value: Any) -> str:
+    """An id as RAS wants it, a string: 101 and 101.0 give "101", true gives "true".
+    Example: `{{ 101.0 | string_id }}` -> `"101"`"""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+MAC_NOTATIONS = "aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff, aabb.ccdd.eeff or aabbccddeeff (any case)"
+
+
+IP_NOTATIONS = "IPv4 or IPv6, optionally with /prefix or %zone"
+
+
+def normal_mac(value: Any) -> str | None:
+    """Any of MAC_NOTATIONS -> 00:15:5d:8a:3c:ff; None if not a MAC."""
+    text = str(value).strip()
+    if not _MAC.match(text):
+        return None
+    digits = re.sub(r"[^0-9a-fA-F]", "", text).lower()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def useful_ip(value: Any) -> str | None:
+    """The address as text, or None for noise RAS must not see (loopback, link-local, unspecified)
+    and for text that is not an address (read_ip says which)."""
+    try:
+        return read_ip(value)
+    except BackendError:
+        return None
+
+
+def read_mac(value: Any, where: str = "macs()") -> str:
+    mac = normal_mac(value)
+    if mac is None:
+        raise BackendError(f"{where}: cannot read {value!r} as a MAC address (it takes {MAC_NOTATIONS})")
+    return mac
+
+
+def read_ip(value: Any, where: str = "ips()") -> str | None:
+    """The address of `addr`, `addr/prefix` or `addr%zone` as text; None for loopback, link-local
+    and unspecified addresses, which RAS must not see; BackendError for text that is no address."""
+    text = str(value).strip().split("%")[0].split("/")[0] if isinstance(value, str) else None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise BackendError(f"{where}: cannot read {value!r} as an IP address (it takes {IP_NOTATIONS})") from None
+    if addr.is_loopback or addr.is_link_local or addr.is_unspecified:
+        return None
+    return str(addr)
+
+
+def read_all(items: list, read: Callable[[Any], str | None]) -> list:
+    """Every value read (null and empty items are absent ones), in order, without repeats."""
+    return unique([v for v in (read(i) for i in items if i not in (None, "")) if v])
+
+
+def unique(items: list) -> list:
+    out: list = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+

@@ -1,0 +1,343 @@
+"""Reused GET replies, for steps with `cache: seconds`.
+
+- A reply is parsed once, and each `index` of it (key -> item) built once, however many
+  calls read it: the per-guest step after a bulk read is a dictionary lookup.
+- Concurrent callers of one fetch share its single request (single flight).
+- A write RAS makes through us drops what it touched: the entries fetched for that guest,
+  and every shared one (collections list every guest). A fetch that was in flight across a
+  write is returned to its caller but not kept.
+- `prefetch` steps are refreshed on a bounded pool of worker threads (or inline, where
+  determinism matters: record, replay, tests), and RAS gets the value at hand meanwhile.
+
+Ages are counted on the engine's clock; under record and replay that is a LogicalClock,
+so what is reused never depends on how fast a recording ran.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import zlib
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cpfmap.clock import Clock
+from cpfmap.errors import BackendError, TransportError
+from cpfmap.http.transport import HttpResponse
+from cpfmap.language import model as m
+from cpfmap.protocol.values import string_id
+from cpfmap.runtime.reading import body_of
+
+log = logging.getLogger("cpfmap")
+MAX_ENTRIES = 100_000   # a bound on memory: the oldest entry goes first
+MAX_QUEUED = 20_000     # refreshes waiting for a worker; more are skipped (the next get asks again)
+SHARED = None           # the guest tag of entries every guest reads (collections, calls without an id)
+
+
+class Fetched:
+    """One answer (or the transport error instead of one), parsed and indexed on first use."""
+
+    __slots__ = ("response", "error", "at", "guest", "_body", "_indexes", "_searched")
+
+    def __init__(self, response: HttpResponse | None, error: TransportError | None = None,
+                 at: float = 0.0, guest: str | None = SHARED) -> None:
+        self.response = response
+        self.error = error
+        self.at = at
+        self.guest = guest
+        self._body: Any = _UNSET
+        self._indexes: dict = {}
+        self._searched: dict | None = None
+
+    def search(self, expression: Any) -> Any:
+        """expression over the body, searched once per reply when it reads nothing else
+        (no `var()`): every get after a cached fetch reuses the value."""
+        if expression.reads_context or expression.path is not None:
+            raise ValueError("search() is for context-free, non-trivial expressions")
+        if self._searched is None:
+            self._searched = {}
+        if expression not in self._searched:
+            self._searched[expression] = expression.search(self.body())
+        return self._searched[expression]
+
+    def body(self) -> Any:
+        if self._body is _UNSET:
+            body = body_of(self.response)
+            if self.response is not None:
+                self.response = _Parsed.of(self.response, body)
+            self._body = body
+        return self._body
+
+    def index(self, spec: m.Index) -> dict[str, Any]:
+        """key -> item over the collection `spec.items`; the first item wins a duplicate key."""
+        built = self._indexes.get(spec)
+        if built is None:
+            built = _build_index(spec, self.body())
+            self._indexes[spec] = built
+        return built
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class _Parsed(HttpResponse):
+    """A reply whose body is parsed: kept without its bytes (json() gives the parsed value,
+    never to be changed) and with its header texts shared: thousands are cached at once."""
+
+    value: Any = None
+
+    @classmethod
+    def of(cls, response: HttpResponse, value: Any) -> "_Parsed":
+        headers = tuple((sys.intern(k), sys.intern(v)) for k, v in response.headers)
+        return cls(response.status, headers, b"", sys.intern(response.reason), response.elapsed, response.resent,
+                   value)
+
+    def json(self) -> Any:
+        return self.value
+
+    def text(self, limit: int = 400) -> str:
+        return json.dumps(self.value)[:limit]
+
+
+def _build_index(spec: m.Index, body: Any) -> dict[str, Any]:
+    items = spec.items.search(body)
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise BackendError(f"index.items `{spec.items.source}` gave {type(items).__name__}, not a list")
+    out: dict[str, Any] = {}
+    for item in items:
+        key = spec.key.search(item)
+        if key is not None:
+            out.setdefault(string_id(key), item)
+    return out
+
+
+class _Flight:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.done = threading.Event()
+        self.joined = threading.Event()   # someone shares this fetch (tests wait on it)
+        self.result: Fetched | None = None
+        self.exception: BaseException | None = None
+
+
+class Cache:
+    def __init__(self, clock: Clock, limit: int = MAX_ENTRIES) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.entries: dict[str, Fetched] = {}
+        self.flights: dict[str, _Flight] = {}
+        self.epoch = 0
+        self.lock = threading.Lock()
+
+    def lookup(self, key: str) -> Fetched | None:
+        """The entry for key, whatever its age."""
+        return self.entries.get(key)
+
+    def fresh(self, entry: Fetched | None, seconds: float) -> bool:
+        return entry is not None and self.clock.now() - entry.at < seconds
+
+    def fetch(self, key: str, produce: Callable[[], Fetched], keep: Callable[[Fetched], bool]) -> Fetched:
+        """produce() once for all concurrent callers of key; kept when keep() says so."""
+        with self.lock:
+            flight = self.flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self.flights[key] = _Flight(self.epoch)
+            else:
+                flight.joined.set()
+        if not leader:
+            return self._follow(flight)
+        try:
+            flight.result = produce()
+        except BaseException as exc:
+            flight.exception = exc
+            raise
+        finally:
+            self._land(key, flight, keep)
+        return flight.result
+
+    @staticmethod
+    def _follow(flight: _Flight) -> Fetched:
+        flight.done.wait()   # the leader's request has its own deadlines (connect and read timeouts)
+        if flight.exception is not None:
+            raise flight.exception
+        assert flight.result is not None
+        return flight.result
+
+    def _land(self, key: str, flight: _Flight, keep: Callable[[Fetched], bool]) -> None:
+        with self.lock:
+            del self.flights[key]
+            result = flight.result
+            if result is not None and flight.epoch == self.epoch and keep(result):
+                self._put(key, result)
+        flight.done.set()
+
+    def _put(self, key: str, entry: Fetched) -> None:
+        self.entries.pop(key, None)
+        while len(self.entries) >= self.limit:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = entry
+
+    def in_flight(self, key: str) -> bool:
+        return key in self.flights
+
+    def drop(self, guest: str | None) -> None:
+        """After a write for `guest` (None: for no guest in particular): its entries and the
+        shared ones go; a fetch in flight now will not be kept."""
+        with self.lock:
+            self.epoch += 1
+            for key in [k for k, e in self.entries.items() if e.guest is SHARED or e.guest == guest]:
+                del self.entries[key]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.epoch += 1
+            self.entries.clear()
+
+
+def staggered(key: str, now: float, seconds: float) -> float:
+    """The age a first answer is counted from: spread over one lifetime by the key, so answers
+    fetched together in one sweep are refreshed over the following ones, not all at once."""
+    return now - (zlib.crc32(key.encode("utf-8")) % 1000) / 1000.0 * seconds
+
+
+# ------------------------------------------------------------- prefetching
+
+class InlinePrefetch:
+    """Refreshes run at once on the caller's thread: deterministic (record, replay, tests)."""
+
+    def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
+        """Every refresh runs: inline refreshes follow the (logical) clock alone."""
+        return True
+
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
+        future: Future = Future()
+        try:
+            future.set_result(job())
+        except BaseException as exc:   # handed to whoever reads the future
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+class PooledPrefetch:
+    """Refreshes run on at most `limit` daemon threads per pool (one pool per step), so a
+    backend is never flooded; a caller waits for one only as long as the step allows."""
+
+    def __init__(self, max_queued: int = MAX_QUEUED) -> None:
+        self.max_queued = max_queued
+        self.queues: dict[str, queue.Queue] = {}
+        self.budgets: dict[str, _Budget] = {}
+        self.lock = threading.Lock()
+
+    def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
+        """May this refresh run now? First answers always; stale ones at most at the steady
+        rate (the pool's keys per lifetime), so answers fetched together in one long sweep are
+        refreshed over the following ones, not all at once (the stale value is served meanwhile)."""
+        with self.lock:
+            budget = self.budgets.setdefault(pool, _Budget())
+            return budget.admit(key, seconds, now, stale)
+
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
+        future: Future = Future()
+        try:
+            self._queue(pool, limit).put_nowait((job, future))
+        except queue.Full:
+            log.warning("prefetch %s: %d refreshes already waiting; skipping one", pool, self.max_queued)
+            return None
+        return future
+
+    def queued(self, pool: str) -> int:
+        """Refreshes of pool waiting for a worker."""
+        found = self.queues.get(pool)
+        return found.qsize() if found is not None else 0
+
+    def busy(self) -> bool:
+        """Some refresh is waiting or running."""
+        return any(found.unfinished_tasks for found in list(self.queues.values()))
+
+    def _queue(self, pool: str, limit: int) -> queue.Queue:
+        with self.lock:
+            found = self.queues.get(pool)
+            if found is None:
+                found = self.queues[pool] = queue.Queue(self.max_queued)
+                for number in range(max(limit, 1)):
+                    threading.Thread(target=_work, args=(found,), daemon=True,
+                                     name=f"cpfmap-prefetch-{number}").start()
+            return found
+
+    def close(self) -> None:
+        """Drop the refreshes not started; workers stop when they next look for work."""
+        with self.lock:
+            queues, self.queues = self.queues, {}
+        for found in queues.values():
+            _drain(found)
+            for _ in range(64):
+                try:
+                    found.put_nowait(None)
+                except queue.Full:
+                    break
+
+
+class _Budget:
+    """A token bucket for one pool's stale refreshes: it fills at keys / lifetime per second,
+    holds at most one lifetime's worth, and starts with one token at the first stale refresh."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.tokens = 1.0
+        self.at: float | None = None
+
+    def admit(self, key: str, seconds: float, now: float, stale: bool) -> bool:
+        if len(self.keys) < MAX_ENTRIES:
+            self.keys.add(key)
+        if not stale:
+            return True
+        size = float(len(self.keys))
+        if self.at is not None:
+            self.tokens = min(size, self.tokens + (now - self.at) * size / max(seconds, 1e-9))
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+def _work(jobs: queue.Queue) -> None:
+    while True:
+        item = jobs.get()
+        try:
+            if item is None:
+                return
+            _run(*item)
+        finally:
+            jobs.task_done()
+
+
+def _run(job: Callable[[], Fetched], future: Future) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(job())
+    except BaseException as exc:  # a refresh that fails leaves the old value in place
+        log.info("prefetch failed: %s", getattr(exc, "message", exc))
+        future.set_exception(exc)
+
+
+def _drain(jobs: queue.Queue) -> None:
+    while True:
+        try:
+            item = jobs.get_nowait()
+        except queue.Empty:
+            return
+        if item is not None:
+            item[1].cancel()
+        jobs.task_done()

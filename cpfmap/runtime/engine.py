@@ -1,0 +1,253 @@
+"""One CPF provider over one compiled mapping: the method handlers behind rpc.py.
+
+render -> send -> check -> extract -> translate happens in steps.py; here each CPF method
+gets its context, its task id, and a reply shaped and checked the way RAS reads it.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Mapping
+
+from cpfmap.clock import Clock
+from cpfmap.errors import AuthError, BackendError, CpfmapError, MethodNotFound
+from cpfmap.http.transport import Transport
+from cpfmap.language import model as m
+from cpfmap.protocol import replies, taskids
+from cpfmap.protocol.contract import REPLY_SCHEMAS, TASK_STATES
+from cpfmap.protocol.values import read_all, read_ip, read_mac, string_id
+from cpfmap.redact import Redactor
+from cpfmap.runtime.cache import SHARED, Cache, InlinePrefetch
+from cpfmap.runtime.session import Backend
+from cpfmap.runtime.steps import StepRunner
+
+log = logging.getLogger("cpfmap")
+PROTOCOL_VERSION = "1.0.0"
+FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
+
+
+class Engine:
+    def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock,
+                 redactor: Redactor | None = None, prefetch: Any = None) -> None:
+        self.mapping = mapping
+        self.transport = transport
+        self.clock = clock
+        self.redactor = redactor or Redactor()
+        self.cache = Cache(clock)
+        self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
+        self.backend: Backend | None = None
+        # Operations whose task gives its own output on completion: name -> operation.
+        self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
+                        if op.task is not None and op.task.output is not None}
+
+    # ------------------------------------------------------------ provider
+
+    def initialize(self, params: Mapping) -> dict:
+        return {"version": PROTOCOL_VERSION, "capabilities": self.mapping.capabilities.as_reply()}
+
+    def connect(self, params: Mapping) -> dict:
+        settings = self.mapping.coerce_settings(params["settings"])
+        for name in self.mapping.secret_settings():
+            self.redactor.add(settings.get(name))
+        self.disconnect({})
+        backend = Backend(self.mapping, self.transport, self.clock, self.redactor, settings)
+        try:
+            backend.login()
+            op = self.mapping.methods.get("provider/connect")
+            if op is not None:
+                self._runner(backend).run(op.steps, self._context(backend, {}))
+        except AuthError:
+            raise
+        except BackendError as exc:
+            if exc.status in (401, 403):
+                raise AuthError(f"Authentication failed: {exc.message}") from None
+            raise exc.context("Connection failed")
+        self.backend = backend
+        return {}
+
+    def disconnect(self, params: Mapping) -> dict:
+        backend, self.backend = self.backend, None
+        self.prefetch.close()
+        self.cache.clear()
+        if backend is None:
+            return {}
+        op = self.mapping.methods.get("provider/disconnect")
+        try:
+            if op is not None:
+                self._runner(backend).run(op.steps, self._context(backend, {}))
+        finally:
+            backend.logout()
+        return {}
+
+    # ------------------------------------------------------------- methods
+
+    def call(self, method: str, params: Mapping) -> Any:
+        """A mapping-defined method: guests/*, snapshots."""
+        op = self.mapping.methods.get(method)
+        if op is None:
+            raise MethodNotFound(f"{method} is not implemented by mapping {self.mapping.name}")
+        self._tick()
+        return self._shape(method, self._run(op, params), params)
+
+    def control(self, params: Mapping) -> dict:
+        name = params["control"]
+        op = self.mapping.controls.get(name)
+        if op is None or (name == "suspend" and not self.mapping.capabilities.can_suspend_guests):
+            raise MethodNotFound(f"control {name} is not implemented by mapping {self.mapping.name}")
+        self._tick()
+        self._run(op, params)
+        return {}
+
+    def task_status(self, params: Mapping) -> dict:
+        self._tick()
+        rule, values, started_by = taskids.decode(params["id"], self.mapping.polls,
+                                                {name: op.task.poll for name, op in self.outputs.items()})
+        if rule == taskids.COMPLETED:
+            reply: dict = {"state": "completed", "output": values}
+        else:
+            output = self.outputs[started_by].task.output if started_by else self.mapping.polls[rule].output
+            reply = self._poll(self.mapping.polls[rule], values, output)
+        return self._checked("tasks/get", reply)
+
+    # ------------------------------------------------------------ internals
+
+    def _tick(self) -> None:
+        """A logical clock (record, replay) moves a step per CPF request."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is not None:
+            advance()
+
+    def _connected(self) -> Backend:
+        if self.backend is None:
+            raise BackendError("not connected: RAS must send provider/connect first")
+        return self.backend
+
+    def _runner(self, backend: Backend) -> StepRunner:
+        return StepRunner(backend, self.cache, self._wait_for, self.prefetch)
+
+    def _wait_for(self, task: m.TaskStart, context: dict) -> None:
+        self._wait(self._start_task(task, context))
+
+    @staticmethod
+    def _context(backend: Backend, params: Mapping) -> dict:
+        return {"settings": backend.settings, "params": dict(params)}
+
+    def _run(self, op: m.Operation, params: Mapping) -> Any:
+        backend = self._connected()
+        context = self._runner(backend).run(op.steps, self._context(backend, params))
+        if op.task is None:
+            return op.result.eval(context) if op.result is not None else {}
+        task_id = self._start_task(op.task, context, op.name if op.task.output is not None else None)
+        extra = op.result.eval(context) if op.result is not None else {}
+        if not isinstance(extra, dict):
+            raise BackendError(f"{op.name}: `result` of a task method must be an object")
+        return {"task_id": task_id, **extra}
+
+    def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None) -> str:
+        """started_by: the operation whose own task `output` applies when the task completes."""
+        if task.completed is not None or (task.when is not None and not task.when.render(context)):
+            output = task.completed.eval(context) if task.completed is not None else {}
+            return taskids.encode(taskids.COMPLETED, _strings(output, "task output"))
+        values = {}
+        declared = dict(self.mapping.polls[task.poll].handle) if task.poll in self.mapping.polls else {}
+        for key, template in task.handle:
+            value = template.render(context)
+            if value in (None, "") and key in declared and not declared[key].required:
+                continue  # an optional key with no value is left out of the task id
+            if value in (None, ""):
+                raise BackendError(f"the backend gave no `{key}` for the task it should have started")
+            values[key] = string_id(value)
+        try:
+            taskids.check_handle(self.mapping.polls[task.poll], values)
+        except CpfmapError as exc:
+            raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
+        return taskids.encode(task.poll, values, started_by)
+
+    def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
+        backend = self._connected()
+        context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values})
+        state = rule.state.eval(context)
+        if state not in TASK_STATES:
+            raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")
+        if state != "running":
+            self.cache.drop(SHARED)  # what the task did (a new clone, a reverted state) is in the lists now
+        if state == "completed":
+            output = output_value.eval(context) if output_value is not None else {}
+            return {"state": state, "output": _strings(output, "task output")}
+        if state == "failed":
+            message = str(rule.error.render(context)) if rule.error is not None else ""
+            return {"state": state, "error": {"code": 1, "message": message.strip() or "the task failed"}}
+        return {"state": state}
+
+    def _wait(self, task_id: str) -> None:
+        """Poll a task the reply depends on: quickly at first, then at RAS's own rate, within
+        RAS's own budget (tasks_polling_rate x tasks_polling_retries)."""
+        caps = self.mapping.capabilities
+        budget = caps.tasks_polling_rate * max(caps.tasks_polling_retries, 1)
+        deadline = self.clock.now() + budget
+        interval = min(FIRST_WAIT, caps.tasks_polling_rate)
+        while True:
+            reply = self.task_status({"id": task_id})
+            if reply["state"] == "failed":
+                raise BackendError(reply["error"]["message"])
+            if reply["state"] == "completed":
+                return
+            if self.clock.now() + interval > deadline:
+                raise BackendError(f"the backend task did not finish within {budget}s")
+            self.clock.sleep(interval)
+            interval = min(interval * 2, caps.tasks_polling_rate)
+
+    # --------------------------------------------------------------- replies
+
+    def _shape(self, method: str, result: Any, params: Mapping) -> Any:
+        if method == "guests/list":
+            result = _shape_list(result)
+        elif method == "guests/get":
+            result = _shape_guest(result, params)
+        elif method == "guests/clone" and isinstance(result, dict) and result.get("clone_id") is not None:
+            result["clone_id"] = string_id(result["clone_id"])
+        elif method.startswith("provider/"):
+            return result
+        return self._checked(method, result)
+
+    def _checked(self, method: str, result: Any) -> Any:
+        name = REPLY_SCHEMAS.get(method)
+        if name is None:
+            return result
+        wrong = replies.problem(name, result)
+        if wrong is not None:
+            raise BackendError(f"{method}: the reply built from the backend's answer is not what RAS accepts "
+                               f"({wrong})")
+        return result
+
+
+def _strings(output: Any, what: str) -> dict:
+    if output is None:
+        return {}
+    if not isinstance(output, dict):
+        raise BackendError(f"{what} must be an object, got {output!r}")
+    return {str(k): string_id(v) for k, v in output.items() if v is not None}
+
+
+def _shape_list(result: Any) -> Any:
+    if isinstance(result, dict) and isinstance(result.get("guests"), list):
+        ids = [string_id(i) for i in result["guests"] if i is not None]
+        result = dict(result, guests=list(dict.fromkeys(ids)))
+    return result
+
+
+def _shape_guest(result: Any, params: Mapping) -> Any:
+    """One normal form for every mapping: string id, and addresses by contract.ADDRESSES."""
+    if not isinstance(result, dict):
+        return result
+    out = dict(result)
+    out["id"] = string_id(out.get("id") if out.get("id") is not None else params.get("id"))
+    for key, read in (("mac_addresses", read_mac), ("ip_addresses", read_ip)):
+        value = out.get(key)
+        if value is None:
+            out[key] = []
+        elif isinstance(value, list):  # a value it cannot read is an error, never dropped unseen
+            out[key] = read_all(value, functools.partial(read, where=f"guests/get {key}"))
+    if isinstance(out.get("name"), (int, float)) and not isinstance(out.get("name"), bool):
+        out["name"] = string_id(out["name"])
+    return out

@@ -1,0 +1,439 @@
+"""The backend session: TLS and base URL from the settings, authentication schemes,
+login, re-login (before expiry and once after a 401), logout.
+
+`Backend.send` turns a compiled RequestSpec and a context into an HttpRequest with the
+credentials on it, sends it through the injected Transport and returns the response.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import urllib.parse
+from typing import Any, Callable, Mapping
+
+from cpfmap.clock import Clock
+from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
+from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
+from cpfmap.language import model as m
+from cpfmap.language.expressions import Expression
+from cpfmap.protocol.values import string_id
+from cpfmap.redact import Redactor, looks_secret
+from cpfmap.runtime.reading import extract_value
+
+log = logging.getLogger("cpfmap")
+
+
+def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
+    """name -> value (a list repeats the name); null leaves a name out, `{literal: null}` sends it empty."""
+    if mapping is None:
+        return []
+    if not isinstance(mapping, Mapping):
+        raise BackendError(f"{what} must be an object, got {mapping!r}")
+    out = []
+    for key, value in mapping.items():
+        kept = isinstance(value, m.Kept)
+        value = value.value if kept else value
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None or kept:
+                out.append((str(key), "" if item is None else string_id(item)))
+    return out
+
+
+def message_of(response: HttpResponse, expression: Expression | None) -> str:
+    """The backend's own error text: the mapping's expression, common fields, or the reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    text = None
+    if expression is not None and body is not None:
+        try:
+            text = expression.search(body)
+        except BackendError:
+            text = None
+    if text is None and isinstance(body, dict):
+        text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
+    if isinstance(text, (dict, list)):
+        text = json.dumps(text, sort_keys=True)
+    text = "" if text is None else str(text).strip()
+    # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
+    return " ".join((text or response.reason or response.text(200).strip()).split())
+
+
+MAX_HOSTS = 16
+
+
+def _base_urls(conn: m.Connection, base: dict) -> list[str]:
+    """base_url, or one per entry of `connection.hosts` (rendered with `host`), in order."""
+    if conn.hosts is None:
+        return [str(conn.base_url.render(base)).rstrip("/")]
+    hosts = conn.hosts.eval(base)
+    hosts = [hosts] if isinstance(hosts, str) else hosts
+    if not isinstance(hosts, list) or not [h for h in hosts if str(h).strip()]:
+        raise ConfigError(f"connection.hosts gave no host ({hosts!r})")
+    if len(hosts) > MAX_HOSTS:
+        raise ConfigError(f"connection.hosts gave {len(hosts)} hosts; at most {MAX_HOSTS}")
+    urls = [str(conn.base_url.render(dict(base, host=str(h).strip()))).rstrip("/") for h in hosts if str(h).strip()]
+    return list(dict.fromkeys(urls))
+
+
+def _may_fail_over(request: HttpRequest, exc: TransportError) -> bool:
+    """Another host may get a request that never left, or one that is safe to repeat."""
+    return bool(getattr(exc, "not_sent", False)) or request.method in SAFE_RETRY_METHODS or request.retry_safe
+
+
+def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpRequest | None = None,
+                   response: HttpResponse | None = None, constants: frozenset = frozenset()) -> None:
+    """Every value of a login exchange is a secret unless the mapping calls its field public:
+    query, form and JSON values sent (except text written as is in the mapping, such as
+    `grant_type: password`); JSON values, cookies and credential headers received."""
+    if request is not None:
+        guard = _Guard(redactor, public, constants)
+        query = urllib.parse.urlsplit(request.url).query
+        _guard_pairs(guard, urllib.parse.parse_qsl(query, keep_blank_values=True))
+        _guard_body(guard, request.body, request.header("Content-Type"))
+    if response is not None:
+        for name, value in response.headers:
+            if name.lower() == "set-cookie":
+                redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
+            elif looks_secret(name):
+                redactor.add(value)
+        _guard_body(_Guard(redactor, public, constants), response.body, response.header("Content-Type"))
+
+
+class _Guard:
+    """Adds the secret values of one side of a login exchange to the redactor."""
+
+    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset) -> None:
+        self.redactor, self.public, self.constants = redactor, public, constants
+
+    def add(self, value: str) -> None:
+        if value not in self.constants:
+            self.redactor.add(value)
+
+
+def _guard_body(guard: _Guard, body: bytes | None, content_type: str | None) -> None:
+    if not body:
+        return
+    text = body.decode("utf-8", "replace")
+    if content_type and "form" in content_type:
+        _guard_pairs(guard, urllib.parse.parse_qsl(text, keep_blank_values=True))
+        return
+    try:
+        _guard_json(guard, json.loads(text))
+    except (ValueError, RecursionError):
+        guard.add(text.strip())  # a bare token, or text we cannot take apart: all of it
+
+
+def _guard_pairs(guard: _Guard, pairs: list) -> None:
+    for name, value in pairs:
+        if name not in guard.public:
+            guard.add(value)
+
+
+def _guard_json(guard: _Guard, data: Any) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key not in guard.public:
+                _guard_json(guard, value)
+    elif isinstance(data, list):
+        for item in data:
+            _guard_json(guard, item)
+    elif isinstance(data, str):
+        guard.add(data)
+
+
+def _constants(spec: m.RequestSpec) -> frozenset:
+    """The strings a request spec writes as is (no template): mapping text, never a secret."""
+    found: set[str] = set()
+    todo: list[Any] = [spec.query, spec.json, spec.form]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, (m.Literal, m.Kept)):
+            todo.append(value.value)
+        elif isinstance(value, m.DictValue):
+            todo.extend(v for _, v in value.items)
+        elif isinstance(value, m.ListValue):
+            todo.extend(value.items)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return frozenset(found)
+
+
+class Backend:
+    def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
+                 settings: Mapping[str, Any]) -> None:
+        self.mapping = mapping
+        self.transport = transport
+        self.clock = clock
+        self.redactor = redactor
+        self.settings = dict(settings)
+        base = {"settings": self.settings}
+        conn = mapping.connection
+        self.base_urls = _base_urls(conn, base)
+        self.base_url = self.base_urls[0]
+        self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
+                       client_cert=conn.client_cert.eval(base) or None,
+                       client_key=conn.client_key.eval(base) or None)
+        if not self.tls.verify:
+            log.warning("TLS certificate verification is off for %s (verify_tls is false)", self.base_url)
+        self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
+        self.scheme = self._choose(base)
+        self.auth: dict[str, Any] = {}
+        self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
+        self.logged_in_at: float | None = None
+        self.session_ttl: float | None = None
+
+    def _choose(self, base: dict) -> m.AuthScheme:
+        for scheme in self.mapping.auth:
+            if scheme.when is None or scheme.when.render(base):
+                return scheme
+        names = ", ".join(s.name for s in self.mapping.auth)
+        raise AuthError(f"no authentication scheme fits the settings (schemes: {names})")
+
+    # ----------------------------------------------------------- requests
+
+    def target(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
+               query: list[tuple[str, str]] | None = None) -> str:
+        """The request's URL (what a cached reply is found by)."""
+        ctx = self._context(context)
+        target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
+        pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
+        pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
+        if pairs:
+            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs)
+        return target
+
+    def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
+              query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
+        ctx = self._context(context)
+        target = self.target(spec, context, url=url, query=query)
+        headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
+        body, content_type = self._body(spec, ctx)
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        headers += self._credentials(ctx)
+        conn = self.mapping.connection
+        return HttpRequest(spec.method, target, tuple(headers), body,
+                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
+                           failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
+                           max_body=conn.max_response_bytes)
+
+    def _context(self, context: Mapping[str, Any]) -> dict:
+        """Templates see this session's values, or (for a refresh) the previous session's."""
+        return dict(context, auth=self.auth if self.auth else context.get("auth", {}))
+
+    def _url(self, path: str, endpoint: str | None = None, link: bool = False) -> str:
+        """link: a path that is one raw_path value, from the host root like a link in a reply."""
+        if path.startswith(("http://", "https://")) or (link and path.startswith("/")):
+            return self.within_base(path, endpoint)
+        return self.base_of(endpoint) + ("" if path.startswith("/") else "/") + path
+
+    def base_of(self, endpoint: str | None) -> str:
+        """base_url, or the service URL the login named `endpoint`."""
+        if endpoint is None:
+            return self.base_url
+        if endpoint not in self.endpoints:
+            raise BackendError(f"no `{endpoint}` endpoint: the session login did not give one")
+        return self.endpoints[endpoint]
+
+    def within_base(self, url: str, endpoint: str | None = None) -> str:
+        """A URL from a reply (next page, operation) is followed only below base_url (or the endpoint)."""
+        base = self.base_of(endpoint)
+        if url.startswith("/"):
+            parts = urllib.parse.urlsplit(base)
+            return f"{parts.scheme}://{parts.netloc}{url}"
+        if not (url == base or url.startswith(base + "/") or url.startswith(base + "?")):
+            raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
+        return url
+
+    @staticmethod
+    def _body(spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
+        if spec.json is not None:
+            return json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8"), "application/json"
+        if spec.form is not None:
+            data = urllib.parse.urlencode(_pairs(spec.form.eval(ctx), "form"))
+            return data.encode("utf-8"), "application/x-www-form-urlencoded"
+        if spec.body is not None:
+            return str(spec.body.render(ctx)).encode("utf-8"), spec.content_type or "text/plain"
+        return None, None
+
+    def _credentials(self, ctx: Mapping[str, Any]) -> list[tuple[str, str]]:
+        scheme = self.scheme
+        if scheme.type == "header":
+            return [(k, self._secret(t.render(ctx))) for k, t in scheme.headers]
+        if scheme.type == "basic":
+            import base64
+            user = str(scheme.username.render(ctx)) if scheme.username else ""
+            pw = self._secret(scheme.password.render(ctx)) if scheme.password else ""
+            token = base64.b64encode(f"{user}:{pw}".encode()).decode()
+            return [("Authorization", "Basic " + self._secret(token))]
+        if scheme.type == "bearer":
+            return [("Authorization", "Bearer " + self._secret(scheme.token.render(ctx)))]
+        if scheme.type == "session" and self.auth:
+            out = [(k, self._secret(t.render(ctx))) for k, t in scheme.inject_headers]
+            cookies = "; ".join(f"{k}={self._secret(t.render(ctx))}" for k, t in scheme.inject_cookies)
+            return out + ([("Cookie", cookies)] if cookies else [])
+        return []
+
+    def _secret(self, value: Any) -> str:
+        text = str(value)
+        # The credential part after a scheme word or "name=" prefix is what must be masked.
+        self.redactor.add(text)
+        for sep in (" ", "="):
+            if sep in text:
+                self.redactor.add(text.split(sep, 1)[1])
+        return text
+
+    def send(self, spec: m.RequestSpec, context: Mapping[str, Any], **options: Any) -> HttpResponse:
+        self._refresh_if_due()
+        response = self._send(lambda: self.build(spec, context, **options))
+        if response.status == 401 and self.scheme.type == "session":
+            # A server that answers 401 before reading the request body leaves it on the
+            # connection: the login goes out on a fresh one, or it would arrive garbled.
+            fresh = reset_connections(self.transport)
+            log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
+            self.login(renew=True)
+            response = self._send(lambda: self.build(spec, context, **options))
+            if response.status == 401:
+                where = f"{spec.method} {self.build(spec, context, **options).url.split('?')[0]}"
+                error = AuthError(f"Authentication failed: {where} answered HTTP 401 again right after a new "
+                                  f"login{' on a new connection' if fresh else ' (on the same connection)'}: "
+                                  f"{message_of(response, self.mapping.connection.error_message)}")
+                error.status = 401
+                raise error
+        return response
+
+    def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
+        """Send to the current host; on a connection error go on to the next of `connection.hosts`,
+        but only with a request that never reached the host or is safe to repeat."""
+        resent = False  # an earlier host may have run it: the answer is to a repeat (`already_done`)
+        for tried in range(1, len(self.base_urls) + 1):
+            request = make()
+            try:
+                response = self.transport.send(request)
+                return dataclasses.replace(response, resent=True) if resent else response
+            except TransportError as exc:
+                if tried == len(self.base_urls) or not _may_fail_over(request, exc):
+                    raise exc.context("backend unreachable")
+                resent = resent or may_have_run(exc)
+                self._next_host(exc)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _next_host(self, exc: TransportError) -> None:
+        current = self.base_urls.index(self.base_url)
+        self.base_url = self.base_urls[(current + 1) % len(self.base_urls)]
+        log.warning("%s; trying %s", exc.message, self.base_url)
+
+    # --------------------------------------------------------------- auth
+
+    def _refresh_if_due(self) -> None:
+        ttl = self.session_ttl
+        if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
+                and self.clock.now() - self.logged_in_at >= ttl:
+            log.info("session older than %ss; logging in again", ttl)
+            self.login(renew=True)
+
+    def login(self, renew: bool = False) -> None:
+        """Session schemes: send the login request and keep what it yields (secret unless
+        public). renew: a session exists; its `refresh` request goes first, if the scheme has
+        one, and a fresh login only if the backend refuses it."""
+        scheme = self.scheme
+        if scheme.type != "session" or scheme.login is None:
+            return
+        (previous, self.auth), (known, self.endpoints) = (self.auth, {}), (self.endpoints, {})
+        if renew and scheme.refresh is not None and previous:
+            got = self._session_request(scheme.refresh, previous, refusable=True)
+            if got is not None:  # values and service URLs the refresh reply lacks stay as they were
+                values, endpoints = got
+                self._keep({**previous, **{k: v for k, v in values.items() if v is not None}},
+                           {**known, **endpoints})
+                return
+            log.info("the backend refused to refresh the session; logging in afresh")
+        self._keep(*self._session_request(scheme.login, {}, refusable=False))  # type: ignore[misc]
+
+    def _session_request(self, login: m.Login, previous: dict, refusable: bool) -> tuple[dict, dict] | None:
+        """(values, service URLs) a login or refresh reply yields; None if a refusable request
+        was refused."""
+        base = {"settings": self.settings, "auth": previous}
+        # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
+        accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
+        if not accepted and refusable:
+            return None
+        endpoints = self._extract_endpoints(response, login) if accepted else {}
+        service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
+        # A refused login issued nothing: its reply is the backend's reason, shown as it is
+        # (sent credentials are already secrets, so an echo of them is still masked).
+        guard_exchange(self.redactor, login.public, response=response if accepted else None,
+                       constants=service_urls)
+        if not accepted:
+            reason = message_of(response, self.mapping.connection.error_message)
+            raise AuthError(f"Authentication failed: HTTP {response.status}: {reason}")
+        extract = login.extract or self.scheme.login.extract
+        return self._extract_login(response, extract, required=not refusable), endpoints
+
+    def _keep(self, values: dict, endpoints: dict) -> None:
+        for value in values.values():
+            if isinstance(value, str):  # credentials are text; numbers (expires_in) are not secrets
+                self.redactor.add(value)
+        self.auth = values
+        self.endpoints = endpoints
+        self.logged_in_at = self.clock.now()
+        self.session_ttl = self._ttl(values)
+
+    def _ttl(self, values: dict) -> float | None:
+        ttl = self.scheme.ttl
+        if ttl is None or isinstance(ttl, (int, float)):
+            return ttl
+        value = ttl.render({"settings": self.settings, "auth": values})
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise AuthError(f"Authentication failed: session ttl `{ttl.source}` gave {value!r}, "
+                            "not a positive number of seconds")
+        return float(value)
+
+    def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
+        """The login request, its values known as secrets before it is sent (or logged)."""
+        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
+        return request
+
+    def _extract_endpoints(self, response: HttpResponse, login: m.Login) -> dict:
+        out = {}
+        for name, extraction in login.endpoints:
+            url = extract_value(extraction, response, {"settings": self.settings})
+            if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+                raise AuthError(f"Authentication failed: the login reply gives no `{name}` endpoint "
+                                f"(`{extraction.expression.source}` gave {url!r})")
+            out[name] = url.rstrip("/")
+        return out
+
+    def _extract_login(self, response: HttpResponse, extract: tuple, required: bool = True) -> dict:
+        values = {}
+        for name, extraction in extract:
+            value = extract_value(extraction, response, {"settings": self.settings})
+            if value is None and required:
+                raise AuthError(f"Authentication failed: the login reply has no `{name}` "
+                                f"(`{extraction.expression.source}`)")
+            values[name] = value
+        return values
+
+    def logout(self) -> None:
+        logout = self.scheme.logout
+        if logout is not None and self.auth:
+            try:
+                self._send(lambda: self.build(logout, {"settings": self.settings}))
+            except BackendError as exc:
+                log.warning("logout failed: %s", exc)
+        self.auth, self.endpoints = {}, {}
+        self.logged_in_at = None
+        self.session_ttl = None

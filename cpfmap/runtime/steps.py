@@ -1,0 +1,353 @@
+"""Run the steps of an operation: render -> send -> check -> extract, with `when`,
+`set`, `fail`, `on_error` fallbacks, pagination, and cached, indexed and prefetched GET
+replies (cache.py)."""
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from typing import Any, Callable
+
+from cpfmap.errors import BackendError, TransportError
+from cpfmap.http.transport import HttpResponse, may_have_run
+from cpfmap.language import model as m
+from cpfmap.language.templating import Template
+from cpfmap.protocol.values import string_id
+from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
+from cpfmap.runtime.reading import body_of, extract_from, link_target
+from cpfmap.runtime.session import Backend, message_of
+
+log = logging.getLogger("cpfmap")
+DONE = object()  # a lookup found that a request which got no answer took effect
+
+
+class _Again(Exception):
+    """A refusal an on_error rule answers by running the steps again (`retry`)."""
+
+    def __init__(self, rule: m.ErrorRule, step: m.Step, error: BackendError) -> None:
+        super().__init__(error.message)
+        self.rule, self.step, self.error = rule, step, error
+
+
+class StepRunner:
+    def __init__(self, backend: Backend, cache: Cache,
+                 waiter: Callable[[m.TaskStart, dict], None] | None = None, prefetch: Any = None) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.waiter = waiter  # polls the backend task a step started (step.wait)
+        self.prefetch = prefetch or InlinePrefetch()
+
+    def run(self, steps: tuple, context: dict) -> dict:
+        """Run steps in order, adding their variables to context; returns context. A refusal
+        whose on_error rule says `retry` runs them again from the rule's step, a bounded number
+        of times."""
+        index = 0
+        refusals: dict[int, int] = {}  # times each retry rule was used
+        while index < len(steps):
+            try:
+                self._step(steps[index], context)
+            except _Again as again:
+                count = refusals[id(again.rule)] = refusals.get(id(again.rule), 0) + 1
+                if count >= again.rule.retry:
+                    raise again.error.context(f"refused {count} times") from None
+                index = _restart(steps, index, again.rule.retry_from)
+                continue
+            index += 1
+        return context
+
+    def _step(self, step: m.Step, context: dict) -> None:
+        if step.when is not None and not step.when.render(context):
+            return
+        if step.steps:
+            self.run(step.steps, context)
+            return
+        if step.fail is not None:
+            raise BackendError(str(step.fail.render(context)))
+        for name, value in step.set:
+            context[name] = value.eval(context)
+        if step.request is not None:
+            self._request(step, context)
+
+    def _request(self, step: m.Step, context: dict) -> None:
+        try:
+            response, resent = self._send(step, context)
+        except TransportError as exc:
+            if self._refused(step, context, 0, exc.message, exc, None):
+                self._wait(step, context, False)  # an on_error rule recovered (its `set` may name the task)
+            return
+        if response is DONE:
+            return
+        if response is None:   # a prefetch not answered in time: the extractions' defaults
+            context.update((name, extraction.default) for name, extraction in step.extract)
+            return
+        reply = response.response if isinstance(response, Fetched) else None
+        if reply is not None and not step.accepts(reply.status):
+            message = message_of(reply, self.backend.mapping.connection.error_message)
+            if self._already_done(step, context, resent, reply.status, message):
+                return
+            if not self._refused(step, context, reply.status, message, None, reply):
+                return  # the rule that recovered said wait: false
+        else:
+            for name, extraction in step.extract:
+                context[name] = self._extract(step, extraction, response, context)
+        self._wait(step, context, resent)
+
+    def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+        if step.wait is None or self.waiter is None:
+            return
+        try:
+            self.waiter(step.wait, context)  # type: ignore[misc]
+        except BackendError as exc:
+            if not self._already_done(step, context, resent, None, exc.message):
+                raise
+
+    def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
+        """The answer, and whether it answers a repeat of a request that may have taken effect
+        (`already_done` reads those); DONE when the step's lookup found that it took effect."""
+        attempts, resent = self.backend.mapping.connection.retries, False
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._fetch(step, context)
+            except TransportError as exc:
+                if step.lookup is None or not may_have_run(exc):
+                    raise
+                if self._took_effect(step, context, exc):
+                    return DONE, True
+                # After a read timeout the backend may still be at work: look, but never send again.
+                if getattr(exc, "hung", False) or attempt == attempts:
+                    raise
+                log.info("%s: no answer, and the lookup says it did not take effect; sending it again",
+                         self._label(step, context))
+                resent = True
+                continue
+            reply = response.response if isinstance(response, Fetched) else response
+            return response, resent or bool(getattr(reply, "resent", False))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _took_effect(self, step: m.Step, context: dict, lost: TransportError) -> bool:
+        try:
+            self.run(step.lookup.steps, context)
+            return bool(step.lookup.found.render(context))
+        except BackendError as exc:
+            raise BackendError(f"{lost.message}; the lookup that finds out whether it took effect failed: "
+                               f"{exc.message}") from None
+
+    def _already_done(self, step: m.Step, context: dict, resent: bool, status: int | None, message: str) -> bool:
+        if not resent or not any(rule.covers(status, message) for rule in step.already_done):
+            return False
+        log.info("%s: the repeat was refused as already done (%s): the first attempt took effect",
+                 self._label(step, context), message)
+        return True
+
+    def _extract(self, step: m.Step, extraction: m.Extraction, fetched: Any, context: dict) -> Any:
+        if not isinstance(fetched, Fetched):
+            return extract_from(extraction, fetched, context)  # the items of every page, joined
+        if extraction.source == "status":
+            data: Any = fetched.response.status
+        elif extraction.source == "headers":
+            data = {k.lower(): v for k, v in fetched.response.headers}
+        elif extraction.source == "reason":
+            data = fetched.response.reason
+        elif extraction.source == "entry":
+            data = fetched.index(step.index).get(self._lookup(step, context))
+        elif extraction.expression.reads_context or extraction.expression.path is not None:
+            data = fetched.body()
+        else:
+            return extract_from(extraction, fetched, context, fetched.search)
+        return extract_from(extraction, data, context)
+
+    @staticmethod
+    def _lookup(step: m.Step, context: dict) -> str:
+        return string_id(step.index.lookup.render(context))
+
+    def _refused(self, step: m.Step, context: dict, status: int, message: str,
+                 exc: TransportError | None, response: HttpResponse | None) -> bool:
+        """Apply the first on_error rule that covers the refusal (whether the step's wait still
+        runs), or raise."""
+        error = {"status": status, "message": message, "reason": response.reason if response is not None else "",
+                 "body": _json_or_none(response)}
+        for rule in step.on_error:
+            if rule.covers(status, message):
+                ctx = dict(context, error=error)
+                if rule.fail is not None:
+                    raise BackendError(str(rule.fail.render(ctx)))
+                if rule.retry and exc is None:  # the rule's match says this refusal did nothing
+                    raise _Again(rule, step, self._failure(step, context, status, message))
+                if rule.retry:
+                    continue
+                context.update(rule.set.eval(ctx) if rule.set else {})
+                return rule.wait
+        if exc is not None:
+            raise exc
+        raise self._failure(step, context, status, message)
+
+    def _failure(self, step: m.Step, context: dict, status: int, message: str) -> BackendError:
+        error = BackendError(f"{self._label(step, context)} failed: HTTP {status}: {message}")
+        error.status = status
+        return error
+
+    def _label(self, step: m.Step, context: dict) -> str:
+        try:
+            path = str(step.request.path.render(dict(context, auth={})))
+        except BackendError:
+            path = step.request.path.source
+        return step.name or f"{step.request.method} {path}"
+
+    # ------------------------------------------------------------ fetching
+
+    def _fetch(self, step: m.Step, context: dict) -> Fetched | list | None:
+        """The answer; a request that got none raises TransportError (a cached one too)."""
+        if step.paginate is not None:
+            return self._pages(step, context)
+        if step.request.method in ("GET", "HEAD"):
+            cached = step.cache and step.request.method == "GET"
+            fetched = self._cached(step, context) if cached else self._answer(step, context)
+        else:
+            try:
+                fetched = self._answer(step, context)
+            finally:  # the write may have run whatever came back
+                guest = _guest(context)
+                self.cache.drop(guest) if guest is not None else self.cache.clear()
+        if fetched is not None and fetched.error is not None:
+            raise fetched.error
+        return fetched
+
+    def _answer(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
+        try:
+            response = self.backend.send(step.request, context, retry_safe=step.idempotent)
+        except TransportError as exc:
+            return Fetched(None, exc, self.cache.clock.now(), guest)
+        now = self.cache.clock.now()
+        fresh = step.prefetch is not None and self.cache.lookup(key) is None
+        return Fetched(response, None, staggered(key, now, step.cache) if fresh else now, guest)
+
+    def _cached(self, step: m.Step, context: dict) -> Fetched | None:
+        key = self.backend.target(step.request, context)
+        guest = SHARED if step.index is not None else _named_guest(key, context)
+        entry = self.cache.lookup(key)
+        if step.prefetch is not None:
+            return self._prefetched(step, context, key, guest, entry)
+        if self.cache.fresh(entry, step.cache) and not self._missing(step, entry, context):
+            return entry
+        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key),
+                                lambda got: got.error is None and step.accepts(got.response.status))
+
+    def _missing(self, step: m.Step, entry: Fetched, context: dict) -> bool:
+        """A key absent from a reused collection: the guest may be newer than the reply."""
+        if step.index is None or step.index.lookup is None or not step.accepts(entry.response.status):
+            return False
+        return self._lookup(step, context) not in entry.index(step.index)
+
+    def _prefetched(self, step: m.Step, context: dict, key: str, guest: str | None,
+                    entry: Fetched | None) -> Fetched | None:
+        """Fresh: reuse. Otherwise refresh on the prefetch pool; RAS gets the stale value at
+        once, or waits up to `prefetch.wait` for a first one (then: the defaults)."""
+        if self.cache.fresh(entry, step.cache):
+            return entry
+        if entry is not None and self.cache.in_flight(key):
+            return entry
+        if not self.prefetch.admit(step.where, key, step.cache, self.cache.clock.now(), entry is not None):
+            return entry   # over the refresh budget: the stale value, refreshed in a later call
+        ctx = dict(context)  # the caller's context changes while the refresh runs
+        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
+        future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
+        if future is not None and future.done() and future.exception() is None:
+            return future.result()
+        if entry is not None or future is None:
+            return entry
+        try:
+            return future.result(timeout=step.prefetch.wait)
+        except TimeoutError:
+            return None
+
+    def _pages(self, step: m.Step, context: dict) -> list | Fetched:
+        """Every page's items joined into one list (the body extractions read)."""
+        spec = step.paginate
+        size = _page_size(spec.size.render(context)) if isinstance(spec.size, Template) else spec.size
+        items: list = []
+        url: str | None = None
+        cursor: Any = None
+        for number in range(spec.max_pages):
+            query, url = self._page_position(spec, number, len(items), cursor, size, url,
+                                             step.request.endpoint)
+            response = self.backend.send(step.request, context, query=query, url=url,
+                                         retry_safe=step.idempotent)
+            if not step.accepts(response.status):
+                return Fetched(response)
+            body = body_of(response)
+            page = spec.items.search(body, context) or []
+            if not isinstance(page, list):
+                raise BackendError(f"paginate.items `{spec.items.source}` gave {type(page).__name__}, not a list")
+            items.extend(page)
+            cursor = self._next(spec, response, body, context)
+            if self._last_page(spec, page, cursor, size):
+                return items
+            if url is None and spec.type in ("next_link", "link_header"):  # a relative link resolves against it
+                url = self.backend.build(step.request, context).url
+        raise BackendError(f"more than {spec.max_pages} pages; raise paginate.max_pages if that is expected")
+
+    @staticmethod
+    def _next(spec: m.Paginate, response: HttpResponse, body: Any, context: dict) -> Any:
+        """The next cursor or URL: from the Link header, the headers or the body."""
+        if spec.type == "link_header":
+            return link_target(response.header("Link"), "next")
+        if spec.cursor is None:
+            return None
+        data = {k.lower(): v for k, v in response.headers} if spec.cursor_from == "headers" else body
+        return spec.cursor.search(data, context)
+
+    def _page_position(self, spec: m.Paginate, number: int, seen: int, cursor: Any, size: int | None,
+                       url: str | None, endpoint: str | None) -> tuple:
+        """(query pairs, URL or None) of page `number`; url is the page before's."""
+        limit = [(spec.limit_param, str(size))] if size is not None else []
+        if spec.type == "offset":
+            return [(spec.offset_param, str(seen))] + limit, None
+        if spec.type == "page":
+            return [(spec.page_param, str(spec.first_page + number))] + limit, None
+        if spec.type == "cursor":
+            return ([(spec.cursor_param, string_id(cursor))] if number else []) + limit, None
+        if not number:
+            return limit, None
+        return [], self.backend.within_base(urllib.parse.urljoin(url or "", str(cursor)), endpoint)
+
+    @staticmethod
+    def _last_page(spec: m.Paginate, page: list, cursor: Any, size: int | None) -> bool:
+        if spec.type in ("offset", "page"):
+            return len(page) < (size or 0)
+        return cursor in (None, "")
+
+
+def _json_or_none(response: HttpResponse | None) -> Any:
+    try:
+        return response.json() if response is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _restart(steps: tuple, index: int, name: str) -> int:
+    """Where a retry starts: the named step at or before index, or index itself."""
+    if not name:
+        return index
+    for back in range(index, -1, -1):
+        if steps[back].name == name:
+            return back
+    raise BackendError(f"retry from `{name}`: no such step before `{steps[index].name or steps[index].where}`")
+
+
+def _page_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise BackendError(f"paginate.size must be a positive whole number, got {value!r}")
+
+
+def _guest(context: dict) -> str | None:
+    """The guest a call is about (the tag of what it fetches, and of what its writes touch)."""
+    guest = (context.get("params") or {}).get("id")
+    return None if guest is None else string_id(guest)
+
+
+def _named_guest(url: str, context: dict) -> str | None:
+    """The call's guest if the request's path names it (a per-guest reply), else SHARED."""
+    guest = _guest(context)
+    if guest is None or urllib.parse.quote(guest, safe="") not in urllib.parse.urlsplit(url).path.split("/"):
+        return SHARED
+    return guest
