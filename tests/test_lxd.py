@@ -64,14 +64,13 @@ def conformance(settings, tmp_path, *extra):
 def test_every_ras_workflow_passes_on_containers(fresh, tmp_path):
     fresh.create("vdi-a", start=True)
     fresh.create("gold")
-    fresh.create("old-host")
     code, out = conformance(fresh.settings(instance_type="container"), tmp_path, "--guest", "vdi-a",
-                            "--template-source", "gold", "--host", "old-host", "--clone-name", "VDI 007")
+                            "--template-source", "gold", "--clone-name", "VDI 007")
     assert code == 0, out
     for workflow in ("connect", "inventory", "power", "create-template", "create-host", "maintenance",
                      "delete-host", "protocol"):
         assert f"PASS  {workflow}" in out
-    assert "old-host" not in fresh.names()
+    assert "VDI-007" not in fresh.names()   # the host create-host made, deleted by delete-host
 
 
 def test_list_and_get_give_exact_values(fresh):
@@ -177,14 +176,13 @@ def test_connect_checks_trust_project_and_instance_type(fresh):
     replies, err, _ = serve_session("lxd", [
         connect(fresh, **untrusted), connect(fresh, project="nope"),
         {"method": "provider/connect", "params": {"settings": fresh.settings(instance_type="virtual-machine")}}])
-    assert replies[0]["error"]["message"].startswith(
-        "Authentication failed: LXD does not trust the client certificate"), err
-    assert replies[1]["error"]["message"] == "LXD has no project nope (setting project)"
+    assert "Authentication failed: LXD does not trust the client certificate" in replies[0]["error"]["message"], err
+    assert replies[1]["error"]["message"] == "Connection failed: LXD has no project nope (setting project)"
     if "qemu" in drivers:
         assert replies[2] == {"result": {}}
     else:   # this machine: no KVM/vsock, so LXD runs containers only
         assert replies[2]["error"]["message"].startswith(
-            f"LXD on {fresh.host} cannot run virtual machines (its drivers: {drivers})")
+            f"Connection failed: LXD on {fresh.host} cannot run virtual machines (its drivers: {drivers})")
 
 
 def test_a_trust_token_trusts_the_certificate_once(lxd, tmp_path):
@@ -194,7 +192,7 @@ def test_a_trust_token_trusts_the_certificate_once(lxd, tmp_path):
     replies, err, _ = serve_session("lxd", [connect(lxd, **cert, trust_secret="bm90IGEgdG9rZW4="),
                                             connect(lxd, **cert, trust_secret=token), connect(lxd, **cert),
                                             {"method": "guests/list"}])
-    assert replies[0]["error"]["message"].startswith("Authentication failed: LXD refused trust_secret"), err
+    assert "Authentication failed: LXD refused trust_secret" in replies[0]["error"]["message"], err
     assert replies[1] == {"result": {}} and replies[2] == {"result": {}}, err   # trusted for good
     assert "result" in replies[3]
     assert token not in err
