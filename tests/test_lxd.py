@@ -10,10 +10,9 @@ import subprocess
 import sys
 import time
 
+import lxdd
 import pytest
 from conftest import CONNECTOR, serve_session
-
-import lxdd
 
 INIT = {"method": "provider/initialize"}
 WHY_NOT = lxdd.available()
