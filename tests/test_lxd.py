@@ -169,6 +169,24 @@ def test_a_task_is_judged_by_its_effect_once_lxd_forgot_the_operation(fresh):
         ["RAS-20Template-20Snapshot"]
 
 
+def test_a_restore_is_judged_by_its_marker_once_lxd_forgot_the_operation(fresh):
+    fresh.create("back-1")
+    fresh.wait(fresh.api("POST", "/1.0/instances/back-1/snapshots", {"name": "RAS_TEMPLATE_VERSION_1"}))
+    revert = {"method": "guests/snapshots/revert", "params": {"id": "back-1", "name": "RAS_TEMPLATE_VERSION_1"}}
+    replies, err, _ = serve_session("lxd", [connect(fresh), revert])
+    task_id = replies[1]["result"]["task_id"]
+    handle = json.loads(_payload(task_id))["v"]
+    fresh.wait({"type": "async", "operation": f"/1.0/operations/{handle['op']}"})
+    forgotten(fresh, handle["op"])
+    assert "user.ras.restore" not in fresh.instance("back-1")["config"]
+    assert poll(fresh, {"method": "tasks/get", "params": {"id": task_id}})["state"] == "completed"
+    # a restore that did not run leaves the marker: the same task then fails, saying so
+    fresh.api("PATCH", "/1.0/instances/back-1", {"config": {"user.ras.restore": "RAS_TEMPLATE_VERSION_1"}})
+    result = poll(fresh, {"method": "tasks/get", "params": {"id": task_id}})
+    assert result["state"] == "failed"
+    assert "instance back-1 was not restored to RAS_TEMPLATE_VERSION_1" in result["error"]["message"]
+
+
 def test_connect_checks_trust_project_and_instance_type(fresh):
     untrusted = {"client_cert": str(fresh.untrusted[0]), "client_key": str(fresh.untrusted[1])}
     drivers = fresh.api("GET", "/1.0")["metadata"]["environment"]["driver"]
