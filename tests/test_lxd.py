@@ -206,13 +206,19 @@ def test_a_trust_token_trusts_the_certificate_once(lxd, tmp_path):
     crt, key = lxdd.client_certificate(tmp_path, "agent-2")
     cert = {"client_cert": str(crt), "client_key": str(key)}
     token = lxd.token("agent-2")
-    replies, err, _ = serve_session("lxd", [connect(lxd, **cert, trust_secret="bm90IGEgdG9rZW4="),
-                                            connect(lxd, **cert, trust_secret=token), connect(lxd, **cert),
-                                            {"method": "guests/list"}])
+    lines = [connect(lxd, **cert, trust_secret="bm90IGEgdG9rZW4="), connect(lxd, **cert, trust_secret=token),
+             connect(lxd, **cert), {"method": "guests/list"}]
+    cassette, session = tmp_path / "trust.yaml", tmp_path / "trust.jsonl"
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "record", "lxd", "--cassette", str(cassette),
+                           "--session", str(session), "--log-level", "DEBUG"],
+                          input="".join(json.dumps(line) + "\n" for line in lines), capture_output=True, text=True,
+                          timeout=60)
+    replies, err = [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
     assert "Authentication failed: LXD refused trust_secret" in replies[0]["error"]["message"], err
     assert replies[1] == {"result": {}} and replies[2] == {"result": {}}, err   # trusted for good
     assert "result" in replies[3]
-    assert token not in err
+    for where in (err, cassette.read_text(), session.read_text()):   # the token is sent, and shown nowhere
+        assert token not in where and "bm90IGEgdG9rZW4=" not in where
 
 
 def test_a_trust_password_trusts_the_certificate(lxd, tmp_path):
@@ -220,7 +226,7 @@ def test_a_trust_password_trusts_the_certificate(lxd, tmp_path):
     lxd.api("PATCH", "/1.0", {"config": {"core.trust_password": "pw-9f3b"}})
     try:
         replies, err, _ = serve_session("lxd", [connect(lxd, client_cert=str(crt), client_key=str(key),
-                                                        trust_secret="pw-9f3b")])
+                                                        trust_secret="pw-9f3b")], "--log-level", "DEBUG")
     finally:
         lxd.api("PATCH", "/1.0", {"config": {"core.trust_password": ""}})
     assert replies[0] == {"result": {}}, err
