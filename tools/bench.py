@@ -15,10 +15,13 @@
   get, peak RSS; for cpfmap's Proxmox pack and for a plain hand-written provider doing the
   obvious requests per get. fakepve runs in its own process, each provider in its own;
 - cold start: spawn to the initialize reply, against a bare `import requests, jinja2,
-  jmespath, yaml`.
+  jmespath, yaml`;
+- lxd-sweep: the same sweep with the lxd pack on a real LXD daemon (tests/lxdd.py; needs root
+  and the lxd and busybox-static packages), containers of a busybox image (tools/sweep_lxd.py).
 
     python tools/bench.py sweep [--guests 1000 5000] [--sweeps 4]
     python tools/bench.py cold
+    python tools/bench.py lxd-sweep [--guests 200] [--sweeps 4]
 """
 from __future__ import annotations
 
@@ -120,7 +123,7 @@ def bench_live(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=("all", "sweep", "cold", "sweep-child"))
+    parser.add_argument("what", nargs="?", default="all", choices=("all", "sweep", "cold", "sweep-child", "lxd-sweep"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--guests", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--sweeps", type=int, default=4)
@@ -130,6 +133,9 @@ def main() -> None:
     repeat = 3 if args.quick else 20
     if args.what == "sweep-child":
         return sweep_child(*args.child)
+    if args.what == "lxd-sweep":
+        import sweep_lxd
+        return sweep_lxd.bench(args.guests, args.sweeps)
     if args.what in ("all", "cold"):
         bench_cold(5 if args.quick else 15)
     if args.what in ("all", "sweep"):

@@ -132,7 +132,7 @@ def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict)
 
 
 class CpfmapSweeper:
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, settings: dict, mapping: str = "proxmox-ve") -> None:
         from cpfmap.clock import RealClock
         from cpfmap.http.transport import LiveTransport, RetryPolicy
         from cpfmap.language import loader
@@ -143,7 +143,7 @@ class CpfmapSweeper:
         self.clock = SkipClock()
         self.transport = Counting(LiveTransport(RetryPolicy(), RealClock()))
         self.prefetch = PooledPrefetch()
-        self.engine = Engine(loader.load("proxmox-ve"), self.transport, self.clock, Redactor(), self.prefetch)
+        self.engine = Engine(loader.load(mapping), self.transport, self.clock, Redactor(), self.prefetch)
         self.server = Server(engine_handlers(self.engine), Redactor())
         self._call("provider/connect", {"settings": settings})
 
