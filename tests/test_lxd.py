@@ -310,3 +310,87 @@ def test_the_trust_secret_goes_in_the_field_the_server_reads(extensions, field):
                 "instance_type": "container"}
     assert provider.call("provider/connect", {"settings": settings}) == {"result": {}}
     assert trusted == [{"type": "client", field: "tok-123"}]
+
+
+class LossyProxy:
+    """HTTPS in front of the daemon that can lose answers: the first request for which
+    `lose(method, path)` holds is forwarded to LXD (so it runs), and its answer never reaches the
+    client: the connection is closed instead. `sent` lists every (method, path) forwarded."""
+
+    def __init__(self, lxd, tmp_path, lose) -> None:
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import requests
+        from fakepve.certs import make_cert
+        self.certfile, keyfile, _ = make_cert(str(tmp_path), name="proxy", hosts=("127.0.0.1",))
+        self.sent: list = []
+        self.lost: list = []
+        upstream = requests.Session()
+        upstream.verify, upstream.cert = str(lxd.server_cert), tuple(map(str, lxd.trusted))
+        upstream.trust_env = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.sent.append((self.command, self.path.split("?")[0]))
+                answer = upstream.request(self.command, f"https://{lxd.host}:{lxd.port}{self.path}", data=body or None,
+                                          headers={"Content-Type": "application/json"} if body else {}, timeout=60)
+                if not proxy.lost and lose(self.command, self.path.split("?")[0]):
+                    proxy.lost.append((self.command, self.path))
+                    self.close_connection = True
+                    return
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certfile, keyfile)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="lossy-lxd-proxy")
+        self.thread.start()
+
+    def settings(self, lxd) -> dict:
+        return lxd.settings(instance_type="container", port=str(self.port), ca_file=self.certfile)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("method,lost_path,path", [
+    ("guests/clone", "/1.0/instances", "/1.0/instances"),
+    ("guests/snapshots/create", "/1.0/instances/src-1/snapshots", "/1.0/instances/src-1/snapshots"),
+])
+def test_a_create_whose_answer_was_lost_is_looked_up_not_sent_again(fresh, tmp_path, method, lost_path, path):
+    fresh.create("src-1")
+    proxy = LossyProxy(fresh, tmp_path, lambda verb, where: verb == "POST" and where == lost_path)
+    params = {"id": "src-1", "name": "copy-1"} if method == "guests/clone" else {"id": "src-1",
+                                                                                 "name": "RAS_TEMPLATE_VERSION_1"}
+    try:
+        replies, err, _ = serve_session("lxd", [{"method": "provider/connect", "params": {"settings": proxy.settings(fresh)}},
+                                                {"method": method, "params": params}])
+    finally:
+        proxy.stop()
+    assert proxy.lost == [("POST", f"{lost_path}?project=default")], err
+    assert proxy.sent.count(("POST", path)) == 1, err           # never sent twice
+    task = {"method": "tasks/get", "params": {"id": replies[1]["result"]["task_id"]}}
+    assert poll(fresh, task)["state"] == "completed"
+    if method == "guests/clone":
+        assert replies[1]["result"]["clone_id"] == "copy-1"
+        assert sorted(n for n in fresh.names() if n.startswith("copy")) == ["copy-1"]
+    else:
+        assert [s["name"] for s in fresh.api("GET", "/1.0/instances/src-1/snapshots?recursion=1")["metadata"]] == \
+            ["RAS_TEMPLATE_VERSION_1"]
