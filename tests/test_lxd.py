@@ -394,3 +394,27 @@ def test_a_create_whose_answer_was_lost_is_looked_up_not_sent_again(fresh, tmp_p
     else:
         assert [s["name"] for s in fresh.api("GET", "/1.0/instances/src-1/snapshots?recursion=1")["metadata"]] == \
             ["RAS_TEMPLATE_VERSION_1"]
+
+
+def test_a_delete_refused_because_the_instance_runs_again_says_so():
+    """Started again between the pack's stop and its delete (a race no test can time on the real
+    daemon): LXD 5.0.2 answers the DELETE with 400 `Instance is running` (lxd/instance_delete.go,
+    seen on the real daemon), here from an in-process transport."""
+    import cpfmap
+
+    def answer(request: cpfmap.HttpRequest) -> cpfmap.HttpResponse:
+        path = request.url.split("8443", 1)[1].split("?")[0]
+        if request.method == "DELETE":
+            body = {"type": "error", "error": "Instance is running", "error_code": 400}
+            return cpfmap.HttpResponse(400, (), json.dumps(body).encode())
+        meta = {"/1.0": {"auth": "trusted", "api_extensions": [], "environment": {"driver": "lxc"}},
+                "/1.0/projects/default": {"name": "default"},
+                "/1.0/instances/vdi-9": {"name": "vdi-9", "type": "container", "status": "Stopped", "config": {}}}
+        return cpfmap.HttpResponse(200, (), json.dumps({"type": "sync", "metadata": meta[path]}).encode())
+
+    provider = cpfmap.Provider("lxd", cpfmap.FunctionTransport(answer))
+    settings = {"host": "h", "client_cert": "c.crt", "client_key": "c.key", "instance_type": "container"}
+    assert provider.call("provider/connect", {"settings": settings}) == {"result": {}}
+    reply = provider.call("guests/control", {"id": "vdi-9", "control": "delete"})
+    assert reply["error"]["message"] == ("Guest vdi-9 was started again while it was being deleted; LXD refuses to "
+                                         "delete a running instance: stop it and delete again")
