@@ -116,6 +116,13 @@ def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict)
     its peak RSS is the provider's own."""
     settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "ca_file": ca, **token}
     run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca, token)
+    for number, wall, requests in sweep_rounds(run, size, sweeps):
+        print(json.dumps({"sweep": number, "wall": wall, "requests": requests, "rss": _peak_rss()}), flush=True)
+
+
+def sweep_rounds(run, size: int, sweeps: int):
+    """(sweep number, wall seconds, HTTP requests) of each of `sweeps` RAS sweeps, INTERVAL apart
+    on the sweeper's clock."""
     for number in range(1, sweeps + 1):
         if number > 1:
             run.clock.skipped += INTERVAL
@@ -127,8 +134,7 @@ def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict)
         wall = time.perf_counter() - started
         assert len(ids) == size, (len(ids), size)
         run.settle()
-        print(json.dumps({"sweep": number, "wall": wall, "requests": run.requests() - before, "rss": _peak_rss()}),
-              flush=True)
+        yield number, wall, run.requests() - before
 
 
 class CpfmapSweeper:

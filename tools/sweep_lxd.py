@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from lxdd import LxdDaemon  # noqa: E402
-from sweep import INTERVAL, CpfmapSweeper  # noqa: E402
+from sweep import CpfmapSweeper, sweep_rounds  # noqa: E402
 
 
 def bench(sizes: list[int], sweeps: int) -> None:
@@ -36,17 +36,7 @@ def bench(sizes: list[int], sweeps: int) -> None:
             print(f"{'one recursion=2 request':24} {size:6d} {'':5} {time.perf_counter() - started:8.2f} "
                   f"{'':8} {len(str(body)) // 1024:>6d} KiB (as text)")
             run = CpfmapSweeper(daemon.settings(instance_type="container"), mapping="lxd")
-            for number in range(1, sweeps + 1):
-                if number > 1:
-                    run.clock.skipped += INTERVAL
-                before = run.requests()
-                started = time.perf_counter()
-                ids = run.list()
-                for guest in ids:
-                    run.get(guest)
-                wall = time.perf_counter() - started
-                assert len(ids) == size, (len(ids), size)
-                requests = run.requests() - before
+            for number, wall, requests in sweep_rounds(run, size, sweeps):
                 print(f"{'cpfmap lxd':24} {size:6d} {number:5d} {wall:8.2f} {requests:8d} "
                       f"{requests / size:9.3f} {wall * 1000 / size:7.2f}")
         finally:
