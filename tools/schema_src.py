@@ -71,8 +71,9 @@ DEFS = {
                                     "(`/api/v1/jobs/7`) on base_url's host.",
                                     "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
                        "query": prop("Query parameters: name -> value (a list repeats the name; null "
-                                     "leaves it out, `{literal: null}` sends it empty).", {"type": "vm"},
-                                     type="object"),
+                                     "leaves it out, `{literal: null}` sends it empty), or a template that "
+                                     "yields such an object (`{{ {'Action': 'DescribeInstances', 'InstanceId': "
+                                     "[params.id]} | numbered }}`).", {"type": "vm"}, type=["object", "string"]),
                        "headers": prop("Extra headers for this request (templates).",
                                        {"Accept": "application/json"}, type="object",
                                        additionalProperties={"type": "string"}),
@@ -80,9 +81,13 @@ DEFS = {
                                     "any depth; `{literal: null}` sends a JSON null.",
                                     {"name": "{{ params.name }}", "note": {"literal": None}}),
                        "form": prop("A form-encoded body: name -> value (null leaves it out, "
-                                    "`{literal: null}` sends it empty).", {"newid": "{{ newid }}"}, type="object"),
+                                    "`{literal: null}` sends it empty), or a template that yields such an "
+                                    "object.", {"newid": "{{ newid }}"}, type=["object", "string"]),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
-                       "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "content_type": prop("Content-Type of a `json` body (default application/json, e.g. "
+                                            "`application/merge-patch+json`) or a `body` (default text/plain); "
+                                            "a form is always application/x-www-form-urlencoded. Give it here, "
+                                            "not as a Content-Type header.", "application/xml", type="string"),
                        "endpoint": prop("Join the path to this service URL from the session login "
                                         "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
                                         "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
@@ -94,9 +99,9 @@ DEFS = {
                                "jmespath": REF("jmespath"),
                                "from": prop("What the expression reads: the JSON `body` (default), "
                                             "the `headers` (lower-case names), the `status` code, the HTTP "
-                                            "`reason` phrase, or the `entry` the step's `index.lookup` found "
-                                            "(null if none).",
-                                            "headers", enum=["body", "headers", "status", "reason", "entry"]),
+                                            "`reason` phrase, the `entry` the step's `index.lookup` found "
+                                            "(null if none), or the body's `text` whatever its content type.",
+                                            "headers", enum=["body", "headers", "status", "reason", "entry", "text"]),
                                "default": prop("Value used when the expression yields null.", []),
                                "required": prop("If the expression yields null: fail with this "
                                                 f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
@@ -329,8 +334,10 @@ DEFS = {
         "when": prop(f"Use this scheme only if true ({TEMPLATE}).", "{{ settings.token_secret != '' }}",
                      type="string"),
         "type": prop("none; header: static headers; basic: username/password; bearer: a token; "
-                     "session: a login request whose reply yields credentials.", "session",
-                     enum=["none", "header", "basic", "bearer", "session"]),
+                     "session: a login request whose reply yields credentials; aws_sigv4: every request "
+                     "signed with AWS Signature Version 4 (access_key, secret_key, region, service, "
+                     "session_token; checked against AWS's published test suite).", "session",
+                     enum=["none", "header", "basic", "bearer", "session", "aws_sigv4"]),
         "headers": prop("header: headers sent on every request (templates).",
                         {"Authorization": "PVEAPIToken={{ settings.username }}!{{ settings.token_name }}"
                                           "={{ settings.token_secret }}"}, type="object",
@@ -382,6 +389,16 @@ DEFS = {
                     "login: `{{ auth.expires_in - 30 }}`.", 7000,
                     oneOf=[{"type": "number", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
         "logout": REF("request"),
+        "access_key": prop(f"aws_sigv4: the access key id ({TEMPLATE}).", "{{ settings.access_key }}",
+                           type="string"),
+        "secret_key": prop(f"aws_sigv4: the secret access key ({TEMPLATE}); a secret, like every "
+                           "signature made with it.", "{{ settings.secret_key }}", type="string"),
+        "session_token": prop(f"aws_sigv4: the session token of temporary credentials ({TEMPLATE}); "
+                              "sent (and signed) as X-Amz-Security-Token when not empty; a secret.",
+                              "{{ settings.session_token }}", type="string"),
+        "region": prop(f"aws_sigv4: the region in the signature's scope ({TEMPLATE}).", "{{ settings.region }}",
+                       type="string"),
+        "service": prop(f"aws_sigv4: the service in the signature's scope ({TEMPLATE}).", "ec2", type="string"),
     }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
 
@@ -459,6 +476,13 @@ SCHEMA = {
                           "and only for requests safe to repeat (GET, or marked so) when it may have. "
                           "The host that answered stays the current one.",
                           "{{ settings.host.split(',') | map('trim') | reject('equalto', '') | list }}"),
+            "xml_lists": prop("XML element names read as lists even when one or none is present "
+                              "(see Reply bodies), e.g. EC2's `item`, AWS Query's `member`.", ["item"],
+                              type="array", items={"type": "string"}),
+            "params": prop("Parameters sent with every request (value giving an object): into the form "
+                           "when the request has one, else into the query; a request's own parameter of "
+                           "the same name wins. E.g. the API version of a Query API.",
+                           {"Version": "2016-11-15"}),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",

@@ -30,7 +30,7 @@ PAGING_OPTIONS = {
     "next_link": {"cursor", "cursor_from", "size", "limit_param"},
     "link_header": {"size", "limit_param"},
 }
-ROOTS = {"settings", "params", "auth", "json_null", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+ROOTS = {"settings", "params", "auth", "json_null", "now", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
 
@@ -147,6 +147,7 @@ class Compiler:
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
+        self._check_content_type(raw, path)
         if "endpoint" in raw and raw["endpoint"] not in self.endpoints:
             self.error(path + ("endpoint",), f"no auth login declares endpoint `{raw['endpoint']}`"
                        f"{_suggest(raw['endpoint'], self.endpoints)}")
@@ -157,6 +158,16 @@ class Compiler:
             body=self.template(body, path + ("body",), known) if body is not None else None,
             content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))),
             endpoint=raw.get("endpoint"))
+
+    def _check_content_type(self, raw: dict, path: tuple) -> None:
+        """The body's type is `content_type`; a Content-Type header beside it would be sent twice."""
+        if "form" in raw and "content_type" in raw:
+            self.error(path + ("content_type",), "a form is always application/x-www-form-urlencoded: "
+                       "drop content_type (or send `body:` with it)")
+        headers = raw.get("headers")
+        if isinstance(headers, dict) and any(str(k).lower() == "content-type" for k in headers) \
+                and any(k in raw for k in ("json", "form", "body")):
+            self.error(path + ("headers",), "give the body's type as `content_type`, not as a Content-Type header")
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}

@@ -289,6 +289,11 @@ class AuthScheme:
     ttl: "float | Template | None" = None   # a template reads the login reply (auth.*)
     logout: RequestSpec | None = None
     refresh: Login | None = None   # renews a session from the previous one's values
+    access_key: Template | None = None   # aws_sigv4: the credentials and what they are for
+    secret_key: Template | None = None
+    session_token: Template | None = None
+    region: Template | None = None
+    service: Template | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,8 @@ class Connection:
     max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
+    xml_lists: tuple = ()        # XML element names always read as lists
+    params: Value | None = None  # sent with every request: in its form, else in its query
 
 
 @dataclass(frozen=True)

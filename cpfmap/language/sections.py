@@ -124,11 +124,13 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
         resend_writes_on=tuple(raw.get("resend_writes_on", ())),
-        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts,
+        xml_lists=tuple(str(n) for n in raw.get("xml_lists") or ()),
+        params=c.value(raw["params"], path + ("params",), known, sent=True) if "params" in raw else None)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),
-         "session": ("login",), "none": ()}
+         "session": ("login",), "aws_sigv4": ("access_key", "secret_key", "region", "service"), "none": ()}
 
 
 def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
@@ -156,7 +158,8 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         inject_headers=c.templates_of(inject.get("headers"), path + ("inject", "headers"), with_auth),
         inject_cookies=c.templates_of(inject.get("cookies"), path + ("inject", "cookies"), with_auth),
         inject_query=c.templates_of(inject.get("query"), path + ("inject", "query"), with_auth),
-        ttl=ttl, logout=logout, refresh=refresh)
+        ttl=ttl, logout=logout, refresh=refresh, access_key=tpl("access_key"), secret_key=tpl("secret_key"),
+        session_token=tpl("session_token"), region=tpl("region"), service=tpl("service"))
 
 
 def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:

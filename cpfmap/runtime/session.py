@@ -7,13 +7,16 @@ credentials on it, sends it through the injected Transport and returns the respo
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
+import time
 import urllib.parse
 from typing import Any, Callable, Mapping
 
 from cpfmap.clock import Clock
 from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
+from cpfmap.http.signing import AwsCredentials, host_of, sigv4_headers
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
 from cpfmap.language.expressions import Expression
@@ -43,7 +46,7 @@ def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
 def message_of(response: HttpResponse, expression: Expression | None) -> str:
     """The backend's own error text: the mapping's expression, common fields, or the reason."""
     try:
-        body = response.json()
+        body = response.data()
     except ValueError:
         body = None
     text = None
@@ -54,11 +57,40 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
             text = None
     if text is None and isinstance(body, dict):
         text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
+    if text is None and isinstance(body, str):   # a text/plain refusal
+        text = body
     if isinstance(text, (dict, list)):
         text = json.dumps(text, sort_keys=True)
     text = "" if text is None else str(text).strip()
     # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
-    return " ".join((text or response.reason or response.text(200).strip()).split())
+    return " ".join((text or response.reason or shown_body(response, 200)).split())
+
+
+def _with_defaults(defaults: list, pairs: list) -> list:
+    """connection.params first, except those the request gives itself."""
+    given = {name for name, _ in pairs}
+    return [pair for pair in defaults if pair[0] not in given] + pairs
+
+
+class Signer:
+    """auth type aws_sigv4: every request signed with AWS Signature Version 4 as it goes out.
+    The secret key, the session token and each signature are secrets."""
+
+    def __init__(self, scheme: m.AuthScheme, base: dict, secret: Callable[[Any], str]) -> None:
+        render = lambda t: "" if t is None else str(t.render(base) or "")  # noqa: E731
+        self.creds = AwsCredentials(render(scheme.access_key), render(scheme.secret_key), render(scheme.region),
+                                    render(scheme.service), render(scheme.session_token))
+        self.secret = secret
+        for value in (self.creds.secret_key, self.creds.session_token):
+            if value:
+                secret(value)
+
+    def sign(self, method: str, url: str, headers: list, body: bytes | None, now: float) -> list:
+        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        added = sigv4_headers(method, url, headers, body, self.creds, stamp)
+        signature = dict(added)["Authorization"].rsplit("Signature=", 1)[1]
+        self.secret(signature)
+        return added
 
 
 MAX_HOSTS = 16
@@ -183,11 +215,16 @@ class Backend:
         if not self.tls.verify:
             log.warning("TLS certificate verification is off for %s (verify_tls is false)", self.base_url)
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
+        self.params = _pairs(conn.params.eval(base) if conn.params is not None else None, "connection.params")
         self.scheme = self._choose(base)
+        self.signer = Signer(self.scheme, base, self._secret) if self.scheme.type == "aws_sigv4" else None
+        # What a signature covers is the query as sent: RFC 3986 (%20), as signers re-encode it.
+        self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
         self.auth: dict[str, Any] = {}
         self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
         self.session_ttl: float | None = None
+        self.wall: Callable[[], float] = time.time   # the date a signature carries (tests fix it)
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -204,9 +241,11 @@ class Backend:
         ctx = self._context(context)
         target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
         pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
+        if url is None and spec.form is None:   # connection.params go in the form when there is one
+            pairs = _with_defaults(self.params, pairs)
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
-            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs)
+            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs, quote_via=self.quote_via)
         return target
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
@@ -218,6 +257,9 @@ class Backend:
         if content_type:
             headers.append(("Content-Type", content_type))
         headers += self._credentials(ctx)
+        if self.signer is not None:   # last: the signature covers the request as it goes out
+            headers = [("Host", host_of(target))] + headers
+            headers += self.signer.sign(spec.method, target, headers, body, self.wall())
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
                            (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
@@ -252,13 +294,14 @@ class Backend:
             raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
         return url
 
-    @staticmethod
-    def _body(spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
+    def _body(self, spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
         if spec.json is not None:
-            return json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8"), "application/json"
+            data = json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8")
+            return data, spec.content_type or "application/json"
         if spec.form is not None:
-            data = urllib.parse.urlencode(_pairs(spec.form.eval(ctx), "form"))
-            return data.encode("utf-8"), "application/x-www-form-urlencoded"
+            pairs = _with_defaults(self.params, _pairs(spec.form.eval(ctx), "form"))
+            return urllib.parse.urlencode(pairs, quote_via=self.quote_via).encode("utf-8"), \
+                "application/x-www-form-urlencoded"
         if spec.body is not None:
             return str(spec.body.render(ctx)).encode("utf-8"), spec.content_type or "text/plain"
         return None, None
@@ -317,7 +360,9 @@ class Backend:
             request = make()
             try:
                 response = self.transport.send(request)
-                return dataclasses.replace(response, resent=True) if resent else response
+                lists = self.mapping.connection.xml_lists
+                return dataclasses.replace(response, resent=response.resent or resent, xml_lists=lists) \
+                    if resent or lists else response
             except TransportError as exc:
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")

@@ -13,7 +13,7 @@ from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
 from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
-from cpfmap.runtime.reading import body_of, extract_from, link_target
+from cpfmap.runtime.reading import PARTS, body_of, extract_from, link_target, reply_part
 from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
@@ -141,12 +141,8 @@ class StepRunner:
     def _extract(self, step: m.Step, extraction: m.Extraction, fetched: Any, context: dict) -> Any:
         if not isinstance(fetched, Fetched):
             return extract_from(extraction, fetched, context)  # the items of every page, joined
-        if extraction.source == "status":
-            data: Any = fetched.response.status
-        elif extraction.source == "headers":
-            data = {k.lower(): v for k, v in fetched.response.headers}
-        elif extraction.source == "reason":
-            data = fetched.response.reason
+        if extraction.source in PARTS:
+            data: Any = reply_part(fetched.response, extraction.source)
         elif extraction.source == "entry":
             data = fetched.index(step.index).get(self._lookup(step, context))
         elif extraction.expression.reads_context or extraction.expression.path is not None:
@@ -318,7 +314,7 @@ class StepRunner:
 
 def _json_or_none(response: HttpResponse | None) -> Any:
     try:
-        return response.json() if response is not None else None
+        return response.data() if response is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -1,0 +1,34 @@
+"""Reply bodies by content type (cpfmap/http/bodies.py): data-driven from tests/data/reply_bodies.yaml
+(content type + body -> the data mappings read, or the error)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cpfmap.http.bodies import BodyError, decode
+from cpfmap.http.transport import HttpResponse
+
+CASES = yaml.safe_load((Path(__file__).parent / "data" / "reply_bodies.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_reply_bodies(case):
+    body = case["body"].encode("utf-8") if isinstance(case["body"], str) else case["body"]
+    if "error" in case:
+        with pytest.raises(BodyError, match=case["error"]):
+            decode(body, case["type"], case.get("lists", ()))
+    else:
+        assert decode(body, case["type"], case.get("lists", ())) == case["expect"]
+
+
+def test_a_response_reads_its_body_by_its_content_type_and_lists():
+    reply = HttpResponse(200, (("Content-Type", "text/xml;charset=UTF-8"),), b"<R><item>a</item></R>",
+                         xml_lists=("item",))
+    assert reply.data() == {"R": {"item": ["a"]}}
+
+
+def test_deep_xml_is_refused_before_it_exhausts_the_stack():
+    with pytest.raises(BodyError, match="nested deeper"):
+        decode(b"<a>" * 150 + b"</a>" * 150, "application/xml")
