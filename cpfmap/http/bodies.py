@@ -15,7 +15,8 @@ no XXE), into a predictable shape that JMESPath reads:
 
 `text/*` replies that are neither JSON nor XML read as their text. A body without a content
 type (or with one that says nothing) is read as JSON if it parses, else as XML if it starts
-with `<`. The body's size is bounded before it is read (HttpRequest.max_body); the XML's depth here.
+with `<`; a body that starts with an XML declaration (`<?xml`) is XML under any type but JSON
+(servers label XML error pages text/html). The body's size is bounded before it is read (HttpRequest.max_body); the XML's depth here.
 """
 from __future__ import annotations
 
@@ -53,10 +54,11 @@ def decode(body: bytes, content_type: str | None, xml_lists: Iterable[str] = ())
     except BodyError:
         if kind == "json":
             raise
+    start = body.lstrip()[:5].lower()
+    if start == b"<?xml" or (kind != "text" and start.startswith(b"<")):
+        return parse_xml(body, xml_lists)
     if kind == "text":
         return _text(body)
-    if body.lstrip().startswith(b"<"):
-        return parse_xml(body, xml_lists)
     raise BodyError("not JSON")
 
 

@@ -218,7 +218,8 @@ class Backend:
         self.params = _pairs(conn.params.eval(base) if conn.params is not None else None, "connection.params")
         self.scheme = self._choose(base)
         self.signer = Signer(self.scheme, base, self._secret) if self.scheme.type == "aws_sigv4" else None
-        # What a signature covers is the query as sent: RFC 3986 (%20), as signers re-encode it.
+        # A signature covers the query as sent: RFC 3986 (%20), as signers re-encode it. A form
+        # body stays application/x-www-form-urlencoded (+ for a space): it is signed as its bytes.
         self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
         self.auth: dict[str, Any] = {}
         self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
@@ -251,9 +252,10 @@ class Backend:
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
         ctx = self._context(context)
-        target = self.target(spec, context, url=url, query=query)
+        in_form = spec.form is not None and url is None   # paging parameters go with the form's own
+        target = self.target(spec, context, url=url, query=None if in_form else query)
         headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
-        body, content_type = self._body(spec, ctx)
+        body, content_type = self._body(spec, ctx, query if in_form else None)
         if content_type:
             headers.append(("Content-Type", content_type))
         headers += self._credentials(ctx)
@@ -294,14 +296,14 @@ class Backend:
             raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
         return url
 
-    def _body(self, spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
+    def _body(self, spec: m.RequestSpec, ctx: Mapping[str, Any],
+              paging: list | None = None) -> tuple[bytes | None, str | None]:
         if spec.json is not None:
             data = json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8")
             return data, spec.content_type or "application/json"
         if spec.form is not None:
-            pairs = _with_defaults(self.params, _pairs(spec.form.eval(ctx), "form"))
-            return urllib.parse.urlencode(pairs, quote_via=self.quote_via).encode("utf-8"), \
-                "application/x-www-form-urlencoded"
+            pairs = _with_defaults(self.params, _pairs(spec.form.eval(ctx), "form")) + list(paging or [])
+            return urllib.parse.urlencode(pairs).encode("utf-8"), "application/x-www-form-urlencoded"
         if spec.body is not None:
             return str(spec.body.render(ctx)).encode("utf-8"), spec.content_type or "text/plain"
         return None, None
