@@ -32,3 +32,12 @@ def test_a_response_reads_its_body_by_its_content_type_and_lists():
 def test_deep_xml_is_refused_before_it_exhausts_the_stack():
     with pytest.raises(BodyError, match="nested deeper"):
         decode(b"<a>" * 150 + b"</a>" * 150, "application/xml")
+
+
+def test_the_reference_example_reads_as_shown():
+    from cpfmap.http.bodies import EXAMPLE_DATA, EXAMPLE_LISTS, EXAMPLE_XML
+    from cpfmap.language.expressions import Expression
+    data = decode(EXAMPLE_XML.encode(), "text/xml", EXAMPLE_LISTS)
+    assert data == EXAMPLE_DATA
+    path = "DescribeInstancesResponse.reservationSet.item[].instancesSet.item[].instanceId"
+    assert Expression.compile(path, "t").search(data) == ["i-0abc"]

@@ -25,6 +25,20 @@ from typing import Any, Iterable
 
 MAX_DEPTH = 100
 
+# The example the mapping reference shows (tests/test_bodies.py checks that it reads as shown).
+EXAMPLE_XML = ('<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+               '<reservationSet><item><instancesSet><item><instanceId>i-0abc</instanceId>'
+               '<instanceState><code>16</code><name>running</name></instanceState>'
+               '<tagSet><item><key>Name</key><value>vdi-01</value></item></tagSet>'
+               '</item></instancesSet></item></reservationSet>'
+               '<nextToken/><size unit="GiB">8</size></DescribeInstancesResponse>')
+EXAMPLE_LISTS = ("item",)
+EXAMPLE_DATA = {"DescribeInstancesResponse": {
+    "reservationSet": {"item": [{"instancesSet": {"item": [{
+        "instanceId": "i-0abc", "instanceState": {"code": "16", "name": "running"},
+        "tagSet": {"item": [{"key": "Name", "value": "vdi-01"}]}}]}}]},
+    "nextToken": "", "size": {"@unit": "GiB", "#text": "8"}}}
+
 
 class BodyError(ValueError):
     """The body cannot be read as its content type says (or as anything, when it says nothing)."""
@@ -66,7 +80,7 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body.decode("utf-8-sig"))
     except RecursionError:
-        raise BodyError("JSON nested too deeply") from None
+        raise BodyError("not JSON we read (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError):
         raise BodyError("not JSON") from None
 
