@@ -502,6 +502,19 @@ SCHEMA = {
                                                            False, type="boolean"),
                             }, example={"guests_polling_rate": 15, "tasks_polling_rate": 3,
                                         "tasks_polling_retries": 100, "template_method": "versioning"}),
+        "python": obj("The escape hatch, for what YAML cannot say: a Python module inside the folder of "
+                      "the mapping file that declares it (a relative path; nothing outside is loaded), "
+                      "loaded when the mapping loads (validate, serve and pack verify load it: an import "
+                      "error is a mapping error). Its `FILTERS` dict (name -> function) provides the "
+                      "template filters named here; a built-in filter cannot be replaced. `packs show` "
+                      "lists it; a pack's checksums cover it. It runs with the engine's rights: install "
+                      "packs you trust.", {
+                          "module": prop("The module's path, relative to the mapping's folder.", "filters.py",
+                                         type="string", pattern="\\.py$"),
+                          "filters": prop("Template filters the module's FILTERS provides.", ["vendor_sum"],
+                                          type="array", items={"type": "string",
+                                                               "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                      }, required=["module"], example={"module": "filters.py", "filters": ["vendor_sum"]}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),
         "methods": obj("CPF methods: name -> operation. What RAS sends with each and what the reply must hold: "

@@ -35,11 +35,13 @@ ROOTS = {"settings", "params", "auth", "json_null", "now", "range", "dict", "nam
 
 
 class Compiler:
-    def __init__(self, located, names: dict | None = None) -> None:
+    def __init__(self, located, names: dict | None = None, filters: dict | None = None) -> None:
         self.located = located
         self.findings: list = []
         self.tables: dict[str, Table] = {}
-        self.templates = Templates({"translate": self._translate, "string_id": string_id}, names)
+        # filters: a pack's own (language/extensions.py); never in place of a built-in one
+        self.templates = Templates({**(filters or {}), "translate": self._translate, "string_id": string_id}, names)
+        self.extension = None
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read

@@ -350,6 +350,7 @@ class CompiledMapping:
     tables: Mapping[str, Table]
     capabilities: Capabilities
     templates: Templates = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    python: Any = field(repr=False, compare=False, default=None)   # extensions.Extension: the pack's module
 
     def setting(self, name: str) -> Setting | None:
         return next((s for s in self.settings if s.name == name), None)

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from cpfmap.language import extensions
 from cpfmap.language import model as m
 from cpfmap.language.compiler import PARAMS, Compiler
 from cpfmap.language.expressions import _NO_DEFAULT, TABLE_KINDS, Matcher, Rule, Table
@@ -37,7 +38,8 @@ def build(c: Compiler, data: dict) -> tuple:
     meta = data["metadata"]
     _check_engine(c, meta.get("engine"))
     mapping = m.CompiledMapping(meta["name"], tuple(s.file for s in c.located.sources), meta, settings, connection,
-                         auth, methods, controls, polls, dict(c.tables), capabilities, c.templates)
+                         auth, methods, controls, polls, dict(c.tables), capabilities, c.templates,
+                         python=c.extension)
     return mapping, c.findings
 
 
@@ -255,5 +257,23 @@ def _check_engine(c: Compiler, need: str | None) -> None:
 def compile_mapping(located, names: dict | None = None) -> tuple:
     """(mapping, findings); names: what Templates.names held for these exact files before."""
     from cpfmap.language.sections import build
-    return build(Compiler(located, names), located.data)
+    raw = located.data.get("python") if isinstance(located.data, dict) else None
+    extension, problem = None, None
+    if isinstance(raw, dict):
+        try:
+            extension = extensions.load(extensions.declared_in(located), raw, _reserved_filters())
+        except extensions.ExtensionError as exc:
+            problem = exc
+    c = Compiler(located, names, extension.filters if extension else None)
+    c.extension = extension
+    if problem is not None:
+        c.error(("python", problem.key), str(problem))
+    return build(c, located.data)
+
+
+def _reserved_filters() -> set[str]:
+    import jinja2.filters
+
+    from cpfmap.language.templating import FILTERS
+    return set(jinja2.filters.FILTERS) | set(FILTERS) | {"translate", "string_id"}
 

@@ -1,0 +1,95 @@
+"""The escape hatch: Python a pack ships for what YAML cannot say, declared by its mapping.
+
+    python:
+      module: filters.py       # a path inside the folder of the mapping file that declares it
+      filters: [vendor_sum]    # names the module's FILTERS dict provides as template filters
+
+The module is loaded only from inside that folder (no absolute path, no `..`, no link that
+leads out), under a private module name, when the mapping loads: `validate`, `serve` and
+`pack verify` all load it, so an import error or a missing name is a mapping error with the
+file and line. Its filters join the built-in ones but may not replace them. The checksum
+file of a pack covers it like every other file; `packs show` lists it. Loading it runs its code:
+install packs you trust (see the README's pack section).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any, Callable
+
+MAX_MODULE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Extension:
+    file: str                      # the module, resolved
+    sha256: str
+    filters: dict[str, Callable]
+
+
+class ExtensionError(Exception):
+    """A module that cannot be used; `key` names the mapping key at fault."""
+
+    def __init__(self, message: str, key: str = "module") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def module_path(folder: Path, declared: str) -> Path:
+    """The module file `declared` names, which must stay inside `folder` (Windows or POSIX syntax)."""
+    parts = PureWindowsPath(declared).parts if "\\" in declared else Path(declared).parts
+    if not declared.strip() or PureWindowsPath(declared).is_absolute() or Path(declared).is_absolute() \
+            or PureWindowsPath(declared).drive or ".." in parts:
+        raise ExtensionError(f"python module `{declared}` must be a relative path inside the mapping's folder")
+    home = folder.resolve()
+    path = home.joinpath(*parts).resolve()
+    if not path.is_relative_to(home):
+        raise ExtensionError(f"python module `{declared}` leads outside the mapping's folder")
+    if path.suffix != ".py" or not path.is_file():
+        raise ExtensionError(f"python module `{declared}`: no such .py file in {home}")
+    if path.stat().st_size > MAX_MODULE_BYTES:
+        raise ExtensionError(f"python module `{declared}` is larger than {MAX_MODULE_BYTES} bytes")
+    return path
+
+
+def load(folder: Path, raw: dict, reserved: set[str]) -> Extension:
+    """Import the declared module and take the filters the mapping names from it."""
+    path = module_path(folder, str(raw.get("module", "")))
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    module = _import(path, digest)
+    provided = getattr(module, "FILTERS", None)
+    wanted = [str(n) for n in raw.get("filters") or []]
+    if wanted and not isinstance(provided, dict):
+        raise ExtensionError(f"{path.name} has no FILTERS dict (name -> function)", "filters")
+    filters = {}
+    for name in wanted:
+        if name in reserved:
+            raise ExtensionError(f"filter `{name}` is built in; a pack's filter may not replace it", "filters")
+        if not callable(provided.get(name)):
+            raise ExtensionError(f"{path.name} provides no filter `{name}` (FILTERS has: "
+                                 f"{', '.join(sorted(map(str, provided))) or 'nothing'})", "filters")
+        filters[name] = provided[name]
+    return Extension(str(path), digest, filters)
+
+
+def _import(path: Path, digest: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"cpfmap_pack_{path.stem}_{digest[:12]}", path)
+    if spec is None or spec.loader is None:
+        raise ExtensionError(f"{path.name} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:   # the pack's code: any failure is a finding, never a traceback
+        raise ExtensionError(f"{path.name} failed to load: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def declared_in(located: Any) -> Path:
+    """The folder of the mapping file that declares `python` (the most derived one by default)."""
+    for source in located.sources:
+        if ("python",) in source.marks:
+            return Path(source.file).resolve().parent
+    return Path(located.sources[0].file).resolve().parent
