@@ -196,6 +196,12 @@ DEFS = {
                            "again like a GET: after no answer (the connection dropped: it may or may not "
                            "have run) and after 429, 502, 503, 504. Without it (and without a `lookup`) a "
                            "write that got no answer is never re-sent: the call fails.", True, type="boolean"),
+        "refused_if": prop("JMESPath over an accepted reply's body: a value other than null, false or "
+                           "empty means the backend refused the request inside a successful reply (RPC-style "
+                           "`{\"error\": {...}}` in a 200). Its message is that value when it is text, else "
+                           "`connection.error_message` over the body; then `already_done`, `on_error` (with "
+                           "the HTTP status) and `wait` treat it as any refusal. Default: "
+                           "`connection.refused_if`.", "error", **REF("jmespath")),
         "already_done": prop("Refusals that, in answer to a repeat of this request (sent again after an "
                              "attempt that got no answer), mean the first attempt took effect: the step "
                              "succeeds without extractions (they stay undefined) and skips its `wait`. Also "
@@ -476,6 +482,9 @@ SCHEMA = {
                           "and only for requests safe to repeat (GET, or marked so) when it may have. "
                           "The host that answered stays the current one.",
                           "{{ settings.host.split(',') | map('trim') | reject('equalto', '') | list }}"),
+            "refused_if": prop("JMESPath over an accepted reply's body that finds a refusal inside it "
+                               "(RPC-style `{\"error\": ...}` in a 200): every step's default for its "
+                               "`refused_if`.", "error", **REF("jmespath")),
             "xml_lists": prop("XML element names read as lists even when one or none is present "
                               "(see Reply bodies), e.g. EC2's `item`, AWS Query's `member`.", ["item"],
                               type="array", items={"type": "string"}),

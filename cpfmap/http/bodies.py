@@ -101,8 +101,8 @@ def parse_xml(body: bytes, xml_lists: Iterable[str] = ()) -> Any:
     """The XML document as data (see the module's docstring for the shape)."""
     from xml.etree.ElementTree import ParseError
 
-    import defusedxml.ElementTree as safe   # here: a serve process answers initialize without it
-    from defusedxml import DefusedXmlException
+    import defusedxml.ElementTree as safe  # type: ignore[import-untyped]  # here: serve starts without it
+    from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
     try:
         root = safe.fromstring(body, forbid_dtd=True)
     except DefusedXmlException as exc:

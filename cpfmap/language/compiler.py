@@ -41,7 +41,7 @@ class Compiler:
         self.tables: dict[str, Table] = {}
         # filters: a pack's own (language/extensions.py); never in place of a built-in one
         self.templates = Templates({**(filters or {}), "translate": self._translate, "string_id": string_id}, names)
-        self.extension = None
+        self.extension: Any = None   # extensions.Extension of the mapping's `python`, set before build
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
@@ -224,9 +224,9 @@ class Compiler:
             self.error(path, "a step has exactly one of: request, set, fail, use")
         request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
         if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error",
-                                                      "idempotent", "already_done", "lookup")):
-            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done and lookup "
-                             "go with a request")
+                                                      "idempotent", "already_done", "lookup", "refused_if")):
+            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done, lookup and "
+                             "refused_if go with a request")
         already_done, lookup = self.repeat_safety(raw, path, known, fragments or {})
         if "wait" in raw and request is None:
             self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
@@ -256,7 +256,8 @@ class Compiler:
             index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None,
             extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
-            on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
+            on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None,
+            refused_if=self.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None)
 
     def index(self, raw: dict, path: tuple, known: set) -> m.Index | None:
         items = self.expression(raw["items"], path + ("items",))

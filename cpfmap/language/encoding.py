@@ -101,7 +101,8 @@ def _text(value: Any) -> str:
 def numbered(value: Any, start: int = 1, sep: str = ".") -> dict:
     """Nested objects and lists as flat parameters, list items numbered from `start` (the AWS
     Query and similar APIs: `InstanceId.1`, `Filter.1.Value.1`); null members are left out.
-    Example: `{{ {'Filter': [{'Name': 'tag:Name', 'Value': ['a']}]} | numbered }}` -> `{"Filter.1.Name": "tag:Name", "Filter.1.Value.1": "a"}`"""
+    Example: `{{ {'Filter': [{'Name': 'tag:Name', 'Value': ['a']}]} | numbered }}` ->
+    `{"Filter.1.Name": "tag:Name", "Filter.1.Value.1": "a"}`"""
     out: dict[str, Any] = {}
     _flatten(value, "", out, start, sep)
     return out

@@ -214,6 +214,7 @@ class Step:
     on_error: tuple = ()  # (ErrorRule, ...)
     wait: "TaskStart | None" = None
     steps: tuple = ()     # a `use` with `when`: the fragment's steps, run only if `when` holds
+    refused_if: Expression | None = None   # over an accepted reply: a refusal in a 2xx (RPC-style)
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300
@@ -315,6 +316,7 @@ class Connection:
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
     xml_lists: tuple = ()        # XML element names always read as lists
+    refused_if: Expression | None = None   # every step's default for Step.refused_if
     params: Value | None = None  # sent with every request: in its form, else in its query
 
 

@@ -22,7 +22,7 @@ from cpfmap.language import model as m
 from cpfmap.language.expressions import Expression
 from cpfmap.protocol.values import string_id
 from cpfmap.redact import Redactor, looks_secret
-from cpfmap.runtime.reading import extract_value
+from cpfmap.runtime.reading import extract_value, shown_body
 
 log = logging.getLogger("cpfmap")
 

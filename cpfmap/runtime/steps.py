@@ -3,6 +3,7 @@
 replies (cache.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import urllib.parse
 from typing import Any, Callable
@@ -80,8 +81,9 @@ class StepRunner:
             context.update((name, extraction.default) for name, extraction in step.extract)
             return
         reply = response.response if isinstance(response, Fetched) else None
-        if reply is not None and not step.accepts(reply.status):
-            message = message_of(reply, self.backend.mapping.connection.error_message)
+        refusal = self._refusal_inside(step, response) if reply is not None and step.accepts(reply.status) else None
+        if reply is not None and (refusal is not None or not step.accepts(reply.status)):
+            message = refusal if refusal is not None else message_of(reply, self.backend.mapping.connection.error_message)
             if self._already_done(step, context, resent, reply.status, message):
                 return
             if not self._refused(step, context, reply.status, message, None, reply):
@@ -90,6 +92,20 @@ class StepRunner:
             for name, extraction in step.extract:
                 context[name] = self._extract(step, extraction, response, context)
         self._wait(step, context, resent)
+
+    def _refusal_inside(self, step: m.Step, fetched: Fetched) -> str | None:
+        """The message of a refusal in an accepted reply (`refused_if` holds over its body), or None."""
+        conn = self.backend.mapping.connection
+        expression = step.refused_if or conn.refused_if
+        if expression is None:
+            return None
+        found = expression.search(fetched.body())
+        if found in (None, False, "", [], {}):
+            return None
+        if isinstance(found, str) and found.strip():
+            return " ".join(found.split())
+        message = message_of(fetched.response, conn.error_message) if conn.error_message else ""
+        return message or json.dumps(found, sort_keys=True)
 
     def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
         if step.wait is None or self.waiter is None:
