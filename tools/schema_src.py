@@ -319,7 +319,8 @@ DEFS = {
         "rules": prop("Ordered rules over several fields of an object; the first whose `when` all "
                       "match wins.", [{"when": {"status": "running", "qmpstatus": "paused"}, "then": "suspended"}],
                       type="array", items=obj("One rule.", {
-                          "when": prop("field -> matcher; all must match.", {"status": "running"},
+                          "when": prop("field -> matcher; all must match. A dotted field (`transition.kind`) reads a "
+                                      "nested member, unless the object has a member of that exact name.", {"status": "running"},
                                        type="object", additionalProperties=REF("matcher")),
                           "then": prop("The result.", "powered_on"),
                       }, required=["when", "then"])),

@@ -66,6 +66,8 @@ class Compiler:
             compiled = self.templates.compile(str(raw), where, path=url)
         except jinja2.TemplateSyntaxError as exc:
             self.error(path, f"template syntax: {exc.message} in `{raw}`")
+            # the settings it names are used, not "never used": one error, not a second wrong warning
+            self.used_settings.update(re.findall(r"\bsettings\.(\w+)", str(raw)))
             return None
         self._check_names(compiled, path, known)
         return compiled

@@ -241,7 +241,20 @@ class Rule:
     then: Any
 
     def matches(self, obj: Mapping) -> bool:
-        return all(m.matches(name in obj, obj.get(name)) for name, m in self.when)
+        return all(m.matches(*_field(obj, name)) for name, m in self.when)
+
+
+def _field(obj: Mapping, name: str) -> tuple[bool, Any]:
+    """(present, value) of a rule's field: a member of that exact name, else a dotted path into
+    nested objects (`transition.kind`)."""
+    if name in obj or "." not in name:
+        return name in obj, obj.get(name)
+    value: Any = obj
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
 
 
 _NO_DEFAULT = object()

@@ -241,7 +241,8 @@ class Backend:
         """The request's URL (what a cached reply is found by)."""
         ctx = self._context(context)
         target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
-        pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
+        # A followed link (next_link, link_header) carries the step's query already.
+        pairs = _pairs(spec.query.eval(ctx) if spec.query and url is None else None, "query") + list(query or [])
         if url is None and spec.form is None:   # connection.params go in the form when there is one
             pairs = _with_defaults(self.params, pairs)
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
@@ -417,7 +418,7 @@ class Backend:
         service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
         # A refused login issued nothing: its reply is the backend's reason, shown as it is
         # (sent credentials are already secrets, so an echo of them is still masked).
-        guard_exchange(self.redactor, login.public, response=response if accepted else None,
+        guard_exchange(self.redactor, self._public(login), response=response if accepted else None,
                        constants=service_urls)
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
@@ -451,8 +452,13 @@ class Backend:
 
     def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
         """The login request, its values known as secrets before it is sent (or logged)."""
-        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
+        guard_exchange(self.redactor, self._public(login), request=request, constants=_constants(login.request))
         return request
+
+    def _public(self, login: m.Login) -> frozenset:
+        """What is not secret in a login exchange; a refresh exchange shares the login's list."""
+        first = self.scheme.login
+        return frozenset(login.public) | (frozenset(first.public) if first is not None else frozenset())
 
     def _extract_endpoints(self, response: HttpResponse, login: m.Login) -> dict:
         out = {}
