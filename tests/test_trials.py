@@ -79,3 +79,19 @@ def test_a_setting_in_a_template_that_failed_to_compile_is_not_reported_unused(t
     findings = [f.format() for f in loader.check(path)]
     assert any("template syntax" in f for f in findings)
     assert not any("`zone` is never used" in f for f in findings), findings
+
+
+def test_explain_shows_every_form_field_and_where_values_come_from(tmp_path):
+    from cpfmap.authoring.explain import explain
+    mapping = loader.load(write(tmp_path, {"controls": {"start": {"steps": [
+        {"name": "the vm", "request": {"method": "GET", "path": "/machines/{{ params.id }}"}, "extract": {"vm": "@"}},
+        {"set": {"x": {"jmespath": "vm.id"}, "call": {"node": "{{ vm.node }}", "fixed": "on"}}},
+        {"request": {"method": "POST", "path": "/power", "form": {"name": {"jmespath": "vm.name"}, "id": "{{ x }}",
+                                                                   "node": "{{ call.node }}", "fixed": "{{ call.fixed }}"}}},
+    ]}}}))
+    text = "\n".join(explain(mapping, "guests/control", {"id": "5", "control": "start"}, dict(SETTINGS)))
+    body = next(line for line in text.splitlines() if "body:" in line and "name=" in line)
+    for field in ("name=", "id=", "node=", "fixed=on"):
+        assert field in body, text   # a value from an earlier reply is shown as where it comes from, never dropped
+    assert "sets x = <x, computed in step 2 from vm>" in text, text
+    assert "from step 2" not in text, text   # a step is never shown as its own source

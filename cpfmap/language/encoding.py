@@ -103,6 +103,8 @@ def numbered(value: Any, start: int = 1, sep: str = ".") -> dict:
     Query and similar APIs: `InstanceId.1`, `Filter.1.Value.1`); null members are left out.
     Example: `{{ {'Filter': [{'Name': 'tag:Name', 'Value': ['a']}]} | numbered }}` ->
     `{"Filter.1.Name": "tag:Name", "Filter.1.Value.1": "a"}`"""
+    if not isinstance(value, (Mapping, list, tuple)):
+        raise BackendError(f"numbered: needs an object or a list, got {value!r}")
     out: dict[str, Any] = {}
     _flatten(value, "", out, start, sep)
     return out

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from cpfmap.errors import ConfigError
 from cpfmap.language.expressions import Expression, Table
-from cpfmap.language.templating import Kept, Template, Templates
+from cpfmap.language.templating import Kept, Placeholder, Template, Templates
 
 # ---------------------------------------------------------------- values
 
@@ -36,6 +36,10 @@ class JmesValue:
     expression: Expression
 
     def eval(self, context: Mapping[str, Any]) -> Any:
+        unknown = [str(context[n]) for n in re.findall(r"[A-Za-z_]\w*", self.expression.source)
+                   if isinstance(context.get(n), Placeholder)]
+        if unknown:   # explain: a value read from a reply not made; JMESPath would just give null
+            return Placeholder(f"<`{self.expression.source}` over {', '.join(dict.fromkeys(unknown))}>")
         return self.expression.search(dict(context), context)
 
 
