@@ -119,3 +119,44 @@ def test_packs_show_lists_the_module_and_pack_verify_covers_it(tmp_path):
     verified = run("pack", "verify", str(folder))
     assert verified.returncode != 0 and "ext.py" in verified.stdout, verified.stdout
     assert "checksum" in verified.stdout.lower(), verified.stdout
+
+
+FUNCTIONS_MODULE = MODULE + '''
+def vendor_state(code):
+    """A vendor's numeric power code as text."""
+    return {1: "on", 0: "off"}.get(int(code), "unknown")
+
+FUNCTIONS = {"vendor_state": (vendor_state, ["number"])}
+'''
+
+
+def test_a_declared_jmespath_function_is_used_by_extractions(tmp_path):
+    path = pack(tmp_path, {"module": "ext.py", "filters": ["vendor_sum"], "functions": ["vendor_state"]},
+                module=FUNCTIONS_MODULE)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["methods"]["guests/get"]["steps"].append({"set": {"power": {"jmespath": "vendor_state(vm.power)"}}})
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    mapping = loader.load(path)
+    step = mapping.methods["guests/get"].steps[-1]
+    assert dict(step.set)["power"].eval({"vm": {"power": 1}}) == "on"
+
+
+@pytest.mark.parametrize("functions, module, message", [
+    (["vendor_state"], MODULE, "has no FUNCTIONS dict"),
+    (["lower"], "FUNCTIONS = {'lower': (str.upper, ['string'])}", "is built in"),
+    (["f"], "FUNCTIONS = {'f': (len, ['text'])}", "must be (function, [argument types])"),
+])
+def test_a_bad_function_declaration_is_a_mapping_error(tmp_path, functions, module, message):
+    path = pack(tmp_path, {"module": "ext.py", "functions": functions}, module=module + "\nFILTERS = {}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    del data["connection"]["headers"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert any(message in e for e in errors(path)), errors(path)
+
+
+def test_an_unknown_jmespath_function_is_found_at_load_time(tmp_path):
+    path = pack(tmp_path, {"module": "ext.py", "filters": ["vendor_sum"]})
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["methods"]["guests/get"]["steps"].append({"set": {"power": {"jmespath": "vendor_stat(vm.power)"}}})
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert any("no JMESPath function `vendor_stat`" in e for e in errors(path)), errors(path)

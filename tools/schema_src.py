@@ -516,7 +516,8 @@ SCHEMA = {
                       "the mapping file that declares it (a relative path; nothing outside is loaded), "
                       "loaded when the mapping loads (validate, serve and pack verify load it: an import "
                       "error is a mapping error). Its `FILTERS` dict (name -> function) provides the "
-                      "template filters named here; a built-in filter cannot be replaced. `packs show` "
+                      "template filters named here, its `FUNCTIONS` the JMESPath functions; a built-in "
+                      "one cannot be replaced. `packs show` "
                       "lists it; a pack's checksums cover it. It runs with the engine's rights: install "
                       "packs you trust.", {
                           "module": prop("The module's path, relative to the mapping's folder.", "filters.py",
@@ -524,6 +525,11 @@ SCHEMA = {
                           "filters": prop("Template filters the module's FILTERS provides.", ["vendor_sum"],
                                           type="array", items={"type": "string",
                                                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                          "functions": prop("JMESPath functions the module's FUNCTIONS provides: name -> "
+                                            "(function, [argument types]), types from string, number, "
+                                            "boolean, array, object, null, any.", ["vendor_state"],
+                                            type="array", items={"type": "string",
+                                                                 "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
                       }, required=["module"], example={"module": "filters.py", "filters": ["vendor_sum"]}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),

@@ -14,7 +14,7 @@ import jinja2
 import jmespath.exceptions
 
 from cpfmap.language import model as m
-from cpfmap.language.expressions import Expression, Table
+from cpfmap.language.expressions import Expression, Table, known_functions
 from cpfmap.language.templating import Templates, has_template
 from cpfmap.protocol import contract
 from cpfmap.protocol.values import string_id
@@ -35,13 +35,16 @@ ROOTS = {"settings", "params", "auth", "json_null", "now", "range", "dict", "nam
 
 
 class Compiler:
-    def __init__(self, located, names: dict | None = None, filters: dict | None = None) -> None:
+    def __init__(self, located, names: dict | None = None, filters: dict | None = None,
+                 functions: Any = None) -> None:
         self.located = located
         self.findings: list = []
         self.tables: dict[str, Table] = {}
         # filters: a pack's own (language/extensions.py); never in place of a built-in one
         self.templates = Templates({**(filters or {}), "translate": self._translate, "string_id": string_id}, names)
         self.extension: Any = None   # extensions.Extension of the mapping's `python`, set before build
+        self.functions = functions   # a Functions subclass with the pack's own JMESPath functions, or None
+        self.function_names = known_functions(functions)
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
@@ -98,10 +101,12 @@ class Compiler:
         # var('settings.x') reads a setting too (for the never-used warning)
         self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
-            compiled = Expression.compile(str(raw), _where(path))
+            compiled = Expression.compile(str(raw), _where(path), self.functions)
         except jmespath.exceptions.JMESPathError as exc:
             self.error(path, f"JMESPath syntax: {str(exc).splitlines()[0]} in `{raw}`")
             return None
+        for name in sorted(compiled.function_names() - self.function_names):
+            self.error(path, f"no JMESPath function `{name}`{_suggest(name, self.function_names)} in `{raw}`")
         if known is not None:
             self._check_vars(compiled, path, known)
         return compiled

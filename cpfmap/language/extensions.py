@@ -27,6 +27,7 @@ class Extension:
     file: str                      # the module, resolved
     sha256: str
     filters: dict[str, Callable]
+    functions: Any = None   # a Functions subclass with the module's JMESPath functions, or None
 
 
 class ExtensionError(Exception):
@@ -72,7 +73,43 @@ def load(folder: Path, raw: dict, reserved: set[str]) -> Extension:
             raise ExtensionError(f"{path.name} provides no filter `{name}` (FILTERS has: "
                                  f"{', '.join(sorted(map(str, provided))) or 'nothing'})", "filters")
         filters[name] = provided[name]
-    return Extension(str(path), digest, filters)
+    return Extension(str(path), digest, filters, _functions(module, path, [str(n) for n in raw.get("functions") or []]))
+
+
+JMESPATH_TYPES = {"string", "number", "boolean", "array", "object", "null", "any", "expref",
+                  "array-string", "array-number"}
+
+
+def _functions(module: Any, path: Path, wanted: list[str]) -> Any:
+    """A Functions subclass with the module's FUNCTIONS (name -> (function, [argument types]))."""
+    if not wanted:
+        return None
+    import jmespath.functions
+
+    from cpfmap.language.expressions import Functions, known_functions
+    provided = getattr(module, "FUNCTIONS", None)
+    if not isinstance(provided, dict):
+        raise ExtensionError(f"{path.name} has no FUNCTIONS dict (name -> (function, [argument types]))", "functions")
+    members = {}
+    for name in wanted:
+        entry = provided.get(name)
+        if name in known_functions():
+            raise ExtensionError(f"JMESPath function `{name}` is built in; a pack's may not replace it", "functions")
+        if not (isinstance(entry, tuple) and len(entry) == 2 and callable(entry[0])
+                and all(t in JMESPATH_TYPES for t in entry[1])):
+            raise ExtensionError(f"{path.name}: FUNCTIONS[{name!r}] must be (function, [argument types]) with types "
+                                 f"from {', '.join(sorted(JMESPATH_TYPES))}", "functions")
+        func, types = entry
+        members["_func_" + name] = jmespath.functions.signature(*({"types": [t] if t != "any" else []}
+                                                                  for t in types))(_method(func))
+    return type("PackFunctions", (Functions,), members)
+
+
+def _method(func: Callable) -> Callable:
+    def call(self: Any, *args: Any) -> Any:
+        return func(*args)
+    call.__doc__ = func.__doc__
+    return call
 
 
 def _import(path: Path, digest: str) -> Any:

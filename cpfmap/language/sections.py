@@ -265,7 +265,7 @@ def compile_mapping(located, names: dict | None = None) -> tuple:
             extension = extensions.load(extensions.declared_in(located), raw, _reserved_filters())
         except extensions.ExtensionError as exc:
             problem = exc
-    c = Compiler(located, names, extension.filters if extension else None)
+    c = Compiler(located, names, extension.filters if extension else None, extension.functions if extension else None)
     c.extension = extension
     if problem is not None:
         c.error(("python", problem.key), str(problem))
