@@ -160,3 +160,63 @@ def test_an_unknown_jmespath_function_is_found_at_load_time(tmp_path):
     data["methods"]["guests/get"]["steps"].append({"set": {"power": {"jmespath": "vendor_stat(vm.power)"}}})
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     assert any("no JMESPath function `vendor_stat`" in e for e in errors(path)), errors(path)
+
+
+SIGNER_MODULE = MODULE + '''
+import hashlib, hmac
+
+def vendor_hmac(request, settings):
+    """HMAC-SHA256 over method, URL and body with the password; a header."""
+    text = request["method"] + " " + request["url"] + " " + (request["body"] or b"").decode()
+    return {"X-Signature": hmac.new(settings["password"].encode(), text.encode(), hashlib.sha256).hexdigest()}
+
+def broken(request, settings):
+    raise KeyError("no-such-setting")
+
+AUTH = {"vendor_hmac": vendor_hmac, "broken": broken}
+'''
+
+
+def signed_pack(tmp_path, sign: str) -> Path:
+    path = pack(tmp_path, {"module": "ext.py", "filters": ["vendor_sum"], "auth": ["vendor_hmac", "broken"]},
+                module=SIGNER_MODULE)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["auth"] = [{"type": "python", "sign": sign}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_a_packs_signing_function_signs_every_request_and_its_headers_are_secrets(tmp_path):
+    import hashlib
+    import hmac
+
+    from cpfmap.clock import VirtualClock
+    from cpfmap.http.transport import FunctionTransport, HttpResponse
+    from cpfmap.runtime.provider import Provider
+    sent = []
+
+    def answer(request):
+        sent.append(request)
+        return HttpResponse(200, (("Content-Type", "application/json"),), b'{"user": "admin"}')
+    provider = Provider(loader.load(signed_pack(tmp_path, "vendor_hmac")), FunctionTransport(answer), clock=VirtualClock())
+    settings = {"url": "https://hv.example.test", "user": "admin", "password": "pw-123456"}
+    reply = provider.call("provider/connect", {"settings": settings})
+    assert reply == {"result": {}}, reply
+    request = sent[0]
+    expected = hmac.new(b"pw-123456", f"{request.method} {request.url} ".encode(), hashlib.sha256).hexdigest()
+    assert request.header("X-Signature") == expected
+    assert expected not in provider.redactor(f"sig {expected}")
+
+
+def test_a_signing_function_that_fails_is_an_error_reply(tmp_path):
+    from cpfmap.clock import VirtualClock
+    from cpfmap.http.transport import FunctionTransport, HttpResponse
+    from cpfmap.runtime.provider import Provider
+    provider = Provider(loader.load(signed_pack(tmp_path, "broken")),
+                        FunctionTransport(lambda r: HttpResponse(200, (), b"{}")), clock=VirtualClock())
+    reply = provider.call("provider/connect", {"settings": {"url": "https://h", "user": "a", "password": "pw-123456"}})
+    assert "the pack's signing function failed: KeyError" in reply["error"]["message"], reply
+
+
+def test_an_undeclared_signing_function_is_a_mapping_error(tmp_path):
+    assert any("no signing function `nope`" in e for e in errors(signed_pack(tmp_path, "nope")))

@@ -343,8 +343,9 @@ DEFS = {
         "type": prop("none; header: static headers; basic: username/password; bearer: a token; "
                      "session: a login request whose reply yields credentials; aws_sigv4: every request "
                      "signed with AWS Signature Version 4 (access_key, secret_key, region, service, "
-                     "session_token; checked against AWS's published test suite).", "session",
-                     enum=["none", "header", "basic", "bearer", "session", "aws_sigv4"]),
+                     "session_token; checked against AWS's published test suite); python: every request "
+                     "signed by a function of the pack's own module (`sign`).", "session",
+                     enum=["none", "header", "basic", "bearer", "session", "aws_sigv4", "python"]),
         "headers": prop("header: headers sent on every request (templates).",
                         {"Authorization": "PVEAPIToken={{ settings.username }}!{{ settings.token_name }}"
                                           "={{ settings.token_secret }}"}, type="object",
@@ -406,6 +407,9 @@ DEFS = {
         "region": prop(f"aws_sigv4: the region in the signature's scope ({TEMPLATE}).", "{{ settings.region }}",
                        type="string"),
         "service": prop(f"aws_sigv4: the service in the signature's scope ({TEMPLATE}).", "ec2", type="string"),
+        "sign": prop("python: the name of a signing function the mapping's `python.auth` declares; it gets "
+                     "the request as it goes out ({method, url, headers, body, time}) and the settings, and "
+                     "returns the headers to add (secrets).", "vendor_hmac", type="string"),
     }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
 
@@ -525,6 +529,9 @@ SCHEMA = {
                           "filters": prop("Template filters the module's FILTERS provides.", ["vendor_sum"],
                                           type="array", items={"type": "string",
                                                                "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                          "auth": prop("Signing functions the module's AUTH dict provides, for auth type "
+                                       "`python`.", ["vendor_hmac"], type="array",
+                                       items={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
                           "functions": prop("JMESPath functions the module's FUNCTIONS provides: name -> "
                                             "(function, [argument types]), types from string, number, "
                                             "boolean, array, object, null, any.", ["vendor_state"],

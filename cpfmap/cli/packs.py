@@ -104,8 +104,9 @@ def _python_modules(pack: catalog.Pack) -> list[str]:
             continue
         module = variant.mapping.parent / str(python.get("module", "")).replace("\\", "/")
         digest = hashlib.sha256(module.read_bytes()).hexdigest() if module.is_file() else "missing"
-        filters = ", ".join(map(str, python.get("filters") or [])) or "none"
-        out.append(f"# python ({name}): {python.get('module')} sha256 {digest}; filters: {filters}")
+        provides = "; ".join(f"{key}: {', '.join(map(str, python.get(key) or [])) or 'none'}"
+                             for key in ("filters", "functions", "auth"))
+        out.append(f"# python ({name}): {python.get('module')} sha256 {digest}; {provides}")
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
@@ -28,6 +28,7 @@ class Extension:
     sha256: str
     filters: dict[str, Callable]
     functions: Any = None   # a Functions subclass with the module's JMESPath functions, or None
+    signers: dict = field(default_factory=dict)   # AUTH: name -> sign(request, settings) -> headers
 
 
 class ExtensionError(Exception):
@@ -73,7 +74,21 @@ def load(folder: Path, raw: dict, reserved: set[str]) -> Extension:
             raise ExtensionError(f"{path.name} provides no filter `{name}` (FILTERS has: "
                                  f"{', '.join(sorted(map(str, provided))) or 'nothing'})", "filters")
         filters[name] = provided[name]
-    return Extension(str(path), digest, filters, _functions(module, path, [str(n) for n in raw.get("functions") or []]))
+    signers = _named(module, path, "AUTH", [str(n) for n in raw.get("auth") or []], "auth")
+    return Extension(str(path), digest, filters, _functions(module, path, [str(n) for n in raw.get("functions") or []]),
+                     signers)
+
+
+def _named(module: Any, path: Path, table: str, wanted: list[str], key: str) -> dict:
+    """The callables `wanted` from the module's dict `table`."""
+    provided = getattr(module, table, None)
+    if wanted and not isinstance(provided, dict):
+        raise ExtensionError(f"{path.name} has no {table} dict (name -> function)", key)
+    missing = [n for n in wanted if not callable(provided.get(n))]
+    if missing:
+        raise ExtensionError(f"{path.name} provides no {table} entry `{missing[0]}` ({table} has: "
+                             f"{', '.join(sorted(map(str, provided))) or 'nothing'})", key)
+    return {n: provided[n] for n in wanted}
 
 
 JMESPATH_TYPES = {"string", "number", "boolean", "array", "object", "null", "any", "expref",

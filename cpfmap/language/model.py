@@ -299,6 +299,7 @@ class AuthScheme:
     session_token: Template | None = None
     region: Template | None = None
     service: Template | None = None
+    sign: str | None = None   # python: the name of a signing function in the pack's module (AUTH)
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),
-         "session": ("login",), "aws_sigv4": ("access_key", "secret_key", "region", "service"), "none": ()}
+         "session": ("login",), "aws_sigv4": ("access_key", "secret_key", "region", "service"), "python": ("sign",), "none": ()}
 
 
 def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
@@ -162,7 +162,16 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         inject_cookies=c.templates_of(inject.get("cookies"), path + ("inject", "cookies"), with_auth),
         inject_query=c.templates_of(inject.get("query"), path + ("inject", "query"), with_auth),
         ttl=ttl, logout=logout, refresh=refresh, access_key=tpl("access_key"), secret_key=tpl("secret_key"),
-        session_token=tpl("session_token"), region=tpl("region"), service=tpl("service"))
+        session_token=tpl("session_token"), region=tpl("region"), service=tpl("service"), sign=_signer(c, raw, path))
+
+
+def _signer(c: Compiler, raw: dict, path: tuple) -> str | None:
+    """auth type python: a signing function the mapping's python module declares under `auth`."""
+    name = raw.get("sign")
+    if name is not None and (c.extension is None or name not in c.extension.signers):
+        declared = ", ".join(c.extension.signers) if c.extension else "none (no `python` section)"
+        c.error(path + ("sign",), f"no signing function `{name}` in python.auth (declared: {declared or 'none'})")
+    return None if name is None else str(name)
 
 
 def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:

@@ -72,6 +72,33 @@ def _with_defaults(defaults: list, pairs: list) -> list:
     return [pair for pair in defaults if pair[0] not in given] + pairs
 
 
+def _signer(mapping: m.CompiledMapping, scheme: m.AuthScheme, base: dict, secret: Callable[[Any], str]) -> Any:
+    """What signs each request as it goes out: aws_sigv4, a pack's own function, or nothing."""
+    if scheme.type == "aws_sigv4":
+        return Signer(scheme, base, secret)
+    if scheme.type == "python":
+        return PackSigner(mapping.python.signers[scheme.sign], base["settings"], secret)
+    return None
+
+
+class PackSigner:
+    """auth type python: the pack's function gets the request as it will go out (method, url,
+    headers, body, time: Unix seconds) and the settings, and gives the headers to add, which are
+    secrets. Whatever it raises is a backend error, never a traceback."""
+
+    def __init__(self, func: Callable, settings: dict, secret: Callable[[Any], str]) -> None:
+        self.func, self.settings, self.secret = func, settings, secret
+
+    def sign(self, method: str, url: str, headers: list, body: bytes | None, now: float) -> list:
+        request = {"method": method, "url": url, "headers": dict(headers), "body": body, "time": now}
+        try:
+            added = self.func(request, dict(self.settings))
+            pairs = [(str(k), str(v)) for k, v in dict(added).items()]
+        except Exception as exc:   # the pack's code
+            raise BackendError(f"the pack's signing function failed: {type(exc).__name__}: {exc}") from None
+        return [(k, self.secret(v)) for k, v in pairs]
+
+
 class Signer:
     """auth type aws_sigv4: every request signed with AWS Signature Version 4 as it goes out.
     The secret key, the session token and each signature are secrets."""
@@ -217,7 +244,7 @@ class Backend:
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
         self.params = _pairs(conn.params.eval(base) if conn.params is not None else None, "connection.params")
         self.scheme = self._choose(base)
-        self.signer = Signer(self.scheme, base, self._secret) if self.scheme.type == "aws_sigv4" else None
+        self.signer = _signer(mapping, self.scheme, base, self._secret)
         # A signature covers the query as sent: RFC 3986 (%20), as signers re-encode it. A form
         # body stays application/x-www-form-urlencoded (+ for a space): it is signed as its bytes.
         self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
