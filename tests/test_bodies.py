@@ -41,3 +41,23 @@ def test_the_reference_example_reads_as_shown():
     assert data == EXAMPLE_DATA
     path = "DescribeInstancesResponse.reservationSet.item[].instancesSet.item[].instanceId"
     assert Expression.compile(path, "t").search(data) == ["i-0abc"]
+
+
+def test_an_unreadable_body_is_shown_with_its_markup_collapsed_up_to_the_useful_part():
+    from cpfmap.errors import BackendError
+    from cpfmap.runtime.reading import body_of
+    page = ("proxy error <html><head><style>" + "x" * 150 + "</style></head><body><h1>Service Unavailable</h1>"
+            "<p>maintenance until 14:00</p></body></html>").encode()
+    with pytest.raises(BackendError) as caught:
+        body_of(HttpResponse(200, (("Content-Type", "application/octet-stream"),), page))
+    assert "not JSON" in caught.value.message and "Service Unavailable maintenance until 14:00" in caught.value.message
+
+
+def test_an_xml_error_body_gives_its_code_to_error_message():
+    from cpfmap.language.expressions import Expression
+    from cpfmap.runtime.session import message_of
+    body = (b'<?xml version="1.0"?><Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code>'
+            b"<Message>The instance ID 'i-1' does not exist</Message></Error></Errors></Response>")
+    reply = HttpResponse(400, (("Content-Type", "text/xml"),), body, "Bad Request", xml_lists=("Error",))
+    expression = Expression.compile("(Response || ErrorResponse).Errors.Error[0] | join(': ', [Code, Message])", "t")
+    assert message_of(reply, expression) == "InvalidInstanceID.NotFound: The instance ID 'i-1' does not exist"
