@@ -154,7 +154,8 @@ DEFS = {
                       "steps": [{"request": {"method": "GET", "path": "/vms", "query": {"name": "{{ params.name }}"}},
                                  "extract": {"made": "items[0].id"}}],
                       "found": "{{ made is not none }}"}),
-    "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
+    "paginate": obj("Fetch every page of a list and extract from all items joined (a request with a "
+                    "`form` carries the paging parameters in its form, as Query APIs read them). Each type takes "
                     "only its own options (validate names the ones it takes): offset: size, limit_param, "
                     "offset_param; page: size, limit_param, page_param, first_page; cursor: cursor, "
                     "cursor_from, cursor_param, size, limit_param; next_link: cursor, cursor_from, size, "

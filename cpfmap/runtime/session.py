@@ -7,7 +7,6 @@ credentials on it, sends it through the injected Transport and returns the respo
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import time
@@ -16,13 +15,14 @@ from typing import Any, Callable, Mapping
 
 from cpfmap.clock import Clock
 from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
-from cpfmap.http.signing import AwsCredentials, host_of, sigv4_headers
+from cpfmap.http.signing import host_of
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
 from cpfmap.language.expressions import Expression
 from cpfmap.protocol.values import string_id
 from cpfmap.redact import Redactor, looks_secret
 from cpfmap.runtime.reading import extract_value, shown_body
+from cpfmap.runtime.signers import signer_for
 
 log = logging.getLogger("cpfmap")
 
@@ -70,54 +70,6 @@ def _with_defaults(defaults: list, pairs: list) -> list:
     """connection.params first, except those the request gives itself."""
     given = {name for name, _ in pairs}
     return [pair for pair in defaults if pair[0] not in given] + pairs
-
-
-def _signer(mapping: m.CompiledMapping, scheme: m.AuthScheme, base: dict, secret: Callable[[Any], str]) -> Any:
-    """What signs each request as it goes out: aws_sigv4, a pack's own function, or nothing."""
-    if scheme.type == "aws_sigv4":
-        return Signer(scheme, base, secret)
-    if scheme.type == "python":
-        return PackSigner(mapping.python.signers[scheme.sign], base["settings"], secret)
-    return None
-
-
-class PackSigner:
-    """auth type python: the pack's function gets the request as it will go out (method, url,
-    headers, body, time: Unix seconds) and the settings, and gives the headers to add, which are
-    secrets. Whatever it raises is a backend error, never a traceback."""
-
-    def __init__(self, func: Callable, settings: dict, secret: Callable[[Any], str]) -> None:
-        self.func, self.settings, self.secret = func, settings, secret
-
-    def sign(self, method: str, url: str, headers: list, body: bytes | None, now: float) -> list:
-        request = {"method": method, "url": url, "headers": dict(headers), "body": body, "time": now}
-        try:
-            added = self.func(request, dict(self.settings))
-            pairs = [(str(k), str(v)) for k, v in dict(added).items()]
-        except Exception as exc:   # the pack's code
-            raise BackendError(f"the pack's signing function failed: {type(exc).__name__}: {exc}") from None
-        return [(k, self.secret(v)) for k, v in pairs]
-
-
-class Signer:
-    """auth type aws_sigv4: every request signed with AWS Signature Version 4 as it goes out.
-    The secret key, the session token and each signature are secrets."""
-
-    def __init__(self, scheme: m.AuthScheme, base: dict, secret: Callable[[Any], str]) -> None:
-        render = lambda t: "" if t is None else str(t.render(base) or "")  # noqa: E731
-        self.creds = AwsCredentials(render(scheme.access_key), render(scheme.secret_key), render(scheme.region),
-                                    render(scheme.service), render(scheme.session_token))
-        self.secret = secret
-        for value in (self.creds.secret_key, self.creds.session_token):
-            if value:
-                secret(value)
-
-    def sign(self, method: str, url: str, headers: list, body: bytes | None, now: float) -> list:
-        stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        added = sigv4_headers(method, url, headers, body, self.creds, stamp)
-        signature = dict(added)["Authorization"].rsplit("Signature=", 1)[1]
-        self.secret(signature)
-        return added
 
 
 MAX_HOSTS = 16
@@ -244,7 +196,7 @@ class Backend:
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
         self.params = _pairs(conn.params.eval(base) if conn.params is not None else None, "connection.params")
         self.scheme = self._choose(base)
-        self.signer = _signer(mapping, self.scheme, base, self._secret)
+        self.signer = signer_for(mapping, self.scheme, base, self._secret)
         # A signature covers the query as sent: RFC 3986 (%20), as signers re-encode it. A form
         # body stays application/x-www-form-urlencoded (+ for a space): it is signed as its bytes.
         self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
