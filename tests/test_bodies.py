@@ -61,3 +61,13 @@ def test_an_xml_error_body_gives_its_code_to_error_message():
     reply = HttpResponse(400, (("Content-Type", "text/xml"),), body, "Bad Request", xml_lists=("Error",))
     expression = Expression.compile("(Response || ErrorResponse).Errors.Error[0] | join(': ', [Code, Message])", "t")
     assert message_of(reply, expression) == "InvalidInstanceID.NotFound: The instance ID 'i-1' does not exist"
+
+
+@pytest.mark.parametrize("content_type, body, message", [
+    ("text/plain; charset=utf-8", b"VM 7 is locked\n", "VM 7 is locked"),
+    ("text/html", b"<html><body><h1>500</h1></body></html>", "Internal Server Error"),
+])
+def test_a_plain_text_refusal_is_the_message_an_html_page_is_not(content_type, body, message):
+    from cpfmap.runtime.session import message_of
+    reply = HttpResponse(500, (("Content-Type", content_type),), body, "Internal Server Error")
+    assert message_of(reply, None) == message

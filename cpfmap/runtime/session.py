@@ -57,13 +57,17 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
             text = None
     if text is None and isinstance(body, dict):
         text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
-    if text is None and isinstance(body, str):   # a text/plain refusal
-        text = body
+    if text is None and isinstance(body, str) and _media(response) == "text/plain":   # a plain-text refusal
+        text = body   # (an HTML page is not a message: the reason phrase is)
     if isinstance(text, (dict, list)):
         text = json.dumps(text, sort_keys=True)
     text = "" if text is None else str(text).strip()
     # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
     return " ".join((text or response.reason or shown_body(response, 200)).split())
+
+
+def _media(response: HttpResponse) -> str:
+    return (response.header("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
 def _with_defaults(defaults: list, pairs: list) -> list:
