@@ -95,3 +95,11 @@ def test_the_secret_key_and_every_signature_are_secrets(tmp_path):
     signature = dict(built.headers)["Authorization"].rsplit("Signature=", 1)[1]
     shown = found.redactor(f"{SETTINGS['password']} {signature} {dict(built.headers)['Authorization']}")
     assert SETTINGS["password"] not in shown and signature not in shown
+
+
+def test_a_content_type_on_every_request_is_refused(tmp_path):
+    path = tmp_path / "m.yaml"
+    data = json.loads(json.dumps(TINY))
+    data["connection"]["headers"] = {"Content-Type": "application/json"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert any("give `content_type` on the requests" in f.message for f in loader.check(path) if f.severity == "error")

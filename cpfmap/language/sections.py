@@ -115,6 +115,9 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
     value = lambda key, default: c.value(raw[key], path + (key,), known) if key in raw else m.Literal(default)  # noqa
     error_message = c.expression(raw["error_message"], path + ("error_message",)) if "error_message" in raw else None
     hosts = c.value(raw["hosts"], path + ("hosts",), known) if "hosts" in raw else None
+    if any(str(k).lower() == "content-type" for k in raw.get("headers") or {}):
+        c.error(path + ("headers",), "a Content-Type on every request would go beside each body's own: "
+                                     "give `content_type` on the requests that send one")
     url_known = known | ({"host"} if hosts is not None else set())
     return m.Connection(
         base_url=c.template(raw["base_url"], path + ("base_url",), url_known) or c.templates.compile("", "?"),
