@@ -95,3 +95,26 @@ def test_explain_shows_every_form_field_and_where_values_come_from(tmp_path):
         assert field in body, text   # a value from an earlier reply is shown as where it comes from, never dropped
     assert "sets x = <x, computed in step 2 from vm>" in text, text
     assert "from step 2" not in text, text   # a step is never shown as its own source
+
+
+def test_under_record_a_session_lives_in_real_time_not_one_second_per_request(tmp_path):
+    """78 token refreshes for 81 requests: the ttl ran on record's logical clock."""
+    from cpfmap.clock import LogicalClock
+    mapping = loader.load(write(tmp_path, {}))   # tiny: session login, ttl 600
+    logins = []
+
+    def answer(request):
+        if request.url.endswith("/login"):
+            logins.append(request)
+            return reply(200, {"token": f"tok-{len(logins):06d}"})
+        return reply(200, {"user": "admin"})
+    for clock, expected in ((LogicalClock(sleep=lambda s: None), 1), (LogicalClock(), 1)):
+        logins.clear()
+        backend = Backend(mapping, FunctionTransport(answer), clock, Redactor(), SETTINGS)
+        backend.login()
+        whoami = mapping.methods["provider/connect"].steps[0].request
+        for _ in range(1500):          # 1,500 CPF requests: 1,500 logical seconds, well past the ttl
+            clock.advance()
+            backend.send(whoami, {"settings": SETTINGS})
+        assert len(logins) == expected, (clock, len(logins))
+

@@ -395,7 +395,8 @@ DEFS = {
                                "grant_type": "refresh_token", "refresh_token": "{{ auth.refresh_token }}"}}}),
         "ttl": prop("session: seconds a login stays good; log in again (or `refresh`) before it runs out. "
                     f"A number, or {TEMPLATE} over the login reply's values (auth.*), rendered after each "
-                    "login: `{{ auth.expires_in - 30 }}`.", 7000,
+                    "login: `{{ auth.expires_in - 30 }}`. Real time, under `record` too (a replay makes no "
+                    "logins of its own).", 7000,
                     oneOf=[{"type": "number", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
         "logout": REF("request"),
         "access_key": prop(f"aws_sigv4: the access key id ({TEMPLATE}).", "{{ settings.access_key }}",

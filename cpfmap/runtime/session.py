@@ -366,9 +366,14 @@ class Backend:
     def _refresh_if_due(self) -> None:
         ttl = self.session_ttl
         if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
-                and self.clock.now() - self.logged_in_at >= ttl:
+                and self._session_now() - self.logged_in_at >= ttl:
             log.info("session older than %ss; logging in again", ttl)
             self.login(renew=True)
+
+    def _session_now(self) -> float:
+        """The clock a session's ttl runs on: the clock's own session time if it keeps one
+        (clock.LogicalClock under record and replay), else the clock."""
+        return getattr(self.clock, "session_now", self.clock.now)()
 
     def login(self, renew: bool = False) -> None:
         """Session schemes: send the login request and keep what it yields (secret unless
@@ -415,7 +420,7 @@ class Backend:
                 self.redactor.add(value)
         self.auth = values
         self.endpoints = endpoints
-        self.logged_in_at = self.clock.now()
+        self.logged_in_at = self._session_now()
         self.session_ttl = self._ttl(values)
 
     def _ttl(self, values: dict) -> float | None:
