@@ -220,3 +220,13 @@ def test_a_signing_function_that_fails_is_an_error_reply(tmp_path):
 
 def test_an_undeclared_signing_function_is_a_mapping_error(tmp_path):
     assert any("no signing function `nope`" in e for e in errors(signed_pack(tmp_path, "nope")))
+
+
+def test_a_module_may_define_dataclasses(tmp_path):
+    module = "from dataclasses import dataclass\n\n@dataclass\nclass Pair:\n    a: int\n\n" \
+             "FILTERS = {'pair_first': lambda v: Pair(v).a}\n"
+    path = pack(tmp_path, {"module": "ext.py", "filters": ["pair_first"]}, module=module)
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["connection"]["headers"] = {"X-First": "{{ settings.user | pair_first }}"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert errors(path) == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
@@ -132,9 +133,11 @@ def _import(path: Path, digest: str) -> Any:
     if spec is None or spec.loader is None:
         raise ExtensionError(f"{path.name} cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # under its private name, so dataclasses and pickling work in it
     try:
         spec.loader.exec_module(module)
     except Exception as exc:   # the pack's code: any failure is a finding, never a traceback
+        sys.modules.pop(spec.name, None)
         raise ExtensionError(f"{path.name} failed to load: {type(exc).__name__}: {exc}") from None
     return module
 
