@@ -54,3 +54,10 @@ class LogicalClock:
 
     def advance(self) -> None:
         self.time += self.step
+
+    def session_now(self) -> float:
+        """The time a backend session's lifetime (auth ttl) is measured on: real time while
+        recording (the backend's tokens expire in real time, not one second per CPF request),
+        standing still while replaying (the recording's own logins and refreshes are answered
+        as they come, and a replay needs none of its own)."""
+        return time.monotonic() if self._sleep is not None else 0.0

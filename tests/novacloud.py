@@ -439,6 +439,15 @@ def _serve(host: str) -> None:
     import sysconfig
 
     from cheroot import wsgi as cheroot_wsgi
+
+    def _api_paste() -> str:
+        """Nova's wheel installs etc/nova/api-paste.ini under the data path of the Python it was
+        installed into: in a virtualenv made with --system-site-packages, the base Python's."""
+        for root in (sysconfig.get_path("data"), sys.base_prefix):
+            path = os.path.join(root, "etc", "nova", "api-paste.ini")
+            if os.path.isfile(path):
+                return path
+        return os.path.join(sysconfig.get_path("data"), "etc", "nova", "api-paste.ini")
     from nova.tests.functional import integrated_helpers
 
     class Cloud(integrated_helpers._IntegratedTestBase):
@@ -448,8 +457,7 @@ def _serve(host: str) -> None:
             pass
 
         def _setup_services(self):
-            self.flags(api_paste_config=os.path.join(sysconfig.get_path("data"), "etc/nova/api-paste.ini"),
-                       group="wsgi")
+            self.flags(api_paste_config=_api_paste(), group="wsgi")
             for name in ("instances", "cores", "ram"):
                 self.flags(**{name: -1}, group="quota")
             super()._setup_services()

@@ -39,7 +39,7 @@ def test_explain_renders_requests_masks_secrets_and_says_what_depends(tmp_path):
     assert "then: a task, polled by rule `op`" in out
     code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101")
     assert "GET https://<host>:8006/api2/json/cluster/resources?type=vm" in out
-    assert "/nodes/<node from step 1.2, computed from vm>/qemu/101/status/current" in out
+    assert "/nodes/<node, computed in step 1.2 from vm>/qemu/101/status/current" in out
 
 
 def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_guesses_a_when():
@@ -49,7 +49,7 @@ def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_gue
     assert "null" not in out and "skipped" not in out
     assert "step 1.1 (fragment resolve_vm: find the VM in the cluster):" in out
     assert "(decided by <listed from step 2>)" in out    # step 3's `when` depends on a reply
-    assert "sets is_template = <is_template from step 5.2, computed from native_template, tags>" in out
+    assert "sets is_template = <is_template, computed in step 5.2 from native_template, tags>" in out
 
 
 def test_explain_says_skipped_only_when_it_knows():

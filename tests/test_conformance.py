@@ -2,6 +2,7 @@
 planted defect, which must fail the check that names it."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def test_a_failed_workflow_puts_back_what_it_changed():
     checks = runner.run(argv, options, ["maintenance"], reply_timeout=10, sleep=lambda s: None)
     assert ("maintenance", "guests/snapshots/revert succeeds") in [f[:2] for f in failures(checks)]
     cleanup = [(c.name, c.left) for c in checks if c.workflow == "cleanup"]
-    assert cleanup == [("put back: guest 3 turned into a VM", False)]
+    assert cleanup == [("undone: guest 3 turned into a VM", False)]
 
 
 def test_progress_is_reported_as_each_workflow_ends():
@@ -114,3 +115,24 @@ def test_after_a_reply_timeout_the_provider_is_restarted_and_the_next_workflow_r
     assert [f[:2] for f in failures(checks)] == [("inventory", "guests/list answers")]
     assert ("restart", "provider/connect") in [(c.workflow, c.name) for c in checks if c.ok]
     assert report.summary("power", checks).startswith("PASS  power")
+
+
+def test_exit_maintenance_with_versioning_makes_the_next_version():
+    """RAS offers version n+1 when maintenance ends (../shared/cpf-protocol.md); the runner used to re-create n."""
+    options = Options(template="3", time_scale=0, version=1)
+    checks, sent = runner.run([sys.executable, str(PROVIDER)], options, ["maintenance"], reply_timeout=10,
+                              sleep=lambda s: None, keep_sent=True, keep=True)
+    assert not failures(checks)
+    created = [json.loads(line)["params"]["name"] for line in sent
+               if json.loads(line).get("method") == "guests/snapshots/create"]
+    assert created == ["RAS_TEMPLATE_VERSION_2"]
+    reverted = [json.loads(line)["params"]["name"] for line in sent
+                if json.loads(line).get("method") == "guests/snapshots/revert"]
+    assert reverted == ["RAS_TEMPLATE_VERSION_1"]
+
+
+def test_after_a_failed_create_template_the_skips_say_why():
+    checks = runner.run([sys.executable, str(PROVIDER), "no-flip"], Options(template_source="2", time_scale=0),
+                        ["create-template", "create-host", "maintenance"], reply_timeout=10, sleep=lambda s: None)
+    skipped = [c.detail for c in checks if c.skipped]
+    assert skipped and all(d == "create-template did not make guest 2 a template (see above)" for d in skipped), skipped

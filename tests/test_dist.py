@@ -147,7 +147,7 @@ def test_variant_references(tmp_path, monkeypatch):
     assert loader.resolve("proxmox-ve:linked") == PVE / "linked.yaml"
     with pytest.raises(MappingError, match="no variant `nope`; variants: default, linked"):
         loader.resolve("proxmox-ve:nope")
-    with pytest.raises(MappingError, match="packs: lxd, openstack, proxmox-ve"):
+    with pytest.raises(MappingError, match="packs: ec2, lxd, openstack, proxmox-ve"):
         loader.resolve("no-such-pack")
     local = copy_pack(tmp_path / "proxmox-ve")  # an explicit path comes before any name
     monkeypatch.chdir(tmp_path)
@@ -370,7 +370,7 @@ def test_embedding_api_replays_a_recording():
         assert provider.exchanges
     assert all("result" in reply for reply in replies)
     assert isinstance(cpfmap.load("proxmox-ve:linked"), cpfmap.CompiledMapping)
-    assert [p.name for p in cpfmap.packs()] == ["lxd", "openstack", "proxmox-ve"]
+    assert [p.name for p in cpfmap.packs()] == ["ec2", "lxd", "openstack", "proxmox-ve"]
 
 
 def test_embedding_api_takes_any_transport():

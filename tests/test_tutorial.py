@@ -40,7 +40,7 @@ def test_tutorial_mapping_passes_the_conformance_runner_twice_on_the_same_hyperv
         out = proc.stdout.decode()
         assert proc.returncode == 0, out + proc.stderr.decode()
         assert "maintenance" in out and "FAIL" not in out
-        assert "DONE  put back: guest 103 made a template" in out
+        assert "DONE  undone: guest 103 made a template" in out
         assert "PASS  create-template" in proc.stderr.decode()  # progress, as each workflow ends
 
 

@@ -14,7 +14,6 @@ session file are placeholders (tools/shipped_session.py; replay ignores credenti
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,9 +21,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import shipped_session  # noqa: E402
 from novacloud import ServedNova  # noqa: E402
-
-from cpfmap.conformance import runner  # noqa: E402
-from cpfmap.conformance.ras import Options  # noqa: E402
 
 OUT = ROOT / "mappings" / "openstack" / "recordings" / "default"
 SHOWN_URL = "https://openstack.example.test"
@@ -45,33 +41,10 @@ def _server_named(cloud: ServedNova, name: str) -> str:
     return next(s["id"] for s in cloud.nova("GET", "/servers")["servers"] if s["name"] == name)
 
 
-def record(cloud: ServedNova, mapping: str, folder: Path, steps: list) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, workflows, extra in steps:
-        cassette = folder / f"{name}.yaml"
-        session = Path(tempfile.gettempdir()) / f"cpfmap-openstack-{name}.jsonl"  # what record wrote
-        argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
-                "--session", str(session), "--log-level", "WARNING"]
-        extra = {k: v() if callable(v) else v for k, v in extra.items()}
-        options = Options(settings=cloud.settings(), time_scale=0.05, **extra)
-        checks = runner.run(argv, options, ["connect"] + workflows, keep=True)  # the next workflow builds on it
-        failed = [c for c in checks if not c.ok]
-        if failed:
-            raise SystemExit(f"{name}: workflow failed: {failed[0].name}: {failed[0].detail}")
-        for written in (cassette, session):
-            written.write_text(written.read_text(encoding="utf-8").replace(cloud.url, SHOWN_URL), encoding="utf-8",
-                               newline="\n")
-        shipped_session.write(session, folder / f"{name}.jsonl", _shown)
-        print(f"recorded {cassette.relative_to(ROOT)}")
-
-
-def _shown(settings: dict) -> dict:
-    return {**settings, **{k: v for k, v in SHOWN_SECRETS.items() if k in settings}}
-
-
 if __name__ == "__main__":
     served = ServedNova()
     try:
-        record(served, "openstack", OUT, plan(served))
+        shipped_session.record_workflows("openstack", served.settings(), OUT, plan(served),
+                                         {served.url: SHOWN_URL}, SHOWN_SECRETS)
     finally:
         served.stop()

@@ -30,6 +30,8 @@ def kind(node: dict) -> str:
     if "oneOf" in node:
         return " or ".join(kind(n) for n in node["oneOf"])
     base = node.get("type", "any")
+    if isinstance(base, list):   # e.g. an object, or a template that yields one
+        return " or ".join(map(str, base))
     if base == "array" and isinstance(node.get("items"), dict):
         return f"list of {kind(node['items'])}"
     if base == "object" and isinstance(node.get("additionalProperties"), dict):

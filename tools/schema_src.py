@@ -71,8 +71,9 @@ DEFS = {
                                     "(`/api/v1/jobs/7`) on base_url's host.",
                                     "/nodes/{{ node }}/qemu/{{ params.id }}/status/current", type="string"),
                        "query": prop("Query parameters: name -> value (a list repeats the name; null "
-                                     "leaves it out, `{literal: null}` sends it empty).", {"type": "vm"},
-                                     type="object"),
+                                     "leaves it out, `{literal: null}` sends it empty), or a template that "
+                                     "yields such an object (`{{ {'Action': 'DescribeInstances', 'InstanceId': "
+                                     "[params.id]} | numbered }}`).", {"type": "vm"}, type=["object", "string"]),
                        "headers": prop("Extra headers for this request (templates).",
                                        {"Accept": "application/json"}, type="object",
                                        additionalProperties={"type": "string"}),
@@ -80,9 +81,13 @@ DEFS = {
                                     "any depth; `{literal: null}` sends a JSON null.",
                                     {"name": "{{ params.name }}", "note": {"literal": None}}),
                        "form": prop("A form-encoded body: name -> value (null leaves it out, "
-                                    "`{literal: null}` sends it empty).", {"newid": "{{ newid }}"}, type="object"),
+                                    "`{literal: null}` sends it empty), or a template that yields such an "
+                                    "object.", {"newid": "{{ newid }}"}, type=["object", "string"]),
                        "body": prop("A raw text body (template), with content_type.", "<xml/>", type="string"),
-                       "content_type": prop("Content-Type for `body`.", "application/xml", type="string"),
+                       "content_type": prop("Content-Type of a `json` body (default application/json, e.g. "
+                                            "`application/merge-patch+json`) or a `body` (default text/plain); "
+                                            "a form is always application/x-www-form-urlencoded. Give it here, "
+                                            "not as a Content-Type header.", "application/xml", type="string"),
                        "endpoint": prop("Join the path to this service URL from the session login "
                                         "(auth login.endpoints, e.g. a service catalog) instead of base_url.",
                                         "compute", type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$"),
@@ -94,9 +99,9 @@ DEFS = {
                                "jmespath": REF("jmespath"),
                                "from": prop("What the expression reads: the JSON `body` (default), "
                                             "the `headers` (lower-case names), the `status` code, the HTTP "
-                                            "`reason` phrase, or the `entry` the step's `index.lookup` found "
-                                            "(null if none).",
-                                            "headers", enum=["body", "headers", "status", "reason", "entry"]),
+                                            "`reason` phrase, the `entry` the step's `index.lookup` found "
+                                            "(null if none), or the body's `text` whatever its content type.",
+                                            "headers", enum=["body", "headers", "status", "reason", "entry", "text"]),
                                "default": prop("Value used when the expression yields null.", []),
                                "required": prop("If the expression yields null: fail with this "
                                                 f"message ({TEMPLATE}).", "Guest {{ params.id }} not found",
@@ -149,7 +154,8 @@ DEFS = {
                       "steps": [{"request": {"method": "GET", "path": "/vms", "query": {"name": "{{ params.name }}"}},
                                  "extract": {"made": "items[0].id"}}],
                       "found": "{{ made is not none }}"}),
-    "paginate": obj("Fetch every page of a list and extract from all items joined. Each type takes "
+    "paginate": obj("Fetch every page of a list and extract from all items joined (a request with a "
+                    "`form` carries the paging parameters in its form, as Query APIs read them). Each type takes "
                     "only its own options (validate names the ones it takes): offset: size, limit_param, "
                     "offset_param; page: size, limit_param, page_param, first_page; cursor: cursor, "
                     "cursor_from, cursor_param, size, limit_param; next_link: cursor, cursor_from, size, "
@@ -191,6 +197,12 @@ DEFS = {
                            "again like a GET: after no answer (the connection dropped: it may or may not "
                            "have run) and after 429, 502, 503, 504. Without it (and without a `lookup`) a "
                            "write that got no answer is never re-sent: the call fails.", True, type="boolean"),
+        "refused_if": prop("JMESPath over an accepted reply's body: a value other than null, false or "
+                           "empty means the backend refused the request inside a successful reply (RPC-style "
+                           "`{\"error\": {...}}` in a 200). Its message is that value when it is text, else "
+                           "`connection.error_message` over the body; then `already_done`, `on_error` (with "
+                           "the HTTP status) and `wait` treat it as any refusal. Default: "
+                           "`connection.refused_if`.", "error", **REF("jmespath")),
         "already_done": prop("Refusals that, in answer to a repeat of this request (sent again after an "
                              "attempt that got no answer), mean the first attempt took effect: the step "
                              "succeeds without extractions (they stay undefined) and skips its `wait`. Also "
@@ -308,7 +320,8 @@ DEFS = {
         "rules": prop("Ordered rules over several fields of an object; the first whose `when` all "
                       "match wins.", [{"when": {"status": "running", "qmpstatus": "paused"}, "then": "suspended"}],
                       type="array", items=obj("One rule.", {
-                          "when": prop("field -> matcher; all must match.", {"status": "running"},
+                          "when": prop("field -> matcher; all must match. A dotted field (`transition.kind`) reads a "
+                                      "nested member, unless the object has a member of that exact name.", {"status": "running"},
                                        type="object", additionalProperties=REF("matcher")),
                           "then": prop("The result.", "powered_on"),
                       }, required=["when", "then"])),
@@ -329,8 +342,11 @@ DEFS = {
         "when": prop(f"Use this scheme only if true ({TEMPLATE}).", "{{ settings.token_secret != '' }}",
                      type="string"),
         "type": prop("none; header: static headers; basic: username/password; bearer: a token; "
-                     "session: a login request whose reply yields credentials.", "session",
-                     enum=["none", "header", "basic", "bearer", "session"]),
+                     "session: a login request whose reply yields credentials; aws_sigv4: every request "
+                     "signed with AWS Signature Version 4 (access_key, secret_key, region, service, "
+                     "session_token; checked against AWS's published test suite); python: every request "
+                     "signed by a function of the pack's own module (`sign`).", "session",
+                     enum=["none", "header", "basic", "bearer", "session", "aws_sigv4", "python"]),
         "headers": prop("header: headers sent on every request (templates).",
                         {"Authorization": "PVEAPIToken={{ settings.username }}!{{ settings.token_name }}"
                                           "={{ settings.token_secret }}"}, type="object",
@@ -379,9 +395,23 @@ DEFS = {
                                "grant_type": "refresh_token", "refresh_token": "{{ auth.refresh_token }}"}}}),
         "ttl": prop("session: seconds a login stays good; log in again (or `refresh`) before it runs out. "
                     f"A number, or {TEMPLATE} over the login reply's values (auth.*), rendered after each "
-                    "login: `{{ auth.expires_in - 30 }}`.", 7000,
+                    "login: `{{ auth.expires_in - 30 }}`. Real time, under `record` too (a replay makes no "
+                    "logins of its own).", 7000,
                     oneOf=[{"type": "number", "minimum": 1}, {"type": "string", "pattern": "\\{\\{"}]),
         "logout": REF("request"),
+        "access_key": prop(f"aws_sigv4: the access key id ({TEMPLATE}).", "{{ settings.access_key }}",
+                           type="string"),
+        "secret_key": prop(f"aws_sigv4: the secret access key ({TEMPLATE}); a secret, like every "
+                           "signature made with it.", "{{ settings.secret_key }}", type="string"),
+        "session_token": prop(f"aws_sigv4: the session token of temporary credentials ({TEMPLATE}); "
+                              "sent (and signed) as X-Amz-Security-Token when not empty; a secret.",
+                              "{{ settings.session_token }}", type="string"),
+        "region": prop(f"aws_sigv4: the region in the signature's scope ({TEMPLATE}).", "{{ settings.region }}",
+                       type="string"),
+        "service": prop(f"aws_sigv4: the service in the signature's scope ({TEMPLATE}).", "ec2", type="string"),
+        "sign": prop("python: the name of a signing function the mapping's `python.auth` declares; it gets "
+                     "the request as it goes out ({method, url, headers, body, time}) and the settings, and "
+                     "returns the headers to add (secrets).", "vendor_hmac", type="string"),
     }, required=["type"], example={"name": "api-token", "type": "bearer", "token": "{{ settings.token }}"}),
 }
 
@@ -459,6 +489,16 @@ SCHEMA = {
                           "and only for requests safe to repeat (GET, or marked so) when it may have. "
                           "The host that answered stays the current one.",
                           "{{ settings.host.split(',') | map('trim') | reject('equalto', '') | list }}"),
+            "refused_if": prop("JMESPath over an accepted reply's body that finds a refusal inside it "
+                               "(RPC-style `{\"error\": ...}` in a 200): every step's default for its "
+                               "`refused_if`.", "error", **REF("jmespath")),
+            "xml_lists": prop("XML element names read as lists even when one or none is present "
+                              "(see Reply bodies), e.g. EC2's `item`, AWS Query's `member`.", ["item"],
+                              type="array", items={"type": "string"}),
+            "params": prop("Parameters sent with every request (value giving an object): into the form "
+                           "when the request has one, else into the query; a request's own parameter of "
+                           "the same name wins. E.g. the API version of a Query API.",
+                           {"Version": "2016-11-15"}),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",
@@ -478,6 +518,28 @@ SCHEMA = {
                                                            False, type="boolean"),
                             }, example={"guests_polling_rate": 15, "tasks_polling_rate": 3,
                                         "tasks_polling_retries": 100, "template_method": "versioning"}),
+        "python": obj("The escape hatch, for what YAML cannot say: a Python module inside the folder of "
+                      "the mapping file that declares it (a relative path; nothing outside is loaded), "
+                      "loaded when the mapping loads (validate, serve and pack verify load it: an import "
+                      "error is a mapping error). Its `FILTERS` dict (name -> function) provides the "
+                      "template filters named here, its `FUNCTIONS` the JMESPath functions; a built-in "
+                      "one cannot be replaced. `packs show` "
+                      "lists it; a pack's checksums cover it. It runs with the engine's rights: install "
+                      "packs you trust.", {
+                          "module": prop("The module's path, relative to the mapping's folder.", "filters.py",
+                                         type="string", pattern="\\.py$"),
+                          "filters": prop("Template filters the module's FILTERS provides.", ["vendor_sum"],
+                                          type="array", items={"type": "string",
+                                                               "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                          "auth": prop("Signing functions the module's AUTH dict provides, for auth type "
+                                       "`python`.", ["vendor_hmac"], type="array",
+                                       items={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                          "functions": prop("JMESPath functions the module's FUNCTIONS provides: name -> "
+                                            "(function, [argument types]), types from string, number, "
+                                            "boolean, array, object, null, any.", ["vendor_state"],
+                                            type="array", items={"type": "string",
+                                                                 "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}),
+                      }, required=["module"], example={"module": "filters.py", "filters": ["vendor_sum"]}),
         "fragments": prop("Named lists of steps, inserted with `use:`.", {"resolve_node": []},
                           type="object", additionalProperties=REF("steps")),
         "methods": obj("CPF methods: name -> operation. What RAS sends with each and what the reply must hold: "

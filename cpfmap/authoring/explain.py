@@ -162,9 +162,13 @@ def _condition(when: m.Template, context: dict) -> bool | str:
 
 
 def _evaluated(name: str, value: m.Value, context: dict, label: str) -> Any:
+    if isinstance(value, m.DictValue):   # member by member: what is known is shown
+        return {k: _evaluated(f"{name}.{k}", v, context, label) for k, v in value.items}
+    if isinstance(value, m.ListValue):
+        return [_evaluated(f"{name}[{i}]", v, context, label) for i, v in enumerate(value.items)]
     sources = sorted(n for n in _value_names(value) if isinstance(context.get(n), Placeholder))
-    if sources:
-        return Placeholder(f"<{name} from {label}, computed from {', '.join(sources)}>")
+    if sources:   # the step computes it; its sources are the names it reads (never the step itself)
+        return Placeholder(f"<{name}, computed in {label} from {', '.join(sources)}>")
     try:
         return value.eval(context)
     except BackendError:

@@ -103,7 +103,27 @@ def functions_markdown() -> list[str]:
             lines.append(f"| `{doc.signature.replace('|', chr(92) + '|')}` | {doc.text.replace('|', chr(92) + '|')} "
                          f"| {example} |")
         lines.append("")
-    return lines + ["### Addresses", "", contract.ADDRESSES, ""]
+    return lines + _globals_markdown() + ["### Addresses", "", contract.ADDRESSES, ""] + bodies_markdown()
+
+
+def _globals_markdown() -> list[str]:
+    from cpfmap.language.templating import Templates
+    text, _ = _split_doc(Templates._now)
+    return ["### Template functions", "", "| signature | behaviour | example |", "|---|---|---|",
+            f"| `now(fmt='iso')` | {text.split(': ', 1)[1]} Reads the UTC wall clock (injectable: `Templates.wall`; the tests fix it). | "
+            "`{{ now('amz') }}` -> `\"20261207T130000Z\"` |", ""]
+
+
+def bodies_markdown() -> list[str]:
+    """How reply bodies read (http/bodies.py), with an example that the tests read."""
+    from cpfmap.http import bodies
+    intro = inspect.cleandoc(bodies.__doc__ or "").split("\n\n", 1)[1]
+    return ["## Reply bodies", "", intro, "",
+            "Example (with `connection.xml_lists: [item]`): the reply", "", "```xml", bodies.EXAMPLE_XML, "```", "",
+            "reads as", "", "```json", json.dumps(bodies.EXAMPLE_DATA, indent=1), "```", "",
+            "so `DescribeInstancesResponse.reservationSet.item[].instancesSet.item[].instanceId` gives "
+            "`[\"i-0abc\"]` with one reservation or many. An extraction `from: text` reads the body's text "
+            "whatever its type; error bodies in XML or text feed `connection.error_message` the same way.", ""]
 
 
 # ------------------------------------------------------------------ the CPF side

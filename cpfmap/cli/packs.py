@@ -83,7 +83,31 @@ def _show(args: argparse.Namespace, streams: Streams) -> int:
         streams.out(f"# no {catalog.MANIFEST}; variants: {', '.join(pack.variants())}\n")
         return 0
     streams.out(pack.manifest_path.read_text(encoding="utf-8"))
+    for line in _python_modules(pack):
+        streams.out(line + "\n")
     return 0
+
+
+def _python_modules(pack: catalog.Pack) -> list[str]:
+    """The Python each variant's mapping declares (the escape hatch), with its SHA-256."""
+    import hashlib
+
+    import yaml
+    out = []
+    for name, variant in pack.variants().items():
+        try:
+            data = yaml.safe_load(variant.mapping.read_text(encoding="utf-8-sig")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        python = data.get("python") if isinstance(data, dict) else None
+        if not isinstance(python, dict):
+            continue
+        module = variant.mapping.parent / str(python.get("module", "")).replace("\\", "/")
+        digest = hashlib.sha256(module.read_bytes()).hexdigest() if module.is_file() else "missing"
+        provides = "; ".join(f"{key}: {', '.join(map(str, python.get(key) or [])) or 'none'}"
+                             for key in ("filters", "functions", "auth"))
+        out.append(f"# python ({name}): {python.get('module')} sha256 {digest}; {provides}")
+    return out
 
 
 def _verify(args: argparse.Namespace, streams: Streams) -> int:

@@ -105,7 +105,8 @@ def _put_back(ras: Ras, workflow: str | None) -> None:
         during, ras.workflow, mark = ras.workflow, "cleanup", len(ras.checks)
         try:
             change.restore()
-            outcome = Check("cleanup", f"put back: {change.what}", True)
+            # "undone: guest 3 made a template": the change named, then what became of it
+            outcome = Check("cleanup", f"undone: {change.what}", True)
         except Failed as failed:
             outcome = Check("cleanup", f"left behind: {change.what}", True,
                             f"{failed.check.name}: {failed.check.detail}", left=True)

@@ -120,9 +120,10 @@ def maintenance(ras: Ras) -> None:
     if ras.level == "versioning":
         ras.start_task("guests/snapshots/revert", {"id": template, "name": ras.snapshot_name(version)}, "revert")
     ras.ensure_state(template, "powered_on")
-    # exit
+    # exit: with versioning RAS offers the next version (RAS_TEMPLATE_VERSION_<n+1>); with linked
+    # clones it replaces the one template snapshot
     ras.ensure_state(template, "powered_off")
-    name = ras.snapshot_name(version)
+    name = ras.snapshot_name(version + 1 if ras.level == "versioning" else version)
     if name:
         exists = ras.call("guests/snapshots/exists", {"id": template, "name": name}, "snapshots-exists")
         ours = False
@@ -179,6 +180,8 @@ def skip_reason(name: str, ras: Ras) -> str | None:
     if name == "create-template" and not ras.options.template_source:
         return "no --template-source given"
     if name in ("create-host", "maintenance") and not (ras.state.get("template") or ras.options.template):
+        if ras.options.template_source:
+            return f"create-template did not make guest {ras.options.template_source} a template (see above)"
         return "no template (give --template or --template-source)"
     if name == "delete-host" and not (ras.state.get("clone") or ras.options.host):
         return "no host (give --host or run create-host)"

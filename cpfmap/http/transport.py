@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from cpfmap.clock import Clock, RealClock
 from cpfmap.errors import TransportError
+from cpfmap.http import bodies
 from cpfmap.http.watchdog import WATCHDOG, Watch
 
 if TYPE_CHECKING:   # imported on the first request: a serve process answers initialize without them
@@ -64,10 +65,16 @@ class HttpResponse:
     reason: str = ""
     elapsed: float = 0.0
     resent: bool = False   # answers a repeat of a request whose earlier attempt may have taken effect
+    xml_lists: tuple[str, ...] = ()   # element names its XML body always reads as lists (connection.xml_lists)
 
     def header(self, name: str) -> str | None:
         lower = name.lower()
         return next((v for k, v in self.headers if k.lower() == lower), None)
+
+    def data(self) -> Any:
+        """The body as data by its content type (http/bodies.py): JSON, XML or text; None for an
+        empty body; raises bodies.BodyError (a ValueError) if it cannot be read."""
+        return bodies.decode(self.body, self.header("Content-Type"), self.xml_lists)
 
     def json(self) -> Any:
         """The body as JSON; None for an empty body; raises ValueError if not JSON."""

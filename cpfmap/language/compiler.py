@@ -14,7 +14,7 @@ import jinja2
 import jmespath.exceptions
 
 from cpfmap.language import model as m
-from cpfmap.language.expressions import Expression, Table
+from cpfmap.language.expressions import Expression, Table, known_functions
 from cpfmap.language.templating import Templates, has_template
 from cpfmap.protocol import contract
 from cpfmap.protocol.values import string_id
@@ -30,16 +30,21 @@ PAGING_OPTIONS = {
     "next_link": {"cursor", "cursor_from", "size", "limit_param"},
     "link_header": {"size", "limit_param"},
 }
-ROOTS = {"settings", "params", "auth", "json_null", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+ROOTS = {"settings", "params", "auth", "json_null", "now", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
 
 class Compiler:
-    def __init__(self, located, names: dict | None = None) -> None:
+    def __init__(self, located, names: dict | None = None, filters: dict | None = None,
+                 functions: Any = None) -> None:
         self.located = located
         self.findings: list = []
         self.tables: dict[str, Table] = {}
-        self.templates = Templates({"translate": self._translate, "string_id": string_id}, names)
+        # filters: a pack's own (language/extensions.py); never in place of a built-in one
+        self.templates = Templates({**(filters or {}), "translate": self._translate, "string_id": string_id}, names)
+        self.extension: Any = None   # extensions.Extension of the mapping's `python`, set before build
+        self.functions = functions   # a Functions subclass with the pack's own JMESPath functions, or None
+        self.function_names = known_functions(functions)
         self.settings: set[str] = set()
         self.used_settings: set[str] = set()
         self.poll_known: dict[str, set] = {}   # poll rule -> the names its output can read
@@ -64,6 +69,8 @@ class Compiler:
             compiled = self.templates.compile(str(raw), where, path=url)
         except jinja2.TemplateSyntaxError as exc:
             self.error(path, f"template syntax: {exc.message} in `{raw}`")
+            # the settings it names are used, not "never used": one error, not a second wrong warning
+            self.used_settings.update(re.findall(r"\bsettings\.(\w+)", str(raw)))
             return None
         self._check_names(compiled, path, known)
         return compiled
@@ -94,10 +101,12 @@ class Compiler:
         # var('settings.x') reads a setting too (for the never-used warning)
         self.used_settings.update(re.findall(r"var\(\s*['\"]settings\.([A-Za-z0-9_]+)", str(raw)))
         try:
-            compiled = Expression.compile(str(raw), _where(path))
+            compiled = Expression.compile(str(raw), _where(path), self.functions)
         except jmespath.exceptions.JMESPathError as exc:
             self.error(path, f"JMESPath syntax: {str(exc).splitlines()[0]} in `{raw}`")
             return None
+        for name in sorted(compiled.function_names() - self.function_names):
+            self.error(path, f"no JMESPath function `{name}`{_suggest(name, self.function_names)} in `{raw}`")
         if known is not None:
             self._check_vars(compiled, path, known)
         return compiled
@@ -147,6 +156,7 @@ class Compiler:
         body = raw.get("body")
         if sum(k in raw for k in ("json", "form", "body")) > 1:
             self.error(path, "a request has one body: json, form or body")
+        self._check_content_type(raw, path)
         if "endpoint" in raw and raw["endpoint"] not in self.endpoints:
             self.error(path + ("endpoint",), f"no auth login declares endpoint `{raw['endpoint']}`"
                        f"{_suggest(raw['endpoint'], self.endpoints)}")
@@ -157,6 +167,16 @@ class Compiler:
             body=self.template(body, path + ("body",), known) if body is not None else None,
             content_type=raw.get("content_type"), link=bool(_WHOLE_LINK.match(str(raw["path"]))),
             endpoint=raw.get("endpoint"))
+
+    def _check_content_type(self, raw: dict, path: tuple) -> None:
+        """The body's type is `content_type`; a Content-Type header beside it would be sent twice."""
+        if "form" in raw and "content_type" in raw:
+            self.error(path + ("content_type",), "a form is always application/x-www-form-urlencoded: "
+                       "drop content_type (or send `body:` with it)")
+        headers = raw.get("headers")
+        if isinstance(headers, dict) and any(str(k).lower() == "content-type" for k in headers) \
+                and any(k in raw for k in ("json", "form", "body")):
+            self.error(path + ("headers",), "give the body's type as `content_type`, not as a Content-Type header")
 
     def extraction(self, raw: Any, path: tuple, known: set) -> m.Extraction | None:
         spec = raw if isinstance(raw, dict) else {"jmespath": raw}
@@ -211,9 +231,9 @@ class Compiler:
             self.error(path, "a step has exactly one of: request, set, fail, use")
         request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
         if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error",
-                                                      "idempotent", "already_done", "lookup")):
-            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done and lookup "
-                             "go with a request")
+                                                      "idempotent", "already_done", "lookup", "refused_if")):
+            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done, lookup and "
+                             "refused_if go with a request")
         already_done, lookup = self.repeat_safety(raw, path, known, fragments or {})
         if "wait" in raw and request is None:
             self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
@@ -243,7 +263,8 @@ class Compiler:
             index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None,
             extract=extract, set=tuple(sets),
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
-            on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None)
+            on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None,
+            refused_if=self.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None)
 
     def index(self, raw: dict, path: tuple, known: set) -> m.Index | None:
         items = self.expression(raw["items"], path + ("items",))

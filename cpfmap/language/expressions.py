@@ -159,12 +159,23 @@ class Expression:
     parsed: Any = field(repr=False, compare=False)
     path: tuple | None = field(default=None, repr=False, compare=False)  # `@`, `a`, `a.b`: field names
     reads_context: bool = field(default=True, repr=False, compare=False)  # calls var()
+    functions: Any = field(default=None, repr=False, compare=False)   # a Functions subclass with a pack's own
 
     @classmethod
-    def compile(cls, source: str, where: str) -> "Expression":
+    def compile(cls, source: str, where: str, functions: Any = None) -> "Expression":
         """Raises jmespath.exceptions.ParseError on bad syntax."""
         parsed = jmespath.compile(source)
-        return cls(source, where, parsed, _field_path(parsed.parsed), _calls_var(parsed.parsed))
+        return cls(source, where, parsed, _field_path(parsed.parsed), _calls_var(parsed.parsed), functions)
+
+    def function_names(self) -> set[str]:
+        """The functions it calls (validate checks that each exists)."""
+        found, todo = set(), [self.parsed.parsed]
+        while todo:
+            node = todo.pop()
+            if node.get("type") == "function_expression":
+                found.add(node.get("value"))
+            todo += [c for c in node.get("children", []) if isinstance(c, dict)]
+        return found
 
     def var_names(self) -> list[str]:
         """The literal names this expression reads with var('name'), for validate."""
@@ -188,13 +199,18 @@ class Expression:
                 if data is None:
                     return None
             return data
-        options = jmespath.Options(custom_functions=Functions(context))
+        options = jmespath.Options(custom_functions=(self.functions or Functions)(context))
         try:
             return self.parsed.search(data, options=options)
         except jmespath.exceptions.JMESPathError as exc:
             raise BackendError(f"{self.where}: `{self.source}` failed on the backend's data: {exc}") from None
         except BackendError as exc:  # one of our functions refused a value
             raise exc.context(self.where) from None
+
+
+def known_functions(functions: Any = None) -> set[str]:
+    """JMESPath's built-in functions and ours (and a pack's, given its Functions subclass)."""
+    return {name[len("_func_"):] for name in dir(functions or Functions) if name.startswith("_func_")}
 
 
 def _field_path(node: dict) -> tuple | None:
@@ -241,7 +257,20 @@ class Rule:
     then: Any
 
     def matches(self, obj: Mapping) -> bool:
-        return all(m.matches(name in obj, obj.get(name)) for name, m in self.when)
+        return all(m.matches(*_field(obj, name)) for name, m in self.when)
+
+
+def _field(obj: Mapping, name: str) -> tuple[bool, Any]:
+    """(present, value) of a rule's field: a member of that exact name, else a dotted path into
+    nested objects (`transition.kind`)."""
+    if name in obj or "." not in name:
+        return name in obj, obj.get(name)
+    value: Any = obj
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return False, None
+        value = value[part]
+    return True, value
 
 
 _NO_DEFAULT = object()

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from cpfmap.errors import ConfigError
 from cpfmap.language.expressions import Expression, Table
-from cpfmap.language.templating import Kept, Template, Templates
+from cpfmap.language.templating import Kept, Placeholder, Template, Templates
 
 # ---------------------------------------------------------------- values
 
@@ -36,6 +36,10 @@ class JmesValue:
     expression: Expression
 
     def eval(self, context: Mapping[str, Any]) -> Any:
+        unknown = [str(context[n]) for n in re.findall(r"[A-Za-z_]\w*", self.expression.source)
+                   if isinstance(context.get(n), Placeholder)]
+        if unknown:   # explain: a value read from a reply not made; JMESPath would just give null
+            return Placeholder(f"<`{self.expression.source}` over {', '.join(dict.fromkeys(unknown))}>")
         return self.expression.search(dict(context), context)
 
 
@@ -214,6 +218,7 @@ class Step:
     on_error: tuple = ()  # (ErrorRule, ...)
     wait: "TaskStart | None" = None
     steps: tuple = ()     # a `use` with `when`: the fragment's steps, run only if `when` holds
+    refused_if: Expression | None = None   # over an accepted reply: a refusal in a 2xx (RPC-style)
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300
@@ -289,6 +294,12 @@ class AuthScheme:
     ttl: "float | Template | None" = None   # a template reads the login reply (auth.*)
     logout: RequestSpec | None = None
     refresh: Login | None = None   # renews a session from the previous one's values
+    access_key: Template | None = None   # aws_sigv4: the credentials and what they are for
+    secret_key: Template | None = None
+    session_token: Template | None = None
+    region: Template | None = None
+    service: Template | None = None
+    sign: str | None = None   # python: the name of a signing function in the pack's module (AUTH)
 
 
 @dataclass(frozen=True)
@@ -309,6 +320,9 @@ class Connection:
     max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
+    xml_lists: tuple = ()        # XML element names always read as lists
+    refused_if: Expression | None = None   # every step's default for Step.refused_if
+    params: Value | None = None  # sent with every request: in its form, else in its query
 
 
 @dataclass(frozen=True)
@@ -343,6 +357,7 @@ class CompiledMapping:
     tables: Mapping[str, Table]
     capabilities: Capabilities
     templates: Templates = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    python: Any = field(repr=False, compare=False, default=None)   # extensions.Extension: the pack's module
 
     def setting(self, name: str) -> Setting | None:
         return next((s for s in self.settings if s.name == name), None)

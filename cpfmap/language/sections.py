@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from cpfmap.language import extensions
 from cpfmap.language import model as m
 from cpfmap.language.compiler import PARAMS, Compiler
 from cpfmap.language.expressions import _NO_DEFAULT, TABLE_KINDS, Matcher, Rule, Table
@@ -37,7 +38,8 @@ def build(c: Compiler, data: dict) -> tuple:
     meta = data["metadata"]
     _check_engine(c, meta.get("engine"))
     mapping = m.CompiledMapping(meta["name"], tuple(s.file for s in c.located.sources), meta, settings, connection,
-                         auth, methods, controls, polls, dict(c.tables), capabilities, c.templates)
+                         auth, methods, controls, polls, dict(c.tables), capabilities, c.templates,
+                         python=c.extension)
     return mapping, c.findings
 
 
@@ -113,6 +115,9 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
     value = lambda key, default: c.value(raw[key], path + (key,), known) if key in raw else m.Literal(default)  # noqa
     error_message = c.expression(raw["error_message"], path + ("error_message",)) if "error_message" in raw else None
     hosts = c.value(raw["hosts"], path + ("hosts",), known) if "hosts" in raw else None
+    if any(str(k).lower() == "content-type" for k in raw.get("headers") or {}):
+        c.error(path + ("headers",), "a Content-Type on every request would go beside each body's own: "
+                                     "give `content_type` on the requests that send one")
     url_known = known | ({"host"} if hosts is not None else set())
     return m.Connection(
         base_url=c.template(raw["base_url"], path + ("base_url",), url_known) or c.templates.compile("", "?"),
@@ -124,11 +129,14 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
         resend_writes_on=tuple(raw.get("resend_writes_on", ())),
-        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts,
+        xml_lists=tuple(str(n) for n in raw.get("xml_lists") or ()),
+        refused_if=c.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None,
+        params=c.value(raw["params"], path + ("params",), known, sent=True) if "params" in raw else None)
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),
-         "session": ("login",), "none": ()}
+         "session": ("login",), "aws_sigv4": ("access_key", "secret_key", "region", "service"), "python": ("sign",), "none": ()}
 
 
 def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
@@ -156,7 +164,17 @@ def _auth(c: Compiler, raw: dict, path: tuple) -> m.AuthScheme:
         inject_headers=c.templates_of(inject.get("headers"), path + ("inject", "headers"), with_auth),
         inject_cookies=c.templates_of(inject.get("cookies"), path + ("inject", "cookies"), with_auth),
         inject_query=c.templates_of(inject.get("query"), path + ("inject", "query"), with_auth),
-        ttl=ttl, logout=logout, refresh=refresh)
+        ttl=ttl, logout=logout, refresh=refresh, access_key=tpl("access_key"), secret_key=tpl("secret_key"),
+        session_token=tpl("session_token"), region=tpl("region"), service=tpl("service"), sign=_signer(c, raw, path))
+
+
+def _signer(c: Compiler, raw: dict, path: tuple) -> str | None:
+    """auth type python: a signing function the mapping's python module declares under `auth`."""
+    name = raw.get("sign")
+    if name is not None and (c.extension is None or name not in c.extension.signers):
+        declared = ", ".join(c.extension.signers) if c.extension else "none (no `python` section)"
+        c.error(path + ("sign",), f"no signing function `{name}` in python.auth (declared: {declared or 'none'})")
+    return None if name is None else str(name)
 
 
 def _login(c: Compiler, raw: dict, path: tuple, known: set) -> m.Login:
@@ -252,5 +270,23 @@ def _check_engine(c: Compiler, need: str | None) -> None:
 def compile_mapping(located, names: dict | None = None) -> tuple:
     """(mapping, findings); names: what Templates.names held for these exact files before."""
     from cpfmap.language.sections import build
-    return build(Compiler(located, names), located.data)
+    raw = located.data.get("python") if isinstance(located.data, dict) else None
+    extension, problem = None, None
+    if isinstance(raw, dict):
+        try:
+            extension = extensions.load(extensions.declared_in(located), raw, _reserved_filters())
+        except extensions.ExtensionError as exc:
+            problem = exc
+    c = Compiler(located, names, extension.filters if extension else None, extension.functions if extension else None)
+    c.extension = extension
+    if problem is not None:
+        c.error(("python", problem.key), str(problem))
+    return build(c, located.data)
+
+
+def _reserved_filters() -> set[str]:
+    import jinja2.filters
+
+    from cpfmap.language.templating import FILTERS
+    return set(jinja2.filters.FILTERS) | set(FILTERS) | {"translate", "string_id"}
 

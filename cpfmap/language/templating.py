@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+import time
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import _PassArg
 
 from cpfmap.errors import BackendError
+from cpfmap.language.encoding import ENCODING_FILTERS, format_time
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 
@@ -119,6 +121,7 @@ def raw_path(value: Any) -> RawPath:
 FILTERS: dict[str, Callable] = {
     "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode, "dns_name": dns_name,
     "regex_replace": _regex_replace, "regex_search": _regex_search, "raw_path": raw_path,
+    **ENCODING_FILTERS,
 }
 
 
@@ -192,10 +195,19 @@ class Templates:
     def __init__(self, filters: Mapping[str, Callable] | None = None, names: dict | None = None) -> None:
         self.text = self._env(None, filters)
         self.path = self._env(_quote_path, filters)
+        self.wall: Callable[[], float] = time.time   # what now() reads; the provider may inject another
+        for env in (self.text, self.path):
+            env.globals["now"] = self._now
         self._lazy: dict[tuple, _Lazy] = {}
         # (text, path?) -> the names it reads, for every template that parsed and uses only known
         # filters and tests; given (loadcache.py), those of an unchanged mapping are not parsed again.
         self.names: dict[tuple[str, bool], frozenset] = dict(names or {})
+
+    def _now(self, fmt: str = "iso") -> Any:
+        """now(format='iso'): the current UTC time: `iso` (2026-12-07T13:00:00Z), `amz`
+        (20261207T130000Z), `epoch` (whole seconds), `epoch_ms`, `http` (an HTTP date), or a strftime
+        pattern."""
+        return format_time(self.wall(), fmt)
 
     @staticmethod
     def _env(finalize: Callable | None, filters: Mapping[str, Callable] | None) -> jinja2.Environment:

@@ -85,7 +85,7 @@ _UNSET = object()
 
 @dataclass(frozen=True)
 class _Parsed(HttpResponse):
-    """A reply whose body is parsed: kept without its bytes (json() gives the parsed value,
+    """A reply whose body is parsed: kept without its bytes (data() gives the parsed value,
     never to be changed) and with its header texts shared: thousands are cached at once."""
 
     value: Any = None
@@ -94,9 +94,12 @@ class _Parsed(HttpResponse):
     def of(cls, response: HttpResponse, value: Any) -> "_Parsed":
         headers = tuple((sys.intern(k), sys.intern(v)) for k, v in response.headers)
         return cls(response.status, headers, b"", sys.intern(response.reason), response.elapsed, response.resent,
-                   value)
+                   value=value)
 
     def json(self) -> Any:
+        return self.value
+
+    def data(self) -> Any:
         return self.value
 
     def text(self, limit: int = 400) -> str:

@@ -3,6 +3,7 @@ target of a Link header."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Callable, Mapping
 
@@ -23,15 +24,26 @@ def link_target(header: str | None, rel: str) -> str | None:
     return None
 
 
+PARTS = frozenset({"status", "headers", "reason", "text"})
+
+
+def reply_part(response: Any, source: str) -> Any:
+    """What an extraction `from:` one of PARTS reads: the status, the headers (lower-case
+    names), the reason phrase, or the body's text whatever its content type."""
+    if source == "status":
+        return response.status
+    if source == "headers":
+        return {k.lower(): v for k, v in response.headers}
+    if source == "reason":
+        return response.reason
+    if response.body:
+        return response.body.decode("utf-8-sig", "replace")
+    value = response.data()   # a cached reply keeps only its parsed body
+    return value if isinstance(value, str) or value is None else json.dumps(value)
+
+
 def extract_value(extraction: Any, response: Any, context: Mapping[str, Any]) -> Any:
-    if extraction.source == "status":
-        data: Any = response.status
-    elif extraction.source == "headers":
-        data = {k.lower(): v for k, v in response.headers}
-    elif extraction.source == "reason":
-        data = response.reason
-    else:
-        data = body_of(response)
+    data = reply_part(response, extraction.source) if extraction.source in PARTS else body_of(response)
     return extract_from(extraction, data, context)
 
 
@@ -48,9 +60,17 @@ def extract_from(extraction: Any, data: Any, context: Mapping[str, Any],
 
 
 def body_of(response: Any) -> Any:
+    """The reply's body as data (JSON, XML or text by its content type: http/bodies.py)."""
     try:
-        return response.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BackendError(f"the backend answered HTTP {response.status} with a body that is not JSON: "
-                           f"{response.text(120)!r}") from None
+        return response.data()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackendError(f"the backend answered HTTP {response.status} with a body that is {exc}: "
+                           f"{shown_body(response)!r}") from None
+
+
+def shown_body(response: Any, limit: int = 300) -> str:
+    """The start of a body for a message: markup and runs of white space collapsed, so the
+    useful part of an HTML or XML page fits."""
+    text = re.sub(r"<[^>]{0,200}>", " ", response.text(4 * limit))
+    return " ".join(text.split())[:limit]
 

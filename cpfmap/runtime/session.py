@@ -9,17 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import urllib.parse
 from typing import Any, Callable, Mapping
 
 from cpfmap.clock import Clock
 from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
+from cpfmap.http.signing import host_of
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
 from cpfmap.language.expressions import Expression
 from cpfmap.protocol.values import string_id
 from cpfmap.redact import Redactor, looks_secret
-from cpfmap.runtime.reading import extract_value
+from cpfmap.runtime.reading import extract_value, shown_body
+from cpfmap.runtime.signers import signer_for
 
 log = logging.getLogger("cpfmap")
 
@@ -43,7 +46,7 @@ def _pairs(mapping: Any, what: str) -> list[tuple[str, str]]:
 def message_of(response: HttpResponse, expression: Expression | None) -> str:
     """The backend's own error text: the mapping's expression, common fields, or the reason."""
     try:
-        body = response.json()
+        body = response.data()
     except ValueError:
         body = None
     text = None
@@ -54,11 +57,23 @@ def message_of(response: HttpResponse, expression: Expression | None) -> str:
             text = None
     if text is None and isinstance(body, dict):
         text = next((body[k] for k in ("message", "error", "detail", "errors") if body.get(k)), None)
+    if text is None and isinstance(body, str) and _media(response) == "text/plain":   # a plain-text refusal
+        text = body   # (an HTML page is not a message: the reason phrase is)
     if isinstance(text, (dict, list)):
         text = json.dumps(text, sort_keys=True)
     text = "" if text is None else str(text).strip()
     # Older servers (PVE before libpve-http-server-perl 5.2.0) put the text only in the reason phrase.
-    return " ".join((text or response.reason or response.text(200).strip()).split())
+    return " ".join((text or response.reason or shown_body(response, 200)).split())
+
+
+def _media(response: HttpResponse) -> str:
+    return (response.header("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+
+def _with_defaults(defaults: list, pairs: list) -> list:
+    """connection.params first, except those the request gives itself."""
+    given = {name for name, _ in pairs}
+    return [pair for pair in defaults if pair[0] not in given] + pairs
 
 
 MAX_HOSTS = 16
@@ -183,11 +198,17 @@ class Backend:
         if not self.tls.verify:
             log.warning("TLS certificate verification is off for %s (verify_tls is false)", self.base_url)
         self.headers = [(k, str(t.render(base))) for k, t in conn.headers]
+        self.params = _pairs(conn.params.eval(base) if conn.params is not None else None, "connection.params")
         self.scheme = self._choose(base)
+        self.signer = signer_for(mapping, self.scheme, base, self._secret)
+        # A signature covers the query as sent: RFC 3986 (%20), as signers re-encode it. A form
+        # body stays application/x-www-form-urlencoded (+ for a space): it is signed as its bytes.
+        self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
         self.auth: dict[str, Any] = {}
         self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
         self.session_ttl: float | None = None
+        self.wall: Callable[[], float] = time.time   # the date a signature carries (tests fix it)
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -203,21 +224,28 @@ class Backend:
         """The request's URL (what a cached reply is found by)."""
         ctx = self._context(context)
         target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
-        pairs = _pairs(spec.query.eval(ctx) if spec.query else None, "query") + list(query or [])
+        # A followed link (next_link, link_header) carries the step's query already.
+        pairs = _pairs(spec.query.eval(ctx) if spec.query and url is None else None, "query") + list(query or [])
+        if url is None and spec.form is None:   # connection.params go in the form when there is one
+            pairs = _with_defaults(self.params, pairs)
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
-            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs)
+            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs, quote_via=self.quote_via)
         return target
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
               query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
         ctx = self._context(context)
-        target = self.target(spec, context, url=url, query=query)
+        in_form = spec.form is not None and url is None   # paging parameters go with the form's own
+        target = self.target(spec, context, url=url, query=None if in_form else query)
         headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
-        body, content_type = self._body(spec, ctx)
+        body, content_type = self._body(spec, ctx, query if in_form else None)
         if content_type:
             headers.append(("Content-Type", content_type))
         headers += self._credentials(ctx)
+        if self.signer is not None:   # last: the signature covers the request as it goes out
+            headers = [("Host", host_of(target))] + headers
+            headers += self.signer.sign(spec.method, target, headers, body, self.wall())
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
                            (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
@@ -252,13 +280,14 @@ class Backend:
             raise BackendError(f"refusing to follow {url.split('?')[0]}: it is not below {base}")
         return url
 
-    @staticmethod
-    def _body(spec: m.RequestSpec, ctx: Mapping[str, Any]) -> tuple[bytes | None, str | None]:
+    def _body(self, spec: m.RequestSpec, ctx: Mapping[str, Any],
+              paging: list | None = None) -> tuple[bytes | None, str | None]:
         if spec.json is not None:
-            return json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8"), "application/json"
+            data = json.dumps(m.without_nulls(spec.json.eval(ctx))).encode("utf-8")
+            return data, spec.content_type or "application/json"
         if spec.form is not None:
-            data = urllib.parse.urlencode(_pairs(spec.form.eval(ctx), "form"))
-            return data.encode("utf-8"), "application/x-www-form-urlencoded"
+            pairs = _with_defaults(self.params, _pairs(spec.form.eval(ctx), "form")) + list(paging or [])
+            return urllib.parse.urlencode(pairs).encode("utf-8"), "application/x-www-form-urlencoded"
         if spec.body is not None:
             return str(spec.body.render(ctx)).encode("utf-8"), spec.content_type or "text/plain"
         return None, None
@@ -317,7 +346,9 @@ class Backend:
             request = make()
             try:
                 response = self.transport.send(request)
-                return dataclasses.replace(response, resent=True) if resent else response
+                lists = self.mapping.connection.xml_lists
+                return dataclasses.replace(response, resent=response.resent or resent, xml_lists=lists) \
+                    if resent or lists else response
             except TransportError as exc:
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")
@@ -335,9 +366,14 @@ class Backend:
     def _refresh_if_due(self) -> None:
         ttl = self.session_ttl
         if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
-                and self.clock.now() - self.logged_in_at >= ttl:
+                and self._session_now() - self.logged_in_at >= ttl:
             log.info("session older than %ss; logging in again", ttl)
             self.login(renew=True)
+
+    def _session_now(self) -> float:
+        """The clock a session's ttl runs on: the clock's own session time if it keeps one
+        (clock.LogicalClock under record and replay), else the clock."""
+        return getattr(self.clock, "session_now", self.clock.now)()
 
     def login(self, renew: bool = False) -> None:
         """Session schemes: send the login request and keep what it yields (secret unless
@@ -370,7 +406,7 @@ class Backend:
         service_urls = frozenset(endpoints.values()) | {url + "/" for url in endpoints.values()}
         # A refused login issued nothing: its reply is the backend's reason, shown as it is
         # (sent credentials are already secrets, so an echo of them is still masked).
-        guard_exchange(self.redactor, login.public, response=response if accepted else None,
+        guard_exchange(self.redactor, self._public(login), response=response if accepted else None,
                        constants=service_urls)
         if not accepted:
             reason = message_of(response, self.mapping.connection.error_message)
@@ -384,7 +420,7 @@ class Backend:
                 self.redactor.add(value)
         self.auth = values
         self.endpoints = endpoints
-        self.logged_in_at = self.clock.now()
+        self.logged_in_at = self._session_now()
         self.session_ttl = self._ttl(values)
 
     def _ttl(self, values: dict) -> float | None:
@@ -404,8 +440,13 @@ class Backend:
 
     def _guarded(self, login: m.Login, request: HttpRequest) -> HttpRequest:
         """The login request, its values known as secrets before it is sent (or logged)."""
-        guard_exchange(self.redactor, login.public, request=request, constants=_constants(login.request))
+        guard_exchange(self.redactor, self._public(login), request=request, constants=_constants(login.request))
         return request
+
+    def _public(self, login: m.Login) -> frozenset:
+        """What is not secret in a login exchange; a refresh exchange shares the login's list."""
+        first = self.scheme.login
+        return frozenset(login.public) | (frozenset(first.public) if first is not None else frozenset())
 
     def _extract_endpoints(self, response: HttpResponse, login: m.Login) -> dict:
         out = {}

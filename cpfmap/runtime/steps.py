@@ -3,6 +3,7 @@
 replies (cache.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import urllib.parse
 from typing import Any, Callable
@@ -13,7 +14,7 @@ from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
 from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
-from cpfmap.runtime.reading import body_of, extract_from, link_target
+from cpfmap.runtime.reading import PARTS, body_of, extract_from, link_target, reply_part
 from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
@@ -80,8 +81,9 @@ class StepRunner:
             context.update((name, extraction.default) for name, extraction in step.extract)
             return
         reply = response.response if isinstance(response, Fetched) else None
-        if reply is not None and not step.accepts(reply.status):
-            message = message_of(reply, self.backend.mapping.connection.error_message)
+        refusal = self._refusal_inside(step, response) if reply is not None and step.accepts(reply.status) else None
+        if reply is not None and (refusal is not None or not step.accepts(reply.status)):
+            message = refusal if refusal is not None else message_of(reply, self.backend.mapping.connection.error_message)
             if self._already_done(step, context, resent, reply.status, message):
                 return
             if not self._refused(step, context, reply.status, message, None, reply):
@@ -90,6 +92,20 @@ class StepRunner:
             for name, extraction in step.extract:
                 context[name] = self._extract(step, extraction, response, context)
         self._wait(step, context, resent)
+
+    def _refusal_inside(self, step: m.Step, fetched: Fetched) -> str | None:
+        """The message of a refusal in an accepted reply (`refused_if` holds over its body), or None."""
+        conn = self.backend.mapping.connection
+        expression = step.refused_if or conn.refused_if
+        if expression is None:
+            return None
+        found = expression.search(fetched.body())
+        if found in (None, False, "", [], {}):
+            return None
+        if isinstance(found, str) and found.strip():
+            return " ".join(found.split())
+        message = message_of(fetched.response, conn.error_message) if conn.error_message else ""
+        return message or json.dumps(found, sort_keys=True)
 
     def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
         if step.wait is None or self.waiter is None:
@@ -141,12 +157,8 @@ class StepRunner:
     def _extract(self, step: m.Step, extraction: m.Extraction, fetched: Any, context: dict) -> Any:
         if not isinstance(fetched, Fetched):
             return extract_from(extraction, fetched, context)  # the items of every page, joined
-        if extraction.source == "status":
-            data: Any = fetched.response.status
-        elif extraction.source == "headers":
-            data = {k.lower(): v for k, v in fetched.response.headers}
-        elif extraction.source == "reason":
-            data = fetched.response.reason
+        if extraction.source in PARTS:
+            data: Any = reply_part(fetched.response, extraction.source)
         elif extraction.source == "entry":
             data = fetched.index(step.index).get(self._lookup(step, context))
         elif extraction.expression.reads_context or extraction.expression.path is not None:
@@ -318,7 +330,7 @@ class StepRunner:
 
 def _json_or_none(response: HttpResponse | None) -> Any:
     try:
-        return response.json() if response is not None else None
+        return response.data() if response is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
 
