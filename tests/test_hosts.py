@@ -128,6 +128,66 @@ def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path)
     assert reply["error"]["message"] == "refused 3 times: clone failed: HTTP 409: vm already exists"
 
 
+WORKER_RETRY = {"methods": {"guests/clone": {
+    "steps": [{"name": "free id", "request": {"method": "GET", "path": "/free-id"}, "extract": {"new": "id"}},
+              {"name": "clone", "request": {"method": "POST", "path": "/machines/{{ params.id }}/clone",
+                                            "json": {"id": "{{ new }}"}},
+               "extract": {"op": "op"}, "wait": {"poll": "op", "handle": {"op": "{{ op }}"}},
+               "on_error": [{"status": [409], "match": "taken", "retry": {"times": 2, "from": "free id"}},
+                            {"match": "taken", "retry": {"times": 3, "from": "free id"}}],
+               "remember": {"ids": "{{ new }}"}}],
+    "task": {"completed": {"clone_id": "{{ new }}"}},
+    "result": {"clone_id": "{{ new }}", "before": "{{ remembered.ids | default([]) | join(',') }}"}}}}
+
+
+def worker_collisions(taken: int):
+    """Each clone is accepted; the first `taken` end in a task failing "id taken", before it did anything."""
+    state = {"free": 100, "ops": 0}
+
+    def handler(request):
+        if request.url.endswith("/login"):
+            return answer({"token": "t-123456"})
+        if request.url.endswith("/free-id"):
+            return answer({"id": state["free"]})
+        if request.url.endswith("/clone"):
+            state["ops"] += 1
+            state["free"] += 1
+            return answer({"op": f"{state['ops']:08x}"})
+        if "/operations/" in request.url:
+            failed = int(request.url.rsplit("/", 1)[1], 16) <= taken
+            return answer({"status": "error", "error": "id taken"} if failed else {"status": "done"})
+        return answer({})
+    return handler
+
+
+def test_retry_without_status_covers_the_failure_of_the_task_the_step_waits_for(tmp_path):
+    server, transport = provider(tmp_path, worker_collisions(2), WORKER_RETRY)
+    connect(server, "https://a")
+    reply = call(server, "guests/clone", id="9", name="n")
+    assert reply["result"]["clone_id"] == "102"
+    assert [r.url.rsplit("/", 1)[1] for r in transport.sent[2:] if "operations" not in r.url] == ["free-id", "clone"] * 3
+    server, _ = provider(tmp_path, worker_collisions(5), WORKER_RETRY)
+    connect(server, "https://a")
+    reply = call(server, "guests/clone", id="9", name="n")
+    assert reply["error"]["message"] == "refused 3 times: id taken"
+
+
+def test_remembered_values_are_seen_by_later_calls_newest_last_without_repeats(tmp_path):
+    server, _ = provider(tmp_path, worker_collisions(0), WORKER_RETRY)
+    connect(server, "https://a")
+    before = [call(server, "guests/clone", id="9", name="n")["result"]["before"] for _ in range(3)]
+    assert before == ["100", "100,101", "100,101,102"]   # the result sees this call's own value too
+
+
+def test_a_value_too_long_to_remember_is_an_error(tmp_path):
+    long = loader.merge(WORKER_RETRY, {"methods": {"guests/clone": {"steps": [
+        {"set": {"new": "{{ 'x' * 2000 }}"}, "remember": {"ids": "{{ new }}"}}], "task": {"completed": {}},
+        "result": {}}}})
+    server, _ = provider(tmp_path, worker_collisions(0), long)
+    connect(server, "https://a")
+    assert "a value of 2000 characters is more than 1024" in call(server, "guests/clone", id="9", name="n")["error"]["message"]
+
+
 def test_retry_from_a_step_that_does_not_come_before_is_a_load_error(tmp_path):
     bad = loader.merge(CLONE_RETRY, {})
     bad["methods"]["guests/clone"]["steps"][1]["on_error"][0]["retry"]["from"] = "free-idd"

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from conftest import CONNECTOR, serve_session
 from fakepve import FakePve
+from fakepve.model import TaskError
 from pve import ServedPve, cluster, next_host
 
 LINKED = "mappings/proxmox-ve/linked.yaml"
@@ -52,7 +53,7 @@ class NextidReservesNothing(FakePve):
 
     async def _nextid(self, v, user):
         answer = await super()._nextid(v, user)
-        if self.stale > 0:
+        if self.stale > 0 and v.get("vmid") in (None, ""):
             self.stale -= 1
             self.first = self.first or answer
             return self.first
@@ -72,8 +73,9 @@ def test_four_concurrent_clones_make_four_distinct_vms():
         ids = {reply["result"]["clone_id"] for reply in replies}
         assert len(ids) == 4
         assert all(served.pve.vm(int(i)).name == "VDI-X" for i in ids)
-        refused = [r for r in served.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
-        assert len(refused) > 4  # ids did collide, and were retried
+        clones = [r for r in served.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
+        checks = [r for r in served.pve.requests if r[0] == "GET" and r[1].endswith("/cluster/nextid")]
+        assert len(clones) + len(checks) > 4 + 8  # ids did collide, and were retried
     finally:
         served.stop()
 
@@ -279,3 +281,51 @@ def test_a_node_that_cannot_be_reached_is_skipped():
         served.stop()
     assert replies[3]["result"]["state"] == "powered_on", (replies, err)
     assert "trying https://" in err
+
+
+# ------------------------------------------------------------------ 13. VM ids
+
+class RivalTakesTheId(FakePve):
+    """Real PVE writes a clone's temporary config inside the worker (qemu-server API2/Qemu.pm
+    clone_vm `$clonefn`), not before it answers as fakepve does: another clone given the same id
+    can write it first, and this worker then fails at its own check without logging "creating a
+    clone ... with ID N". The first `rivals` clones meet such a rival."""
+
+    rivals = 1
+
+    async def _qm_clone(self, v, user):
+        if self.rivals <= 0:
+            return await super()._qm_clone(v, user)
+        self.rivals -= 1
+        newid = int(v["newid"])
+        self.add_vm(newid, "rival", node=v["node"], status="stopped", lock="clone", config={})
+
+        async def body():
+            raise TaskError(f"unable to create VM {newid}: config file already exists")
+        return await self.task(v["node"], "qmclone", v["vmid"], user, body, lock=False)
+
+
+def test_a_clone_whose_worker_finds_its_id_taken_is_run_again_with_another():
+    served = served_with(RivalTakesTheId)
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), call("guests/clone", id="900", name="VDI-R")])
+    finally:
+        served.stop()
+    clone_id = replies[1]["result"]["clone_id"]
+    assert served.pve.vm(int(clone_id)).name == "VDI-R", err
+    assert [vm.name for vm in served.pve.vms].count("rival") == 1 and served.pve.vm(100).name == "rival"
+    assert clone_id != "100"
+
+
+def test_ids_just_deleted_or_handed_out_are_not_handed_out_again():
+    served = served_with(NextidReservesNothing)   # nextid: the same id to the first callers
+    served.pve.stale = 2
+    served.pve.add_vm(100, "old-host", status="stopped", config={"scsi0": "local-lvm:vm-100-disk-0,size=1G"})
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [
+            connect(served), control("100", "delete"),          # the lowest free id is 100 again
+            call("guests/clone", id="900", name="A"), call("guests/clone", id="900", name="B")])
+    finally:
+        served.stop()
+    ids = [reply["result"]["clone_id"] for reply in replies[2:]]
+    assert "100" not in ids and len(set(ids)) == 2, (replies, err)
