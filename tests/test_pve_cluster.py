@@ -13,7 +13,7 @@ from aiohttp import web
 from conftest import CONNECTOR, serve_session
 from fakepve import FakePve
 from fakepve.model import TaskError
-from pve import ServedPve, cluster, next_host
+from pve import ClusterPve, ServedPve, cluster, next_host
 
 LINKED = "mappings/proxmox-ve/linked.yaml"
 USER, TOKEN, SECRET = "ras@pve", "cpf", "3b1f2f8e-6a0d-4c47-9d0e-1f5a7c2b9e44"
@@ -329,3 +329,70 @@ def test_ids_just_deleted_or_handed_out_are_not_handed_out_again():
         served.stop()
     ids = [reply["result"]["clone_id"] for reply in replies[2:]]
     assert "100" not in ids and len(set(ids)) == 2, (replies, err)
+
+
+# -------------------------------------------------------------- 14. placement
+
+def placement_cluster(storage: str):
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    for node in ("pve3", "pve4"):
+        served.pve.add_node(node)
+    served.pve.set_node_offline("pve4")
+    served.pve.node_free = {"pve1": 1, "pve2": 3, "pve3": 5, "pve4": 7}
+    served.pve.add_ceph_storage()
+    served.pve.add_vm(910, "Gold-shared", node="pve2", status="stopped",
+                      config={"scsi0": f"{storage}:vm-910-disk-0,size=8G", "ide2": "none,media=cdrom",
+                              "tags": "ras-template"})
+    return served
+
+
+def clones(served, node, count=4, template="910"):
+    lines = [connect(served, node=node)] + [call("guests/clone", id=template, name=f"VDI-{n}") for n in range(count)]
+    replies, err, _ = serve_session("proxmox-ve", lines)
+    return replies[1:], err
+
+
+def test_clones_of_a_shared_template_spread_over_online_nodes_by_free_memory():
+    served = placement_cluster("ceph-pool")
+    try:
+        replies, err = clones(served, "auto")
+        listed, _ = clones(served, "pve1, pve2", count=3)
+    finally:
+        served.stop()
+    nodes = [served.pve.vm(int(r["result"]["clone_id"])).node for r in replies]
+    assert nodes == ["pve3", "pve2", "pve1", "pve3"], err    # most free first, then round; pve4 is offline
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in listed] == ["pve2", "pve1", "pve2"]
+
+
+def test_a_template_on_node_local_storage_stays_on_its_node_or_is_refused_in_the_users_terms():
+    served = placement_cluster("local-lvm")
+    try:
+        auto, err = clones(served, "auto", count=2)
+        refused, _ = clones(served, "pve1, pve3", count=1)
+        one, _ = clones(served, "pve3", count=1)
+    finally:
+        served.stop()
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in auto] == ["pve2", "pve2"], err
+    for reply in refused + one:
+        message = reply["error"]["message"]
+        assert "local to node pve2" in message and "one template per node" in message, message
+
+
+# ------------------------------------------------------- 15. what clones inherit
+
+@pytest.mark.parametrize("mapping", ["proxmox-ve", LINKED])
+def test_a_clone_does_not_keep_its_templates_protection_onboot_or_template_tag(pve, mapping):
+    pve.pve.add_vm(920, "Gold-protected", node="pve1", status="stopped", template=mapping == LINKED,
+                   config={"scsi0": "local-lvm:base-920-disk-0,size=8G" if mapping == LINKED
+                           else "local-lvm:vm-920-disk-0,size=8G",
+                           "protection": 1, "onboot": 1, "tags": "gold;ras-template"})
+    replies, err, _ = serve_session(mapping, [connect(pve), call("guests/clone", id="920", name="VDI-P")])
+    result = replies[1]["result"]
+    replies, err, _ = serve_session(mapping, [connect(pve), call("tasks/get", id=result["task_id"]),
+                                              call("guests/get", id=result["clone_id"]),
+                                              control(result["clone_id"], "delete")])
+    assert replies[1]["result"]["state"] == "completed", err
+    assert replies[2]["result"]["is_template"] is False
+    assert replies[3] == {"result": {}}, err            # PVE refuses to delete a protected VM
+    assert pve.pve.vm(920).config["protection"] == 1    # the template keeps its own
