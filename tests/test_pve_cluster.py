@@ -396,3 +396,29 @@ def test_a_clone_does_not_keep_its_templates_protection_onboot_or_template_tag(p
     assert replies[2]["result"]["is_template"] is False
     assert replies[3] == {"result": {}}, err            # PVE refuses to delete a protected VM
     assert pve.pve.vm(920).config["protection"] == 1    # the template keeps its own
+
+
+# ------------------------------------------------------------ 16. HA relocation
+
+class HaRelocates(FakePve):
+    """The HA manager starts the VM on another node than the one asked (relocate policy, a node in
+    maintenance mode): the request's node no longer has the VM."""
+
+    async def _ha_request(self, vm, user, state):
+        upid = await super()._ha_request(vm, user, state)
+        if state == "started":
+            vm.node = "pve2"
+        return upid
+
+
+def test_an_ha_start_that_lands_on_another_node_is_followed_there():
+    served = served_with(HaRelocates)
+    served.pve.vm(103).ha_state = "stopped"
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), control("103", "start"),
+                                                       call("guests/get", id="103")])
+    finally:
+        served.stop()
+    assert replies[1] == {"result": {}}, err
+    assert replies[2]["result"]["state"] == "powered_on"
+    assert served.pve.vm(103).node == "pve2"
