@@ -199,7 +199,7 @@ def test_qemu_run_states_and_locks_give_the_right_state(pve, status, qmp, lock, 
 
 @pytest.mark.parametrize("lock,why", [("backup", "a backup job is running"),
                                       ("migrate", "it is being migrated to another node"),
-                                      ("clone", "it is being cloned"), ("snapshot", "a snapshot is being taken")])
+                                      ("clone", "it is being made by a clone"), ("snapshot", "a snapshot is being taken")])
 def test_power_operations_on_a_locked_vm_name_the_lock(pve, lock, why):
     pve.pve.snapshot_lock(101, lock)
     replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("101", "stop"), control("101", "restart")])
@@ -422,3 +422,33 @@ def test_an_ha_start_that_lands_on_another_node_is_followed_there():
     assert replies[1] == {"result": {}}, err
     assert replies[2]["result"]["state"] == "powered_on"
     assert served.pve.vm(103).node == "pve2"
+
+
+# ------------------------------------------------------------ 17. smaller states
+
+def test_a_vm_frozen_at_start_shows_suspended_and_start_resumes_it(pve):
+    pve.pve.add_vm(151, "frozen", status="running", qmpstatus="prelaunch",
+                   config={"scsi0": "local-lvm:vm-151-disk-0", "freeze": 1})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/get", id="151"), control("151", "start"),
+                                                   call("guests/get", id="151")])
+    assert [replies[1]["result"]["state"], replies[3]["result"]["state"]] == ["suspended", "powered_on"], err
+    assert [r[1].rsplit("/", 1)[1] for r in pve.pve.requests if r[0] == "POST"] == ["resume"]
+
+
+@pytest.mark.parametrize("vmid,qmp,name,text", [
+    ("103", None, "restart", "Guest 103 is powered off, so there is nothing to restart; start it instead"),
+    ("103", None, "reset", "Guest 103 is powered off, so there is nothing to reset; start it instead"),
+    ("101", "paused", "restart", "Guest 101 is paused (QEMU state `paused`) and a paused guest cannot reboot"),
+])
+def test_restart_and_reset_of_a_guest_that_cannot_take_them_say_why(pve, vmid, qmp, name, text):
+    if qmp:
+        pve.pve.vm(int(vmid)).qmpstatus = qmp
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control(vmid, name)])
+    assert replies[1]["error"]["message"].startswith(text), err
+    assert not [r for r in pve.pve.requests if r[0] == "POST"]
+
+
+def test_a_clone_still_being_made_is_not_listed(pve):
+    pve.pve.add_vm(152, "Copy", status="stopped", lock="clone", config={})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/list")])
+    assert "152" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err
