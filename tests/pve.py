@@ -66,6 +66,24 @@ class ClusterPve(FullListPve):
                     raise PveError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
         return await super()._qm_clone(v, user)
 
+    def _build_app(self):
+        """fakepve 0.5.0 has no `GET /nodes/{node}/qemu/{vmid}/feature` (qemu-server API2/Qemu.pm
+        vm_feature); this answers it as PVE does for `snapshot` (has_feature over every disk)."""
+        app = super()._build_app()
+
+        @web.middleware
+        async def feature(request, handler):
+            found = re.fullmatch(r"/api2/json/nodes/([^/]+)/qemu/(\d+)/feature", request.path)
+            if request.method != "GET" or not found:
+                return await handler(request)
+            vm = self.find(found[1], found[2])
+            if request.query.get("feature") != "snapshot":
+                return web.json_response({"message": "test: only feature=snapshot"}, status=501)
+            return web.json_response({"data": {"hasFeature": 1 if self._qm_can_snapshot(vm.config) else 0,
+                                               "nodes": sorted(self.nodes)}})
+        app.middlewares.append(feature)
+        return app
+
     async def _resources(self, request):
         response = await super()._resources(request)
         if not self.node_free:

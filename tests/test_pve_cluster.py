@@ -452,3 +452,47 @@ def test_a_clone_still_being_made_is_not_listed(pve):
     pve.pve.add_vm(152, "Copy", status="stopped", lock="clone", config={})
     replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/list")])
     assert "152" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err
+
+
+# -------------------------------------------------------- 18. snapshot limits
+
+def add_storage(pve, name, kind):
+    pve.storages[name] = {"type": kind, "active": 1, "content": "images,rootdir", "files": set(),
+                          **({"vgname": "vg0"} if kind == "lvm" else {"pool": "rpool/data"})}
+
+
+@pytest.mark.parametrize("volume,text", [
+    ("local-zfs:vm-170-disk-0,size=8G", "has disks on ZFS storage (local-zfs)"),
+    ("local:170/vm-170-disk-0.raw,size=8G", "cannot take snapshots"),
+])
+def test_create_template_on_storage_versions_cannot_use_is_refused_at_the_first_snapshot(volume, text):
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    add_storage(served.pve, "local-zfs", "zfspool")
+    served.pve.storages["local"]["content"] = "iso,vztmpl,backup,images"
+    served.pve.add_vm(170, "Gold-zfs", status="stopped", config={"scsi0": volume})
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), call("guests/snapshots/create", id="170",
+                                                                             name="RAS_TEMPLATE_VERSION_1")])
+    finally:
+        served.stop()
+    assert text in replies[1]["error"]["message"] and "linked.yaml" in replies[1]["error"]["message"], err
+    assert not served.pve.vm(170).snapshots
+
+
+def test_revert_to_an_older_version_on_lvm_chains_says_why_before_asking():
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    add_storage(served.pve, "lvm-chain", "lvm")
+    served.pve.add_vm(171, "Gold-lvm", status="stopped", config={"scsi0": "lvm-chain:vm-171-disk-0.qcow2,size=8G"})
+    vm = served.pve.vm(171)
+    vm.snapshots = {"RAS_TEMPLATE_VERSION_1": dict(vm.config), "RAS_TEMPLATE_VERSION_2": dict(vm.config, parent="RAS_TEMPLATE_VERSION_1")}
+    vm.config["parent"] = "RAS_TEMPLATE_VERSION_2"
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [
+            connect(served), call("guests/snapshots/revert", id="171", name="RAS_TEMPLATE_VERSION_1"),
+            call("guests/snapshots/revert", id="171", name="RAS_TEMPLATE_VERSION_2")])
+    finally:
+        served.stop()
+    assert "rolls back only to the newest snapshot" in replies[1]["error"]["message"], err
+    assert "result" in replies[2], replies[2]
