@@ -243,3 +243,16 @@ def test_with_another_host_to_try_a_refused_connection_is_not_retried_here(failo
     with pytest.raises(TransportError, match="cannot connect"):
         transport.send(HttpRequest("GET", "http://127.0.0.1:1/x", timeout=(2.0, 2.0), failover=failover))
     assert clock.now() - started == waited   # backoff 1 s + 2 s between three attempts, or none
+
+
+def test_a_login_value_extracted_under_a_public_name_is_not_a_secret_and_the_others_stay_secret(tmp_path):
+    def handler(request):
+        if request.url.endswith("/login"):
+            return answer({"token": "t-123456", "expires_at": "2026-12-07T14:00:00Z"})
+        return answer({"items": [], "name": "x"})
+    public = {"auth": [dict(BASE["auth"][0], login=dict(BASE["auth"][0]["login"], public=["expires_at"],
+                                                           extract={"token": "token", "expires_at": "expires_at"}),
+                            ttl="{{ 60 if (auth.expires_at | timestamp) > 0 else 1 }}")]}
+    server, _ = provider(tmp_path, handler, public)
+    assert connect(server, "https://a") == {"result": {}}
+    assert server.redactor.scrub("t-123456 2026-12-07T14:00:00Z") == "*** 2026-12-07T14:00:00Z"
