@@ -61,7 +61,7 @@ class ClusterPve(FullListPve):
             conf = src.snapshots[v["snapname"]] if v.get("snapname") else src.config
             for key, value in conf.items():
                 sid = str(value).split(":", 1)[0] if ":" in str(value) else None
-                if (re.fullmatch(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+", key) and "media=cdrom" not in str(value)
+                if (re.fullmatch(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+", key)   # CD-ROM images too
                         and sid in self.storages and not self.storages[sid].get("shared")):
                     raise PveError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
         return await super()._qm_clone(v, user)

@@ -496,3 +496,13 @@ def test_revert_to_an_older_version_on_lvm_chains_says_why_before_asking():
         served.stop()
     assert "rolls back only to the newest snapshot" in replies[1]["error"]["message"], err
     assert "result" in replies[2], replies[2]
+
+
+def test_an_iso_on_local_storage_pins_a_shared_template_to_its_node():
+    served = placement_cluster("ceph-pool")
+    served.pve.vm(910).config["ide2"] = "local:iso/win11.iso,media=cdrom"
+    try:
+        auto, err = clones(served, "auto", count=2)
+    finally:
+        served.stop()
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in auto] == ["pve2", "pve2"], err
