@@ -506,3 +506,25 @@ def test_an_iso_on_local_storage_pins_a_shared_template_to_its_node():
     finally:
         served.stop()
     assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in auto] == ["pve2", "pve2"], err
+
+
+# ---------------------------------------------------- 19. pool-scoped role (README setup)
+
+def test_a_token_with_the_role_on_a_pool_only_passes_every_workflow_and_sees_only_the_pool(pve, tmp_path):
+    """The README's default setup: the role on /pool/ras (plus /storage, /sdn/zones), not on /vms."""
+    for vmid in (101, 103):
+        pve.pve._pool_join("ras", vmid)
+    pve.pve.apitokens[f"{USER}!{TOKEN}"] = SECRET
+    pve.pve.grant(USER, "/pool/ras", *ROLE["/vms"])
+    pve.pve.grant(USER, "/storage", *ROLE["/storage"])
+    pve.pve.grant(USER, "/sdn/zones", *ROLE["/sdn/zones"])
+    settings = pve.settings(username=USER, token_name=TOKEN, token_secret=SECRET, pool="ras")
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", "proxmox-ve", "--settings", str(path),
+                           "--guest", "101", "--template-source", "103", "--time-scale", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    replies, err, _ = serve_session("proxmox-ve", [{"method": "provider/connect", "params": {"settings": settings}},
+                                                   call("guests/list")])
+    assert "102" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err
