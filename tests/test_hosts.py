@@ -116,18 +116,6 @@ def collisions(taken: int):
     return handler
 
 
-def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path):
-    server, transport = provider(tmp_path, collisions(2), CLONE_RETRY)
-    connect(server, "https://a")
-    reply = call(server, "guests/clone", id="9", name="n")
-    assert reply["result"]["clone_id"] == "102"
-    assert [r.url.rsplit("/", 1)[1] for r in transport.sent[2:]] == ["free-id", "clone"] * 3
-    server, _ = provider(tmp_path, collisions(5), CLONE_RETRY)
-    connect(server, "https://a")
-    reply = call(server, "guests/clone", id="9", name="n")
-    assert reply["error"]["message"] == "refused 3 times: clone failed: HTTP 409: vm already exists"
-
-
 WORKER_RETRY = {"methods": {"guests/clone": {
     "steps": [{"name": "free id", "request": {"method": "GET", "path": "/free-id"}, "extract": {"new": "id"}},
               {"name": "clone", "request": {"method": "POST", "path": "/machines/{{ params.id }}/clone",
@@ -160,16 +148,20 @@ def worker_collisions(taken: int):
     return handler
 
 
-def test_retry_without_status_covers_the_failure_of_the_task_the_step_waits_for(tmp_path):
-    server, transport = provider(tmp_path, worker_collisions(2), WORKER_RETRY)
+@pytest.mark.parametrize("handler,mapping,refused", [
+    (collisions, CLONE_RETRY, "refused 3 times: clone failed: HTTP 409: vm already exists"),
+    (worker_collisions, WORKER_RETRY, "refused 3 times: id taken"),
+])
+def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path, handler, mapping, refused):
+    """A refused request, and (a rule without `status`) the failure of the task the step waits for."""
+    server, transport = provider(tmp_path, handler(2), mapping)
     connect(server, "https://a")
     reply = call(server, "guests/clone", id="9", name="n")
     assert reply["result"]["clone_id"] == "102"
     assert [r.url.rsplit("/", 1)[1] for r in transport.sent[2:] if "operations" not in r.url] == ["free-id", "clone"] * 3
-    server, _ = provider(tmp_path, worker_collisions(5), WORKER_RETRY)
+    server, _ = provider(tmp_path, handler(5), mapping)
     connect(server, "https://a")
-    reply = call(server, "guests/clone", id="9", name="n")
-    assert reply["error"]["message"] == "refused 3 times: id taken"
+    assert call(server, "guests/clone", id="9", name="n")["error"]["message"] == refused
 
 
 def test_remembered_values_are_seen_by_later_calls_newest_last_without_repeats(tmp_path):

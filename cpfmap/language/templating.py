@@ -102,7 +102,8 @@ def timestamp(value: Any) -> float:
     zone = match.group(8) or "Z"
     offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[-2:])) * 60
     try:
-        moment = datetime.datetime(*(int(match.group(i)) for i in range(1, 7)), tzinfo=datetime.timezone.utc)
+        year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.timezone.utc)
     except ValueError:
         raise BackendError(f"timestamp: {text!r} is not a valid date and time") from None
     return moment.timestamp() + float(match.group(7) or 0) - offset
