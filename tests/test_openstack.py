@@ -236,11 +236,15 @@ def test_start_of_a_server_in_error_hard_reboots_it(cloud):
     assert (server["status"], server["OS-EXT-STS:power_state"]) == ("ACTIVE", 1), server
 
 
+# nova.tests.fixtures.cinder.CinderFixture.IMAGE_BACKED_VOL: a bootable volume the Cinder fixture
+# serves (written out: importing nova here would monkey-patch this test process with eventlet)
+IMAGE_BACKED_VOL = "6ca404f3-d844-4169-bb96-bc792f37de98"
+
+
 def test_versions_of_a_shelved_or_volume_backed_server_are_refused_with_what_to_do(cloud, states):
-    from nova.tests.fixtures.cinder import CinderFixture
     volume = cloud.nova("POST", "/servers", {"server": {
         "name": "bfv-gold", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
-            {"boot_index": 0, "uuid": CinderFixture.IMAGE_BACKED_VOL, "source_type": "volume",
+            {"boot_index": 0, "uuid": IMAGE_BACKED_VOL, "source_type": "volume",
              "destination_type": "volume"}]}}, user="ras")["server"]["id"]
     cloud.wait(volume, "ACTIVE")
     create = [{"method": "guests/snapshots/create", "params": {"id": sid, "name": "RAS_TEMPLATE_VERSION_1"}}
