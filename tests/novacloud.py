@@ -253,6 +253,14 @@ class Keystone:
             with self.lock:
                 gone = self.tokens.pop(environ.get("HTTP_X_SUBJECT_TOKEN", ""), None)
             return _json(start_response, "204 No Content" if gone else "404 Not Found", None)
+        if method == "GET":   # validate a token (X-Subject-Token), as the caller's own (X-Auth-Token) allows
+            if self.validate(environ) is None:
+                return _unauthorized(start_response)
+            with self.lock:
+                record = self.tokens.get(environ.get("HTTP_X_SUBJECT_TOKEN", ""))
+            if record is None:
+                return _json(start_response, "404 Not Found", {"error": {"code": 404, "message": "token not found"}})
+            return _json(start_response, "200 OK", {"token": record["body"]})
         if method != "POST":
             return _json(start_response, "405 Method Not Allowed", None)
         user = self._authenticate(_body(environ).get("auth") or {})
@@ -321,9 +329,31 @@ class Glance:
             owner = (image.get("properties") or {}).get("owner")
             if owner not in (None, who["project"]) and "admin" not in who["roles"]:
                 return _json(start_response, "403 Forbidden", {"message": "You are not permitted to delete this image."})
+            if image["id"] in IN_USE:   # glance/api/v2/images.py delete: InUseByStore (RBD clones of it)
+                start_response("409 Conflict", [("Content-Type", "text/plain; charset=UTF-8")])
+                return [f"409 Conflict\n\nImage {image['id']} could not be deleted because it is in use: "
+                        "Image is in use by a clone (RBD)".encode()]
             self.fixture.delete(None, image["id"])
             return _json(start_response, "204 No Content", None)
+        if method == "PATCH":
+            return self._patch(environ, start_response, image)
         return _json(start_response, "405 Method Not Allowed", None)
+
+    def _patch(self, environ, start_response, image: dict) -> list:
+        """Glance v2 image update (JSON patch, application/openstack-images-v2.1-json-patch) of
+        the image's own properties: add, replace, remove."""
+        if environ.get("CONTENT_TYPE", "").split(";")[0] != "application/openstack-images-v2.1-json-patch":
+            return _json(start_response, "415 Unsupported Media Type", {"message": "bad content type"})
+        props = image.setdefault("properties", {})
+        for op in json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"[]"):
+            key = str(op.get("path", "")).lstrip("/")
+            if op.get("op") in ("add", "replace"):
+                props[key] = op.get("value")
+            elif op.get("op") == "remove":
+                if key not in props:
+                    return _json(start_response, "409 Conflict", {"message": f"Property {key} does not exist."})
+                props.pop(key)
+        return _json(start_response, "200 OK", self.v2(image))
 
     def _list(self, environ, start_response) -> list:
         from urllib.parse import parse_qsl
@@ -382,6 +412,26 @@ class Front:
         environ.update(SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + "/compute", PATH_INFO=rest,
                        HTTP_X_AUTH_USER=who["user"], HTTP_X_AUTH_PROJECT_ID=who["project"],
                        HTTP_X_ROLES=",".join(who["roles"]))
+        if CLOUD["max_version"]:
+            return self._older_nova(environ, start_response, rest)
+        return self.nova_app(environ, start_response)
+
+    def _older_nova(self, environ, start_response, rest: str) -> list:
+        """An older Nova (harness control `max_version`): its version document says so, and it
+        refuses a higher microversion as nova/api/openstack/wsgi.py does (406)."""
+        top = CLOUD["max_version"]
+        asked = environ.get("HTTP_OPENSTACK_API_VERSION", "").replace("compute", "").strip()
+        if asked and tuple(map(int, asked.split("."))) > tuple(map(int, top.split("."))):
+            return _json(start_response, "406 Not Acceptable", {"computeFault": {"code": 406, "message":
+                         f"Version {asked} is not supported by the API. Minimum is 2.1 and maximum is {top}."}})
+        if rest.rstrip("/") in ("", "/v2.1") and environ["REQUEST_METHOD"] == "GET":
+            captured: dict = {}
+
+            def keep(status, headers, exc_info=None):
+                captured.update(status=status, headers=headers)
+            body = json.loads(b"".join(self.nova_app(environ, keep)))
+            body["version"]["version"] = top
+            return _json(start_response, captured["status"], body)
         return self.nova_app(environ, start_response)
 
     def _harness(self, environ, start_response) -> list:
@@ -391,12 +441,19 @@ class Front:
                 self.keystone.tokens.clear()
             if "lifetime" in body:
                 self.keystone.lifetime = float(body["lifetime"])
+        if "max_version" in body:   # play an older Nova: None for the real one
+            CLOUD["max_version"] = body["max_version"]
+        if "images_in_use" in body:   # Glance refuses to delete these (409), as RBD does while clones use them
+            IN_USE.clear()
+            IN_USE.update(body["images_in_use"])
         if "power_off_seconds" in body:   # keeps a server in task_state powering-off that long
             SLOW["power_off"] = min(float(body["power_off_seconds"]), 30.0)
         return _json(start_response, "200 OK", {})
 
 
 SLOW = {"power_off": 0.0}
+IN_USE: set = set()
+CLOUD: dict = {"max_version": None}
 
 
 def _patch_fixtures() -> None:

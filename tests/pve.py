@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
+from fakepve.model import PveError
 from fakepve.server import USER, ok
 
 _hosts = itertools.count(11)
@@ -42,7 +45,57 @@ class FullListPve(FakePve):
         return ok(self._complete("/nodes/{node}/qemu", data, node=node))
 
 
-class LossyPve(FullListPve):
+class ClusterPve(FullListPve):
+    """Where fakepve 0.5.0's clone differs from real PVE (qemu-server API2/Qemu.pm clone_vm):
+    PVE refuses a clone to another node unless every disk of the source is on shared storage
+    ("can't clone VM to node 'X' (VM uses local storage)"), and logs "creating a clone of VM A
+    with ID N" only after its checks, in the worker. `node_free` gives nodes their own free
+    memory (GiB) in /cluster/resources, where fakepve gives every node the same."""
+
+    node_free: dict = {}
+
+    async def _qm_clone(self, v, user):
+        target = v.get("target")
+        if target and target not in (v["node"], "localhost"):
+            src = self.find(v["node"], v["vmid"])
+            conf = src.snapshots[v["snapname"]] if v.get("snapname") else src.config
+            for key, value in conf.items():
+                sid = str(value).split(":", 1)[0] if ":" in str(value) else None
+                if (re.fullmatch(r"(ide|sata|scsi|virtio|efidisk|tpmstate)\d+", key)   # CD-ROM images too
+                        and sid in self.storages and not self.storages[sid].get("shared")):
+                    raise PveError(500, f"can't clone VM to node '{target}' (VM uses local storage)")
+        return await super()._qm_clone(v, user)
+
+    def _build_app(self):
+        """fakepve 0.5.0 has no `GET /nodes/{node}/qemu/{vmid}/feature` (qemu-server API2/Qemu.pm
+        vm_feature); this answers it as PVE does for `snapshot` (has_feature over every disk)."""
+        app = super()._build_app()
+
+        @web.middleware
+        async def feature(request, handler):
+            found = re.fullmatch(r"/api2/json/nodes/([^/]+)/qemu/(\d+)/feature", request.path)
+            if request.method != "GET" or not found:
+                return await handler(request)
+            vm = self.find(found[1], found[2])
+            if request.query.get("feature") != "snapshot":
+                return web.json_response({"message": "test: only feature=snapshot"}, status=501)
+            return web.json_response({"data": {"hasFeature": 1 if self._qm_can_snapshot(vm.config) else 0,
+                                               "nodes": sorted(self.nodes)}})
+        app.middlewares.append(feature)
+        return app
+
+    async def _resources(self, request):
+        response = await super()._resources(request)
+        if not self.node_free:
+            return response
+        body = json.loads(response.text)
+        for item in body["data"]:
+            if item.get("type") == "node" and item["node"] in self.node_free and "maxmem" in item:
+                item["mem"] = item["maxmem"] - self.node_free[item["node"]] * 1024 ** 3
+        return web.json_response(body)
+
+
+class LossyPve(ClusterPve):
     """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
     request that has run (its effect made) never reaches the client. Counts fakepve's own
     dropped connections (flaky_network), which drop a request before it runs."""

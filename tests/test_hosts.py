@@ -116,16 +116,68 @@ def collisions(taken: int):
     return handler
 
 
-def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path):
-    server, transport = provider(tmp_path, collisions(2), CLONE_RETRY)
+WORKER_RETRY = {"methods": {"guests/clone": {
+    "steps": [{"name": "free id", "request": {"method": "GET", "path": "/free-id"}, "extract": {"new": "id"}},
+              {"name": "clone", "request": {"method": "POST", "path": "/machines/{{ params.id }}/clone",
+                                            "json": {"id": "{{ new }}"}},
+               "extract": {"op": "op"}, "wait": {"poll": "op", "handle": {"op": "{{ op }}"}},
+               "on_error": [{"status": [409], "match": "taken", "retry": {"times": 2, "from": "free id"}},
+                            {"match": "taken", "retry": {"times": 3, "from": "free id"}}],
+               "remember": {"ids": "{{ new }}"}}],
+    "task": {"completed": {"clone_id": "{{ new }}"}},
+    "result": {"clone_id": "{{ new }}", "before": "{{ remembered.ids | default([]) | join(',') }}"}}}}
+
+
+def worker_collisions(taken: int):
+    """Each clone is accepted; the first `taken` end in a task failing "id taken", before it did anything."""
+    state = {"free": 100, "ops": 0}
+
+    def handler(request):
+        if request.url.endswith("/login"):
+            return answer({"token": "t-123456"})
+        if request.url.endswith("/free-id"):
+            return answer({"id": state["free"]})
+        if request.url.endswith("/clone"):
+            state["ops"] += 1
+            state["free"] += 1
+            return answer({"op": f"{state['ops']:08x}"})
+        if "/operations/" in request.url:
+            failed = int(request.url.rsplit("/", 1)[1], 16) <= taken
+            return answer({"status": "error", "error": "id taken"} if failed else {"status": "done"})
+        return answer({})
+    return handler
+
+
+@pytest.mark.parametrize("handler,mapping,refused", [
+    (collisions, CLONE_RETRY, "refused 3 times: clone failed: HTTP 409: vm already exists"),
+    (worker_collisions, WORKER_RETRY, "refused 3 times: id taken"),
+])
+def test_retry_runs_again_from_the_named_step_and_gives_up_after_times(tmp_path, handler, mapping, refused):
+    """A refused request, and (a rule without `status`) the failure of the task the step waits for."""
+    server, transport = provider(tmp_path, handler(2), mapping)
     connect(server, "https://a")
     reply = call(server, "guests/clone", id="9", name="n")
     assert reply["result"]["clone_id"] == "102"
-    assert [r.url.rsplit("/", 1)[1] for r in transport.sent[2:]] == ["free-id", "clone"] * 3
-    server, _ = provider(tmp_path, collisions(5), CLONE_RETRY)
+    assert [r.url.rsplit("/", 1)[1] for r in transport.sent[2:] if "operations" not in r.url] == ["free-id", "clone"] * 3
+    server, _ = provider(tmp_path, handler(5), mapping)
     connect(server, "https://a")
-    reply = call(server, "guests/clone", id="9", name="n")
-    assert reply["error"]["message"] == "refused 3 times: clone failed: HTTP 409: vm already exists"
+    assert call(server, "guests/clone", id="9", name="n")["error"]["message"] == refused
+
+
+def test_remembered_values_are_seen_by_later_calls_newest_last_without_repeats(tmp_path):
+    server, _ = provider(tmp_path, worker_collisions(0), WORKER_RETRY)
+    connect(server, "https://a")
+    before = [call(server, "guests/clone", id="9", name="n")["result"]["before"] for _ in range(3)]
+    assert before == ["100", "100,101", "100,101,102"]   # the result sees this call's own value too
+
+
+def test_a_value_too_long_to_remember_is_an_error(tmp_path):
+    long = loader.merge(WORKER_RETRY, {"methods": {"guests/clone": {"steps": [
+        {"set": {"new": "{{ 'x' * 2000 }}"}, "remember": {"ids": "{{ new }}"}}], "task": {"completed": {}},
+        "result": {}}}})
+    server, _ = provider(tmp_path, worker_collisions(0), long)
+    connect(server, "https://a")
+    assert "a value of 2000 characters is more than 1024" in call(server, "guests/clone", id="9", name="n")["error"]["message"]
 
 
 def test_retry_from_a_step_that_does_not_come_before_is_a_load_error(tmp_path):
@@ -183,3 +235,16 @@ def test_with_another_host_to_try_a_refused_connection_is_not_retried_here(failo
     with pytest.raises(TransportError, match="cannot connect"):
         transport.send(HttpRequest("GET", "http://127.0.0.1:1/x", timeout=(2.0, 2.0), failover=failover))
     assert clock.now() - started == waited   # backoff 1 s + 2 s between three attempts, or none
+
+
+def test_a_login_value_extracted_under_a_public_name_is_not_a_secret_and_the_others_stay_secret(tmp_path):
+    def handler(request):
+        if request.url.endswith("/login"):
+            return answer({"token": "t-123456", "expires_at": "2026-12-07T14:00:00Z"})
+        return answer({"items": [], "name": "x"})
+    public = {"auth": [dict(BASE["auth"][0], login=dict(BASE["auth"][0]["login"], public=["expires_at"],
+                                                           extract={"token": "token", "expires_at": "expires_at"}),
+                            ttl="{{ 60 if (auth.expires_at | timestamp) > 0 else 1 }}")]}
+    server, _ = provider(tmp_path, handler, public)
+    assert connect(server, "https://a") == {"result": {}}
+    assert server.redactor.scrub("t-123456 2026-12-07T14:00:00Z") == "*** 2026-12-07T14:00:00Z"

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import requests
 from conftest import CONNECTOR, ROOT, serve_session
 from novacloud import ServedNova
 
@@ -206,3 +207,114 @@ def test_all_projects_lists_other_projects_servers_for_an_admin(cloud, states):
 def test_connect_explains_catalog_and_credential_problems(cloud, settings, message):
     replies, err, _ = serve_session(PACK, connect(cloud, **settings))
     assert message in replies[1]["error"]["message"], err
+
+
+# ------------------------------------------------------------ round two (issue 20)
+
+def test_states_follow_the_power_state_before_novas_status(cloud):
+    sid = cloud.boot("guest-shut-down")
+    cloud.action(sid, {"os-stop": None}, wait="SHUTOFF")
+    cloud.action(sid, {"os-resetState": {"state": "active"}})   # ACTIVE, but the guest is shut down (4)
+    server = cloud.server(sid)
+    assert (server["status"], server["OS-EXT-STS:power_state"]) == ("ACTIVE", 4)
+    replies, err, _ = serve_session(PACK, connect(cloud) + [{"method": "guests/get", "params": {"id": sid}}])
+    assert replies[2]["result"]["state"] == "powered_off", err
+
+
+def test_start_of_a_server_in_error_hard_reboots_it(cloud):
+    sid = cloud.boot("error-start")
+    cloud.action(sid, {"os-stop": None}, wait="SHUTOFF")
+    cloud.action(sid, {"os-resetState": {"state": "error"}}, wait="ERROR")
+    replies, err, _ = serve_session(PACK, connect(cloud) + [
+        {"method": "guests/control", "params": {"id": sid, "control": "start"}}])
+    assert replies[2] == {"result": {}}, err
+    for _ in range(300):   # ERROR with task_state reboot_*_hard until the reboot is done
+        server = cloud.server(sid)
+        if server["status"] == "ACTIVE" and server["OS-EXT-STS:task_state"] is None:
+            break
+        time.sleep(0.1)
+    assert (server["status"], server["OS-EXT-STS:power_state"]) == ("ACTIVE", 1), server
+
+
+# nova.tests.fixtures.cinder.CinderFixture.IMAGE_BACKED_VOL: a bootable volume the Cinder fixture
+# serves (written out: importing nova here would monkey-patch this test process with eventlet)
+IMAGE_BACKED_VOL = "6ca404f3-d844-4169-bb96-bc792f37de98"
+
+
+def test_versions_of_a_shelved_or_volume_backed_server_are_refused_with_what_to_do(cloud, states):
+    volume = cloud.nova("POST", "/servers", {"server": {
+        "name": "bfv-gold", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": [
+            {"boot_index": 0, "uuid": IMAGE_BACKED_VOL, "source_type": "volume",
+             "destination_type": "volume"}]}}, user="ras")["server"]["id"]
+    cloud.wait(volume, "ACTIVE")
+    create = [{"method": "guests/snapshots/create", "params": {"id": sid, "name": "RAS_TEMPLATE_VERSION_1"}}
+              for sid in (states["shelved"], volume)]
+    replies, err, _ = serve_session(PACK, connect(cloud) + create)
+    assert "is shelved" in replies[2]["error"]["message"] and "start it" in replies[2]["error"]["message"], err
+    assert "boots from a Cinder volume" in replies[3]["error"]["message"]
+
+
+@pytest.mark.parametrize("top,ok", [("2.60", True), ("2.40", False)])
+def test_the_compute_microversion_is_negotiated_with_older_clouds(cloud, states, top, ok):
+    cloud.control(max_version=top)
+    try:
+        replies, err, _ = serve_session(PACK, connect(cloud) + [{"method": "guests/get", "params": {"id": states["active"]}}])
+    finally:
+        cloud.control(max_version=None)
+    if ok:
+        assert replies[2]["result"]["state"] == "powered_on", err
+    else:
+        assert "offers microversions 2.1 to 2.40; this pack needs one from 2.47" in replies[1]["error"]["message"]
+
+
+def test_the_token_is_renewed_within_its_own_lifetime(cloud, states):
+    cloud.control(lifetime=3)
+    try:
+        client = provider(cloud)
+        try:
+            call(client, "guests/list")
+            time.sleep(3.2)   # the first token has expired: it must not have been used any more
+            reply = call(client, "guests/get", id=states["active"])
+        finally:
+            client.close()
+    finally:
+        cloud.control(lifetime=3600)
+    assert reply["result"]["state"] == "powered_on"
+    assert not any("401; logging in again" in line for line in client.stderr), client.stderr
+
+
+def glance_images(cloud, template: str) -> list:
+    reply = requests.get(f"{cloud.url}/image/v2/images", params={"ras_template_of": template},
+                         headers={"X-Auth-Token": cloud.token("ras")}, timeout=30)
+    return reply.json()["images"]
+
+
+def test_a_version_image_clones_still_use_is_retired_and_deleted_later(cloud):
+    gold = cloud.boot("in-use-gold")
+    client = provider(cloud)
+    try:
+        for version in ("RAS_TEMPLATE_VERSION_1", "RAS_TEMPLATE_VERSION_2"):
+            started = call(client, "guests/snapshots/create", id=gold, name=version)["result"]
+            assert finish(client, started["task_id"])["state"] == "completed"
+        first = next(i["id"] for i in glance_images(cloud, gold) if i.get("ras_snapshot") == "RAS_TEMPLATE_VERSION_1")
+        cloud.control(images_in_use=[first])
+        deleted = call(client, "guests/snapshots/delete", id=gold, name="RAS_TEMPLATE_VERSION_1")
+        exists = call(client, "guests/snapshots/exists", id=gold, name="RAS_TEMPLATE_VERSION_1")
+        still = [i["id"] for i in glance_images(cloud, gold)]
+        cloud.control(images_in_use=[])
+        call(client, "guests/snapshots/delete", id=gold, name="RAS_TEMPLATE_VERSION_2")
+        left = [i["id"] for i in glance_images(cloud, gold)]
+    finally:
+        cloud.control(images_in_use=[])
+        client.close()
+    assert deleted["result"]["task_id"] and exists == {"result": False}
+    assert first in still and first not in left
+
+
+def test_with_all_projects_a_template_of_another_project_is_refused_at_clone(cloud):
+    theirs = cloud.boot("other-gold", user="other")
+    admin = {"username": "admin", "password": "admin-secret-pw"}
+    lines = [{"method": "guests/clone", "params": {"id": theirs, "name": "X", "snapshot": "RAS_TEMPLATE_VERSION_1"}}]
+    replies, err, _ = serve_session(PACK, connect(cloud, all_projects="true", **admin) + lines)
+    message = replies[2]["error"]["message"]
+    assert "belongs to project" in message and "keep RAS templates in the provider's own project" in message, err

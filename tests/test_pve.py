@@ -64,7 +64,7 @@ def test_linked_variant_sees_native_templates(pve):
 
 
 @pytest.mark.parametrize("qmp,lock,status,state", [
-    ("paused", None, "running", "suspended"), ("prelaunch", None, "running", "powering_on"),
+    ("paused", None, "running", "suspended"), ("prelaunch", None, "running", "suspended"),
     ("stopped", "suspended", "stopped", "suspended"), ("running", "suspending", "running", "suspending"),
 ])
 def test_state_comes_from_status_qmpstatus_and_lock(pve, qmp, lock, status, state):

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from conftest import CONNECTOR, serve_session
 from fakepve import FakePve
-from pve import ServedPve, cluster, next_host
+from fakepve.model import TaskError
+from pve import ClusterPve, ServedPve, cluster, next_host
 
 LINKED = "mappings/proxmox-ve/linked.yaml"
 USER, TOKEN, SECRET = "ras@pve", "cpf", "3b1f2f8e-6a0d-4c47-9d0e-1f5a7c2b9e44"
@@ -52,7 +53,7 @@ class NextidReservesNothing(FakePve):
 
     async def _nextid(self, v, user):
         answer = await super()._nextid(v, user)
-        if self.stale > 0:
+        if self.stale > 0 and v.get("vmid") in (None, ""):
             self.stale -= 1
             self.first = self.first or answer
             return self.first
@@ -72,8 +73,9 @@ def test_four_concurrent_clones_make_four_distinct_vms():
         ids = {reply["result"]["clone_id"] for reply in replies}
         assert len(ids) == 4
         assert all(served.pve.vm(int(i)).name == "VDI-X" for i in ids)
-        refused = [r for r in served.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
-        assert len(refused) > 4  # ids did collide, and were retried
+        clones = [r for r in served.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
+        checks = [r for r in served.pve.requests if r[0] == "GET" and r[1].endswith("/cluster/nextid")]
+        assert len(clones) + len(checks) > 4 + 8  # ids did collide, and were retried
     finally:
         served.stop()
 
@@ -197,7 +199,7 @@ def test_qemu_run_states_and_locks_give_the_right_state(pve, status, qmp, lock, 
 
 @pytest.mark.parametrize("lock,why", [("backup", "a backup job is running"),
                                       ("migrate", "it is being migrated to another node"),
-                                      ("clone", "it is being cloned"), ("snapshot", "a snapshot is being taken")])
+                                      ("clone", "it is being made by a clone"), ("snapshot", "a snapshot is being taken")])
 def test_power_operations_on_a_locked_vm_name_the_lock(pve, lock, why):
     pve.pve.snapshot_lock(101, lock)
     replies, err, _ = serve_session("proxmox-ve", [connect(pve), control("101", "stop"), control("101", "restart")])
@@ -279,3 +281,250 @@ def test_a_node_that_cannot_be_reached_is_skipped():
         served.stop()
     assert replies[3]["result"]["state"] == "powered_on", (replies, err)
     assert "trying https://" in err
+
+
+# ------------------------------------------------------------------ 13. VM ids
+
+class RivalTakesTheId(FakePve):
+    """Real PVE writes a clone's temporary config inside the worker (qemu-server API2/Qemu.pm
+    clone_vm `$clonefn`), not before it answers as fakepve does: another clone given the same id
+    can write it first, and this worker then fails at its own check without logging "creating a
+    clone ... with ID N". The first `rivals` clones meet such a rival."""
+
+    rivals = 1
+
+    async def _qm_clone(self, v, user):
+        if self.rivals <= 0:
+            return await super()._qm_clone(v, user)
+        self.rivals -= 1
+        newid = int(v["newid"])
+        self.add_vm(newid, "rival", node=v["node"], status="stopped", lock="clone", config={})
+
+        async def body():
+            raise TaskError(f"unable to create VM {newid}: config file already exists")
+        return await self.task(v["node"], "qmclone", v["vmid"], user, body, lock=False)
+
+
+def test_a_clone_whose_worker_finds_its_id_taken_is_run_again_with_another():
+    served = served_with(RivalTakesTheId)
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), call("guests/clone", id="900", name="VDI-R")])
+    finally:
+        served.stop()
+    clone_id = replies[1]["result"]["clone_id"]
+    assert served.pve.vm(int(clone_id)).name == "VDI-R", err
+    assert [vm.name for vm in served.pve.vms].count("rival") == 1 and served.pve.vm(100).name == "rival"
+    assert clone_id != "100"
+
+
+def test_ids_just_deleted_or_handed_out_are_not_handed_out_again():
+    served = served_with(NextidReservesNothing)   # nextid: the same id to the first callers
+    served.pve.stale = 2
+    served.pve.add_vm(100, "old-host", status="stopped", config={"scsi0": "local-lvm:vm-100-disk-0,size=1G"})
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [
+            connect(served), control("100", "delete"),          # the lowest free id is 100 again
+            call("guests/clone", id="900", name="A"), call("guests/clone", id="900", name="B")])
+    finally:
+        served.stop()
+    ids = [reply["result"]["clone_id"] for reply in replies[2:]]
+    assert "100" not in ids and len(set(ids)) == 2, (replies, err)
+
+
+# -------------------------------------------------------------- 14. placement
+
+def placement_cluster(storage: str):
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    for node in ("pve3", "pve4"):
+        served.pve.add_node(node)
+    served.pve.set_node_offline("pve4")
+    served.pve.node_free = {"pve1": 1, "pve2": 3, "pve3": 5, "pve4": 7}
+    served.pve.add_ceph_storage()
+    served.pve.add_vm(910, "Gold-shared", node="pve2", status="stopped",
+                      config={"scsi0": f"{storage}:vm-910-disk-0,size=8G", "ide2": "none,media=cdrom",
+                              "tags": "ras-template"})
+    return served
+
+
+def clones(served, node, count=4, template="910"):
+    lines = [connect(served, node=node)] + [call("guests/clone", id=template, name=f"VDI-{n}") for n in range(count)]
+    replies, err, _ = serve_session("proxmox-ve", lines)
+    return replies[1:], err
+
+
+def test_clones_of_a_shared_template_spread_over_online_nodes_by_free_memory():
+    served = placement_cluster("ceph-pool")
+    try:
+        replies, err = clones(served, "auto")
+        listed, _ = clones(served, "pve1, pve2", count=3)
+    finally:
+        served.stop()
+    nodes = [served.pve.vm(int(r["result"]["clone_id"])).node for r in replies]
+    assert nodes == ["pve3", "pve2", "pve1", "pve3"], err    # most free first, then round; pve4 is offline
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in listed] == ["pve2", "pve1", "pve2"]
+
+
+def test_a_template_on_node_local_storage_stays_on_its_node_or_is_refused_in_the_users_terms():
+    served = placement_cluster("local-lvm")
+    try:
+        auto, err = clones(served, "auto", count=2)
+        refused, _ = clones(served, "pve1, pve3", count=1)
+        one, _ = clones(served, "pve3", count=1)
+    finally:
+        served.stop()
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in auto] == ["pve2", "pve2"], err
+    for reply in refused + one:
+        message = reply["error"]["message"]
+        assert "local to node pve2" in message and "one template per node" in message, message
+
+
+# ------------------------------------------------------- 15. what clones inherit
+
+@pytest.mark.parametrize("mapping", ["proxmox-ve", LINKED])
+def test_a_clone_does_not_keep_its_templates_protection_onboot_or_template_tag(pve, mapping):
+    pve.pve.add_vm(920, "Gold-protected", node="pve1", status="stopped", template=mapping == LINKED,
+                   config={"scsi0": "local-lvm:base-920-disk-0,size=8G" if mapping == LINKED
+                           else "local-lvm:vm-920-disk-0,size=8G",
+                           "protection": 1, "onboot": 1, "tags": "gold;ras-template"})
+    replies, err, _ = serve_session(mapping, [connect(pve), call("guests/clone", id="920", name="VDI-P")])
+    result = replies[1]["result"]
+    replies, err, _ = serve_session(mapping, [connect(pve), call("tasks/get", id=result["task_id"]),
+                                              call("guests/get", id=result["clone_id"]),
+                                              control(result["clone_id"], "delete")])
+    assert replies[1]["result"]["state"] == "completed", err
+    assert replies[2]["result"]["is_template"] is False
+    assert replies[3] == {"result": {}}, err            # PVE refuses to delete a protected VM
+    assert pve.pve.vm(920).config["protection"] == 1    # the template keeps its own
+
+
+# ------------------------------------------------------------ 16. HA relocation
+
+class HaRelocates(FakePve):
+    """The HA manager starts the VM on another node than the one asked (relocate policy, a node in
+    maintenance mode): the request's node no longer has the VM."""
+
+    async def _ha_request(self, vm, user, state):
+        upid = await super()._ha_request(vm, user, state)
+        if state == "started":
+            vm.node = "pve2"
+        return upid
+
+
+def test_an_ha_start_that_lands_on_another_node_is_followed_there():
+    served = served_with(HaRelocates)
+    served.pve.vm(103).ha_state = "stopped"
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), control("103", "start"),
+                                                       call("guests/get", id="103")])
+    finally:
+        served.stop()
+    assert replies[1] == {"result": {}}, err
+    assert replies[2]["result"]["state"] == "powered_on"
+    assert served.pve.vm(103).node == "pve2"
+
+
+# ------------------------------------------------------------ 17. smaller states
+
+def test_a_vm_frozen_at_start_shows_suspended_and_start_resumes_it(pve):
+    pve.pve.add_vm(151, "frozen", status="running", qmpstatus="prelaunch",
+                   config={"scsi0": "local-lvm:vm-151-disk-0", "freeze": 1})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/get", id="151"), control("151", "start"),
+                                                   call("guests/get", id="151")])
+    assert [replies[1]["result"]["state"], replies[3]["result"]["state"]] == ["suspended", "powered_on"], err
+    assert [r[1].rsplit("/", 1)[1] for r in pve.pve.requests if r[0] == "POST"] == ["resume"]
+
+
+@pytest.mark.parametrize("vmid,qmp,name,text", [
+    ("103", None, "restart", "Guest 103 is powered off, so there is nothing to restart; start it instead"),
+    ("103", None, "reset", "Guest 103 is powered off, so there is nothing to reset; start it instead"),
+    ("101", "paused", "restart", "Guest 101 is paused (QEMU state `paused`) and a paused guest cannot reboot"),
+])
+def test_restart_and_reset_of_a_guest_that_cannot_take_them_say_why(pve, vmid, qmp, name, text):
+    if qmp:
+        pve.pve.vm(int(vmid)).qmpstatus = qmp
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control(vmid, name)])
+    assert replies[1]["error"]["message"].startswith(text), err
+    assert not [r for r in pve.pve.requests if r[0] == "POST"]
+
+
+def test_a_clone_still_being_made_is_not_listed(pve):
+    pve.pve.add_vm(152, "Copy", status="stopped", lock="clone", config={})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/list")])
+    assert "152" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err
+
+
+# -------------------------------------------------------- 18. snapshot limits
+
+def add_storage(pve, name, kind):
+    pve.storages[name] = {"type": kind, "active": 1, "content": "images,rootdir", "files": set(),
+                          **({"vgname": "vg0"} if kind == "lvm" else {"pool": "rpool/data"})}
+
+
+@pytest.mark.parametrize("volume,text", [
+    ("local-zfs:vm-170-disk-0,size=8G", "has disks on ZFS storage (local-zfs)"),
+    ("local:170/vm-170-disk-0.raw,size=8G", "cannot take snapshots"),
+])
+def test_create_template_on_storage_versions_cannot_use_is_refused_at_the_first_snapshot(volume, text):
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    add_storage(served.pve, "local-zfs", "zfspool")
+    served.pve.storages["local"]["content"] = "iso,vztmpl,backup,images"
+    served.pve.add_vm(170, "Gold-zfs", status="stopped", config={"scsi0": volume})
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [connect(served), call("guests/snapshots/create", id="170",
+                                                                             name="RAS_TEMPLATE_VERSION_1")])
+    finally:
+        served.stop()
+    assert text in replies[1]["error"]["message"] and "linked.yaml" in replies[1]["error"]["message"], err
+    assert not served.pve.vm(170).snapshots
+
+
+def test_revert_to_an_older_version_on_lvm_chains_says_why_before_asking():
+    served = ServedPve(fake=ClusterPve)
+    cluster(served.pve)
+    add_storage(served.pve, "lvm-chain", "lvm")
+    served.pve.add_vm(171, "Gold-lvm", status="stopped", config={"scsi0": "lvm-chain:vm-171-disk-0.qcow2,size=8G"})
+    vm = served.pve.vm(171)
+    vm.snapshots = {"RAS_TEMPLATE_VERSION_1": dict(vm.config), "RAS_TEMPLATE_VERSION_2": dict(vm.config, parent="RAS_TEMPLATE_VERSION_1")}
+    vm.config["parent"] = "RAS_TEMPLATE_VERSION_2"
+    try:
+        replies, err, _ = serve_session("proxmox-ve", [
+            connect(served), call("guests/snapshots/revert", id="171", name="RAS_TEMPLATE_VERSION_1"),
+            call("guests/snapshots/revert", id="171", name="RAS_TEMPLATE_VERSION_2")])
+    finally:
+        served.stop()
+    assert "rolls back only to the newest snapshot" in replies[1]["error"]["message"], err
+    assert "result" in replies[2], replies[2]
+
+
+def test_an_iso_on_local_storage_pins_a_shared_template_to_its_node():
+    served = placement_cluster("ceph-pool")
+    served.pve.vm(910).config["ide2"] = "local:iso/win11.iso,media=cdrom"
+    try:
+        auto, err = clones(served, "auto", count=2)
+    finally:
+        served.stop()
+    assert [served.pve.vm(int(r["result"]["clone_id"])).node for r in auto] == ["pve2", "pve2"], err
+
+
+# ---------------------------------------------------- 19. pool-scoped role (README setup)
+
+def test_a_token_with_the_role_on_a_pool_only_passes_every_workflow_and_sees_only_the_pool(pve, tmp_path):
+    """The README's default setup: the role on /pool/ras (plus /storage, /sdn/zones), not on /vms."""
+    for vmid in (101, 103):
+        pve.pve._pool_join("ras", vmid)
+    pve.pve.apitokens[f"{USER}!{TOKEN}"] = SECRET
+    pve.pve.grant(USER, "/pool/ras", *ROLE["/vms"])
+    pve.pve.grant(USER, "/storage", *ROLE["/storage"])
+    pve.pve.grant(USER, "/sdn/zones", *ROLE["/sdn/zones"])
+    settings = pve.settings(username=USER, token_name=TOKEN, token_secret=SECRET, pool="ras")
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", "proxmox-ve", "--settings", str(path),
+                           "--guest", "101", "--template-source", "103", "--time-scale", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout
+    replies, err, _ = serve_session("proxmox-ve", [{"method": "provider/connect", "params": {"settings": settings}},
+                                                   call("guests/list")])
+    assert "102" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err

@@ -8,7 +8,7 @@ import pytest
 from cpfmap.errors import BackendError, InvalidParams
 from cpfmap.language.expressions import Expression, Matcher, Rule, Table
 from cpfmap.language.model import HandleKey, Literal, PollRule, Setting
-from cpfmap.language.templating import Templates, decode_name, encode_name
+from cpfmap.language.templating import Templates, decode_name, encode_name, timestamp
 from cpfmap.protocol import taskids
 from cpfmap.protocol.values import normal_mac, string_id, useful_ip
 from cpfmap.redact import Redactor
@@ -151,3 +151,17 @@ def test_macs_and_ips_read_the_common_notations(expression, expected):
 def test_macs_and_ips_report_a_value_they_cannot_read(expression, bad):
     with pytest.raises(BackendError, match=f"cannot read '{re.escape(bad)}'.*it takes"):
         Expression.compile(expression, "t").search(["10.0.0.1" if "ips" in expression else "aabbccddeeff", bad])
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("2026-12-07T13:00:00Z", 1796648400.0), ("2026-12-07T13:00:00.250000Z", 1796648400.25),
+    ("2026-12-07T14:00:00+01:00", 1796648400.0), ("2026-12-07 13:00:00", 1796648400.0), (42, 42.0),
+])
+def test_timestamp_reads_iso_times_in_utc(text, seconds):
+    assert timestamp(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "2026-13-01T00:00:00Z", "2026-12-07T13:00:00Z" + "0" * 40, True])
+def test_timestamp_refuses_what_is_not_a_time(text):
+    with pytest.raises(BackendError, match="timestamp: "):
+        timestamp(text)

@@ -128,7 +128,10 @@ DEFS = {
                         "retry": obj("Run the steps again from the named earlier step (or this one) when "
                                      "the backend refused the request outright, e.g. a new id after "
                                      "\"already exists\"; after `times` refusals the call fails with the "
-                                     "backend's message.", {
+                                     "backend's message. A rule without `status` also covers the failure of "
+                                     "the task the step waits for (`wait`), when its message matches: a task "
+                                     "that failed before it did anything (e.g. a clone worker that found its "
+                                     "new id taken).", {
                                          "times": prop("Refusals before giving up.", 5, type="integer",
                                                        minimum=1, maximum=20),
                                          "from": prop("Name of an earlier step of the same operation to "
@@ -251,6 +254,13 @@ DEFS = {
                         type="object", additionalProperties=REF("extraction")),
         "set": prop("Step variables computed from values: name -> value.", {"newid": "{{ nextid | int }}"},
                     type="object"),
+        "remember": prop("Values this provider keeps for its lifetime (lost when it restarts): name -> "
+                         "value (a value or a list of values, each kept as text), run after the step's "
+                         "`set` and request. Every later call sees `remembered.NAME`: the values kept "
+                         "under that name, oldest first, the newest 1,000 (values over 1,024 characters "
+                         "are refused). For what a backend forgets too soon, e.g. ids recently handed out "
+                         "or deleted, which the backend's own 'next free id' would hand out again.",
+                         {"vmids": "{{ newid }}"}, type="object", additionalProperties=True),
         "fail": prop(f"Fail the call with this message ({TEMPLATE}); use with `when`.",
                      "Guest {{ params.id }} not found", type="string"),
         "on_error": prop("Rules for a refused request.", [{"status": [404], "fail": "Guest {{ params.id }} not found"}],
@@ -359,7 +369,8 @@ DEFS = {
                             "all are secrets (see `public`).", {"ticket": "data.ticket"}, type="object",
                             additionalProperties=REF("extraction")),
             "public": prop("Field names of the login request and reply that are not secret (e.g. the "
-                           "user name, a token type). Every other value of the login exchange (request "
+                           "user name, a token type, its expiry time); an extraction of that name "
+                           "(auth.NAME) is not a secret either. Every other value of the login exchange (request "
                            "query, form and JSON values, except text written as is; reply JSON values, "
                            "cookies and credential headers) is masked wherever it appears, extracted or not.",
                            ["username", "token_type"], type="array", items={"type": "string"}),

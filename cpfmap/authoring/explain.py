@@ -66,7 +66,7 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
     backend.auth = {name: Placeholder(f"<{name} from the login reply>") for name, _ in (login.extract if login else ())}
     backend.endpoints = {name: f"<{name} service URL, given at login>" for name, _ in (login.endpoints if login else ())}
     operation = _operation(mapping, method, params)
-    context: dict = {"settings": settings, "params": params}
+    context: dict = {"settings": settings, "params": params, "remembered": {}}   # nothing kept yet
     steps = list(_leaves(operation.steps))
     labels = step_labels(mapping, method, params, len(steps))
     for (number, fragment), step in zip(labels, steps):

@@ -30,7 +30,7 @@ PAGING_OPTIONS = {
     "next_link": {"cursor", "cursor_from", "size", "limit_param"},
     "link_header": {"size", "limit_param"},
 }
-ROOTS = {"settings", "params", "auth", "json_null", "now", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
+ROOTS = {"settings", "params", "auth", "remembered", "json_null", "now", "range", "dict", "namespace", "lipsum", "cycler", "joiner",
          "true", "false", "none", "True", "False", "None"}
 
 
@@ -227,8 +227,8 @@ class Compiler:
     def step(self, raw: dict, path: tuple, known: set, fragments: dict | None = None) -> m.Step:
         when = self.condition(raw["when"], path + ("when",), known) if "when" in raw else None
         kinds = [k for k in ("request", "set", "fail") if k in raw]
-        if len(kinds) != 1:
-            self.error(path, "a step has exactly one of: request, set, fail, use")
+        if len(kinds) != 1 and not (not kinds and "remember" in raw):
+            self.error(path, "a step has exactly one of: request, set, fail, use (or only `remember`)")
         request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
         if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error",
                                                       "idempotent", "already_done", "lookup", "refused_if")):
@@ -255,13 +255,15 @@ class Compiler:
             known.add(str(key))
         for rule in raw.get("on_error", []):
             known.update(map(str, (rule.get("set") or {}).keys()))
+        remember = tuple((str(key), self.value(raw_value, path + ("remember", key), known))
+                         for key, raw_value in (raw.get("remember") or {}).items())
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,
             accept=tuple(raw.get("accept", ())), idempotent=bool(raw.get("idempotent", False)),
             already_done=already_done, lookup=lookup, cache=float(raw.get("cache", 0)),
             paginate=self.paginate(raw.get("paginate"), path + ("paginate",), known),
             index=index, prefetch=m.Prefetch(**raw["prefetch"]) if "prefetch" in raw else None,
-            extract=extract, set=tuple(sets),
+            extract=extract, set=tuple(sets), remember=remember,
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None,
             refused_if=self.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None)

@@ -8,6 +8,7 @@ rendered with every inserted value percent-encoded.
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import re
 import time
@@ -85,6 +86,31 @@ def _regex_search(value: Any, pattern: str) -> str | None:
     return match.group(1) if match.groups() else match.group(0)
 
 
+_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+def timestamp(value: Any) -> float:
+    """Seconds since 1970 (UTC) of an ISO 8601 / RFC 3339 date and time, as APIs give token and
+    job times (`2026-01-01T10:00:00.000000Z`); no offset means UTC; a number passes through.
+    Subtract two to get a lifetime: `{{ (auth.expires_at | timestamp) - (auth.issued_at | timestamp) }}`.
+    Text that is not such a time is an error naming it.
+    Example: `{{ '1970-01-01T01:00:30.5+01:00' | timestamp }}` -> `30.5`"""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    match = _ISO.match(text) if len(text) <= 40 else None
+    if match is None:
+        raise BackendError(f"timestamp: {text[:40]!r} is not an ISO 8601 date and time")
+    zone = match.group(8) or "Z"
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 60 + int(zone[-2:])) * 60
+    try:
+        year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+        moment = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.timezone.utc)
+    except ValueError:
+        raise BackendError(f"timestamp: {text!r} is not a valid date and time") from None
+    return moment.timestamp() + float(match.group(7) or 0) - offset
+
+
 @dataclass(frozen=True)
 class Kept:
     """A request value sent as written, even a null: `{literal: X}`, or `json_null` in a template
@@ -120,7 +146,7 @@ def raw_path(value: Any) -> RawPath:
 
 FILTERS: dict[str, Callable] = {
     "encode_name": encode_name, "decode_name": decode_name, "b64encode": _b64encode, "dns_name": dns_name,
-    "regex_replace": _regex_replace, "regex_search": _regex_search, "raw_path": raw_path,
+    "regex_replace": _regex_replace, "regex_search": _regex_search, "raw_path": raw_path, "timestamp": timestamp,
     **ENCODING_FILTERS,
 }
 

@@ -18,6 +18,7 @@ from cpfmap.protocol.contract import REPLY_SCHEMAS, TASK_STATES
 from cpfmap.protocol.values import read_all, read_ip, read_mac, string_id
 from cpfmap.redact import Redactor
 from cpfmap.runtime.cache import SHARED, Cache, InlinePrefetch
+from cpfmap.runtime.memory import Memory
 from cpfmap.runtime.session import Backend
 from cpfmap.runtime.steps import StepRunner
 
@@ -34,6 +35,7 @@ class Engine:
         self.clock = clock
         self.redactor = redactor or Redactor()
         self.cache = Cache(clock)
+        self.memory = Memory()   # step key `remember`: kept while this provider runs
         self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
         self.backend: Backend | None = None
         # Operations whose task gives its own output on completion: name -> operation.
@@ -123,14 +125,13 @@ class Engine:
         return self.backend
 
     def _runner(self, backend: Backend) -> StepRunner:
-        return StepRunner(backend, self.cache, self._wait_for, self.prefetch)
+        return StepRunner(backend, self.cache, self._wait_for, self.prefetch, self.memory)
 
     def _wait_for(self, task: m.TaskStart, context: dict) -> None:
         self._wait(self._start_task(task, context))
 
-    @staticmethod
-    def _context(backend: Backend, params: Mapping) -> dict:
-        return {"settings": backend.settings, "params": dict(params)}
+    def _context(self, backend: Backend, params: Mapping) -> dict:
+        return {"settings": backend.settings, "params": dict(params), "remembered": self.memory.view()}
 
     def _run(self, op: m.Operation, params: Mapping) -> Any:
         backend = self._connected()
@@ -165,7 +166,8 @@ class Engine:
 
     def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()
-        context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values})
+        context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values,
+                                                         "remembered": self.memory.view()})
         state = rule.state.eval(context)
         if state not in TASK_STATES:
             raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")

@@ -415,8 +415,10 @@ class Backend:
         return self._extract_login(response, extract, required=not refusable), endpoints
 
     def _keep(self, values: dict, endpoints: dict) -> None:
-        for value in values.values():
-            if isinstance(value, str):  # credentials are text; numbers (expires_in) are not secrets
+        public = self.scheme.login.public if self.scheme.login is not None else frozenset()
+        for name, value in values.items():
+            # credentials are text; numbers (expires_in) are not secrets, nor what `public` names
+            if isinstance(value, str) and name not in public:
                 self.redactor.add(value)
         self.auth = values
         self.endpoints = endpoints

@@ -14,6 +14,7 @@ from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
 from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
+from cpfmap.runtime.memory import Memory
 from cpfmap.runtime.reading import PARTS, body_of, extract_from, link_target, reply_part
 from cpfmap.runtime.session import Backend, message_of
 
@@ -31,11 +32,13 @@ class _Again(Exception):
 
 class StepRunner:
     def __init__(self, backend: Backend, cache: Cache,
-                 waiter: Callable[[m.TaskStart, dict], None] | None = None, prefetch: Any = None) -> None:
+                 waiter: Callable[[m.TaskStart, dict], None] | None = None, prefetch: Any = None,
+                 memory: Memory | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.waiter = waiter  # polls the backend task a step started (step.wait)
         self.prefetch = prefetch or InlinePrefetch()
+        self.memory = memory if memory is not None else Memory()  # step key `remember`
 
     def run(self, steps: tuple, context: dict) -> dict:
         """Run steps in order, adding their variables to context; returns context. A refusal
@@ -67,6 +70,10 @@ class StepRunner:
             context[name] = value.eval(context)
         if step.request is not None:
             self._request(step, context)
+        if step.remember:
+            for name, value in step.remember:
+                self.memory.add(name, value.eval(context))
+            context["remembered"] = self.memory.view()
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
@@ -113,8 +120,12 @@ class StepRunner:
         try:
             self.waiter(step.wait, context)  # type: ignore[misc]
         except BackendError as exc:
-            if not self._already_done(step, context, resent, None, exc.message):
-                raise
+            if self._already_done(step, context, resent, None, exc.message):
+                return
+            for rule in step.on_error:  # a task that failed before it did anything: run again
+                if rule.retry and not rule.statuses and rule.covers(None, exc.message):
+                    raise _Again(rule, step, exc) from None
+            raise
 
     def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
         """The answer, and whether it answers a repeat of a request that may have taken effect
