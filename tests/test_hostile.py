@@ -245,3 +245,22 @@ def test_a_defect_while_loading_the_mapping_still_answers_every_request(monkeypa
     replies = [json.loads(line) for line in out.getvalue().splitlines()]
     assert code == 0 and len(replies) == 2 and replies[0]["id"] == 1
     assert all(r["error"]["code"] == -32603 and "ZeroDivisionError" in r["error"]["message"] for r in replies)
+
+
+@pytest.mark.parametrize("what", ["mapping", "settings file", "session file", "cassette"])
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch, what):
+    """A sparse 64 MiB file costs nothing on disk; reading it whole would cost 64 MiB of memory."""
+    import tracemalloc
+    from cpfmap.language import source
+    monkeypatch.setenv("CPFMAP_CACHE_DIR", str(tmp_path / "cache"))
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CpfmapError, match="larger than"):
+            loader.load(huge) if what == "mapping" else source.read_text(huge, what)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"{peak} bytes held while refusing a 64 MiB {what}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cpfmap.language import catalog
+from cpfmap.language.source import read_text
 from cpfmap.packaging import distribution
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _show(args: argparse.Namespace, streams: Streams) -> int:
     if not pack.manifest_path.is_file():
         streams.out(f"# no {catalog.MANIFEST}; variants: {', '.join(pack.variants())}\n")
         return 0
-    streams.out(pack.manifest_path.read_text(encoding="utf-8"))
+    streams.out(read_text(pack.manifest_path, "manifest"))
     return 0
 
 

@@ -144,7 +144,8 @@ def pack_files(folder: Path) -> list[Path]:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as stream:   # streamed: a pack file of any size costs a small buffer
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def write_checksums(folder: Path) -> Path:
