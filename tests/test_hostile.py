@@ -251,6 +251,7 @@ def test_a_defect_while_loading_the_mapping_still_answers_every_request(monkeypa
 def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch, what):
     """A sparse 64 MiB file costs nothing on disk; reading it whole would cost 64 MiB of memory."""
     import tracemalloc
+
     from cpfmap.language import source
     monkeypatch.setenv("CPFMAP_CACHE_DIR", str(tmp_path / "cache"))
     huge = tmp_path / "huge.yaml"
