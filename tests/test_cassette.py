@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from cpfmap.recording.cassette import RecordingTransport, ReplayTransport
 from cpfmap.redact import Redactor
 
 SECRET = "sup3r-s3cret-value"
+ROOT_DATA = Path(__file__).parent / "data"
 TICKET = "PVE:root@pam:ABCDEF::ticket-material"
 
 
@@ -114,3 +116,49 @@ def test_recording_writes_each_exchange_once_and_the_file_is_a_cassette_at_every
     rec.close()
     assert [r.path for r in cassette.load(path).interactions] == [f"/api/vms/{n}" for n in range(40)]
     assert list(yaml.safe_load(path.read_text())) == ["interactions", "version"]
+
+
+def _recorded(tmp_path, body: bytes, content_type: str, fields=frozenset(), url="https://h/api/vm/100/config"):
+    def plain(request):
+        return HttpResponse(200, (("Content-Type", content_type),), body)
+    path = tmp_path / "c.yaml"
+    rec = RecordingTransport(FunctionTransport(plain), path, Redactor(), fields)
+    rec.send(HttpRequest("GET", url))
+    rec.close()
+    return path.read_text(), yaml.safe_load(path.read_text())["interactions"][0]
+
+
+SECRET_FIELDS = [  # (body, content type, the values that must not be recorded)
+    (json.dumps({"data": {"cipassword": "Hunter22", "name": "vm1", "api_key": "AK-77",
+                          "auth": {"user": "u", "pw": "x"}, "disks": [{"secret": "S3"}]}}), "application/json",
+     ["Hunter22", "AK-77", "S3"]),
+    ("name=vm1&cipassword=Hunter22&client_secret=S3", "application/x-www-form-urlencoded", ["Hunter22", "S3"]),
+    ("<r><name>vm1</name><ns:adminPassword a='1'>Hunter22</ns:adminPassword><accessKey>AK-77</accessKey></r>",
+     "text/xml", ["Hunter22"]),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "hidden"), SECRET_FIELDS)
+def test_secret_named_fields_of_an_ordinary_reply_are_masked(tmp_path, body, content_type, hidden):
+    text, _ = _recorded(tmp_path, body.encode(), content_type)
+    assert "vm1" in text
+    assert not [value for value in hidden if value in text]
+
+
+def test_secret_named_query_values_are_masked(tmp_path):
+    text, exchange = _recorded(tmp_path, b"{}", "application/json", url="https://h/api?api_key=AK-77&x=1")
+    assert "AK-77" not in text and "x=1" in exchange["request"]["uri"]
+
+
+def test_a_mapping_extends_the_secret_field_names(tmp_path):
+    body = json.dumps({"rootpw_hint": "nothing", "vnc": "Hunter22"}).encode()
+    assert "Hunter22" in _recorded(tmp_path, body, "application/json")[0]
+    assert "Hunter22" not in _recorded(tmp_path, body, "application/json", frozenset({"vnc"}))[0]
+
+
+def test_secret_fields_come_from_the_mapping(tmp_path):
+    from cpfmap.language import loader
+    mapping = tmp_path / "m.yaml"
+    text = (ROOT_DATA / "tiny.yaml").read_text().replace("connection:\n", "connection:\n  secret_fields: [VNC]\n", 1)
+    mapping.write_text(text)
+    assert loader.load(mapping).connection.secret_fields == frozenset({"vnc"})

@@ -309,6 +309,7 @@ class Connection:
     max_retry_wait: float = 60.0    # longest Retry-After honoured
     error_message: Expression | None = None
     hosts: Value | None = None   # a list: base_url is rendered once per host, tried in order
+    secret_fields: frozenset = frozenset()   # more body/query field names masked in recordings (lower case)
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,8 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),
         resend_writes_on=tuple(raw.get("resend_writes_on", ())),
-        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts)
+        max_retry_wait=float(raw.get("max_retry_wait", 60)), error_message=error_message, hosts=hosts,
+        secret_fields=frozenset(str(name).lower() for name in raw.get("secret_fields", ())))
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),

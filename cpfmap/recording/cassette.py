@@ -23,6 +23,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from cpfmap.errors import CassetteError, ReplayMiss
 from cpfmap.http.transport import HttpRequest, HttpResponse, Transport, reset_connections
 from cpfmap.language.source import YamlLimit, parse_yaml, read_text
 from cpfmap.protocol.values import string_id
-from cpfmap.redact import MASK, Redactor
+from cpfmap.redact import MASK, Redactor, looks_secret
 
 log = logging.getLogger("cpfmap")
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
@@ -272,8 +273,10 @@ class RecordingTransport:
     every secret the session learnt, in VCR.py's canonical layout.
     """
 
-    def __init__(self, inner: Transport, path: str | Path, redactor: Redactor) -> None:
+    def __init__(self, inner: Transport, path: str | Path, redactor: Redactor,
+                 secret_fields: frozenset = frozenset()) -> None:
         self.inner = inner
+        self.secret_fields = frozenset(name.lower() for name in secret_fields)
         self.path = Path(path)
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
@@ -319,7 +322,7 @@ class RecordingTransport:
             raise CassetteError(f"cannot write the cassette {self.path}: {exc.strerror or exc}") from None
 
     def _scrubbed(self, exchanges: list) -> list[dict]:
-        return [vcr_interaction(q, r, self.redactor) for q, r in exchanges]
+        return [vcr_interaction(q, r, self.redactor, self.secret_fields) for q, r in exchanges]
 
 
 def _check_writable(path: Path) -> None:
@@ -360,12 +363,17 @@ def _yaml(data: Any) -> str:
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: recording stays cheap
 
 
-def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor) -> dict:
+def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor,
+                    fields: frozenset = frozenset()) -> dict:
+    """One exchange as VCR.py writes it, scrubbed: every known secret, and the value of every
+    field whose name says secret (redact.looks_secret, or a name in `fields`) in every body
+    (JSON, form, XML elements) and query, in requests and in replies alike."""
+    scrub = _Scrub(redactor, fields)
     return {
-        "request": {"body": _scrub_body(request.body, request.header("Content-Type"), redactor),
+        "request": {"body": scrub.body(request.body, request.header("Content-Type")),
                     "headers": _scrub_headers(request.headers, redactor),
-                    "method": request.method, "uri": _scrub_url(request.url, redactor)},
-        "response": {"body": {"string": _scrub_body(response.body, response.header("Content-Type"), redactor) or ""},
+                    "method": request.method, "uri": scrub.url(request.url)},
+        "response": {"body": {"string": scrub.body(response.body, response.header("Content-Type")) or ""},
                      "headers": _scrub_headers(response.headers, redactor),
                      "status": {"code": response.status, "message": response.reason}},
     }
@@ -379,36 +387,53 @@ def _scrub_headers(headers: tuple, redactor: Redactor) -> dict:
     return out
 
 
-def _scrub_url(url: str, redactor: Redactor) -> str:
-    parts = urllib.parse.urlsplit(url)
-    pairs = [(k, _masked(v, redactor)) for k, v in urllib.parse.parse_qsl(parts.query, True)]
-    return urllib.parse.urlunsplit(parts._replace(path=redactor(parts.path), query=urllib.parse.urlencode(pairs)))
+_XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.:-]{0,200})(\s[^<>]{0,2000})?>([^<]*)</\1\s*>")
 
 
-def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor) -> str | None:
-    if not body:
-        return None
-    text = body.decode("utf-8", "replace")
-    if content_type and "form" in content_type:
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
-        return urllib.parse.urlencode([(k, _masked(v, redactor)) for k, v in pairs])
-    if content_type and "json" in content_type:
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
-            return redactor(text)
-        return json.dumps(_scrub_json(data, redactor), sort_keys=False)
-    return redactor(text)
+class _Scrub:
+    def __init__(self, redactor: Redactor, fields: frozenset) -> None:
+        self.redactor, self.fields = redactor, fields
 
+    def secret(self, name: object) -> bool:
+        return looks_secret(name) or str(name).lower() in self.fields
 
-def _scrub_json(data: Any, redactor: Redactor) -> Any:
-    if isinstance(data, str):
-        return _masked(data, redactor)
-    if isinstance(data, dict):
-        return {k: _scrub_json(v, redactor) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_scrub_json(v, redactor) for v in data]
-    return data
+    def pairs(self, pairs: list) -> list:
+        return [(k, MASK if v and self.secret(k) else _masked(v, self.redactor)) for k, v in pairs]
+
+    def url(self, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.urlencode(self.pairs(urllib.parse.parse_qsl(parts.query, True)))
+        return urllib.parse.urlunsplit(parts._replace(path=self.redactor(parts.path), query=query))
+
+    def body(self, body: bytes | None, content_type: str | None) -> str | None:
+        if not body:
+            return None
+        text = body.decode("utf-8", "replace")
+        if content_type and "form" in content_type:
+            return urllib.parse.urlencode(self.pairs(urllib.parse.parse_qsl(text, keep_blank_values=True)))
+        if content_type and "json" in content_type:
+            try:
+                data = json.loads(text)
+            except (ValueError, RecursionError):
+                return self.redactor(text)
+            return json.dumps(self.json(data), sort_keys=False)
+        if "<" in text:
+            text = _XML_ELEMENT.sub(self._element, text)
+        return self.redactor(text)
+
+    def _element(self, match: re.Match) -> str:
+        if not match[3] or not self.secret(match[1].rsplit(":", 1)[-1]):
+            return match[0]
+        return f"<{match[1]}{match[2] or ''}>{MASK}</{match[1]}>"
+
+    def json(self, data: Any, hidden: bool = False) -> Any:
+        if isinstance(data, dict):
+            return {k: self.json(v, hidden or self.secret(k)) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.json(v, hidden) for v in data]
+        if hidden and data not in (None, "", True, False):
+            return MASK
+        return _masked(data, self.redactor) if isinstance(data, str) else data
 
 
 def _masked(value: str, redactor: Redactor) -> str:
