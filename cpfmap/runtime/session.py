@@ -16,6 +16,7 @@ from cpfmap.clock import Clock
 from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
+from cpfmap.language import urlsettings
 from cpfmap.language.expressions import Expression
 from cpfmap.protocol.values import string_id
 from cpfmap.redact import Redactor, looks_secret
@@ -167,7 +168,8 @@ def _constants(spec: m.RequestSpec) -> frozenset:
 
 class Backend:
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
-                 settings: Mapping[str, Any]) -> None:
+                 settings: Mapping[str, Any], given: frozenset | None = None) -> None:
+        """`given`: the settings the user gave (explain fills the rest with placeholders); None: all."""
         self.mapping = mapping
         self.transport = transport
         self.clock = clock
@@ -175,6 +177,7 @@ class Backend:
         self.settings = dict(settings)
         base = {"settings": self.settings}
         conn = mapping.connection
+        urlsettings.check(conn, self.settings, given)
         self.base_urls = _base_urls(conn, base)
         self.base_url = self.base_urls[0]
         self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
