@@ -214,3 +214,31 @@ def test_masking_is_one_compiled_pattern_rebuilt_only_when_the_set_changes(monke
     redactor.add("secret-value-7")   # known: no rebuild
     redactor("again")
     assert len(compiled) == 1
+
+
+@pytest.mark.parametrize("token", ["tok-1234\r\nX-Injected: 1", "tok-1234\nmore", "tok-1234\x00z"])
+def test_a_login_token_with_a_line_break_is_a_clear_error_without_a_traceback(tmp_path, token):
+    def backend(request):
+        body = {"token": token} if request.url.endswith("/login") else {}
+        return HttpResponse(200, (("Content-Type", "application/json"),), json.dumps(body).encode())
+    mapping = loader.load(Path(__file__).parent / "data" / "tiny.yaml")
+    redactor = Redactor()
+    lines = []
+    transport = TracingTransport(FunctionTransport(backend), VirtualClock().now)
+    server = Server(engine_handlers(Engine(mapping, transport, VirtualClock(), redactor)), redactor)
+    settings = {"url": "https://h", "user": "admin", "password": "pw-very-secret"}
+    reply = server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": settings}}))
+    lines += [call.show_exchange(x, redactor) for x in transport.exchanges]
+    text = json.dumps(reply) + "\n".join(lines)
+    assert reply["error"]["code"] == 1 and "Authorization" in reply["error"]["message"], reply
+    assert "Traceback" not in text and "tok-1234" not in text
+
+
+def test_the_live_transport_refuses_a_header_it_cannot_send_without_quoting_it():
+    from cpfmap.clock import RealClock
+    from cpfmap.errors import TransportError
+    from cpfmap.http.transport import HttpRequest, LiveTransport, RetryPolicy
+    transport = LiveTransport(RetryPolicy(), RealClock())
+    with pytest.raises(TransportError) as raised:
+        transport.send(HttpRequest("GET", "http://127.0.0.1:9/x", (("Authorization", "Bearer tok-1234\r\nX: 1"),)))
+    assert "tok-1234" not in raised.value.message

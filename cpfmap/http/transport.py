@@ -234,8 +234,15 @@ class LiveTransport:
 
     def _send_once(self, request: HttpRequest, until: float) -> HttpResponse:
         import requests
-        prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
-                                    data=request.body).prepare()
+        try:
+            prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
+                                        data=request.body).prepare()
+        except (ValueError, requests.exceptions.RequestException) as exc:  # InvalidHeader, InvalidURL
+            # the message only: requests quotes the offending header value, which may be a token
+            refused = TransportError(f"{request.method} {request.url.split('?')[0]}: the request cannot be sent "
+                                     f"({type(exc).__name__})")
+            refused.not_sent = True  # type: ignore[attr-defined]
+            raise refused from None
         # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
         # must not override the mapping's TLS settings. Proxies from the environment still apply.
         proxies = requests.utils.get_environ_proxies(request.url)

@@ -166,6 +166,15 @@ def _constants(spec: m.RequestSpec) -> frozenset:
     return frozenset(found)
 
 
+def _no_line_breaks(headers: list) -> None:
+    """A value with CR, LF or another control character would split the header (injection): a
+    clear error naming the header, never its value (it may be a login reply's token)."""
+    for name, value in headers:
+        if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in f"{name}{value}"):
+            raise BackendError(f"the request header `{name}` would hold a line break or control character (from "
+                               f"a setting or a login reply); refused")
+
+
 class Backend:
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
                  settings: Mapping[str, Any], given: frozenset | None = None) -> None:
@@ -221,6 +230,7 @@ class Backend:
         if content_type:
             headers.append(("Content-Type", content_type))
         headers += self._credentials(ctx)
+        _no_line_breaks(headers)
         conn = self.mapping.connection
         return HttpRequest(spec.method, target, tuple(headers), body,
                            (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
