@@ -50,7 +50,7 @@ def extract_from(extraction: Any, data: Any, context: Mapping[str, Any],
 def body_of(response: Any) -> Any:
     try:
         return response.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BackendError(f"the backend answered HTTP {response.status} with a body that is not JSON: "
-                           f"{response.text(120)!r}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackendError(f"the backend answered HTTP {response.status} with a body that is not JSON "
+                           f"({str(exc)[:120]}): {response.text(120)!r}") from None
 
