@@ -113,17 +113,39 @@ class Redactor:
         return data
 
 
+MAX_LOG_LINE = 4000   # characters of one log message; the rest is counted, not written
+# control characters (C0, DEL, C1), line and paragraph separators, and lone surrogates (which
+# no UTF-8 log file can hold): each is written as an escape, so no value forges a log line
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def log_safe(text: str, limit: int = MAX_LOG_LINE) -> str:
+    """One log line: control characters escaped (\\n, \\x1b, \\ud800...), at most `limit` characters."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match[0]
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    return named or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
 class RedactingFilter(logging.Filter):
-    """Applies the redactor to every log record's final message."""
+    """Applies the redactor to every log record's final message, then makes it one safe line:
+    control characters escaped, length bounded (a traceback keeps its lines, each indented,
+    so none can pass for a record of its own)."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor(record.getMessage())
+        record.msg = log_safe(self.redactor(record.getMessage()))
         record.args = None
         if record.exc_info:
-            record.exc_text = self.redactor(logging.Formatter().formatException(record.exc_info))
+            text = self.redactor(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = "\n".join("    " + log_safe(line) for line in text.split("\n")[:200])
             record.exc_info = None
         return True

@@ -265,3 +265,23 @@ def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch, what):
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024, f"{peak} bytes held while refusing a 64 MiB {what}"
+
+
+def test_every_request_keeps_one_safe_bounded_log_line(tmp_path):
+    """An id with a newline cannot forge a log record, a lone surrogate does not drop the line,
+    and a huge id does not make a huge line."""
+    log = tmp_path / "provider.log"
+    forged = "101\n2026-01-01 00:00:00,000 INFO provider/initialize -> forged"
+    lines = [INIT,
+             {"method": "guests/get", "params": {"id": forged}, "id": 3},
+             b'{"method": "guests/get", "params": {"id": "\\ud800"}, "id": 4}\n',
+             {"method": "guests/get", "params": {"id": "9" * 300_000}, "id": 5},
+             {"method": "guests/get", "params": {"id": "\x1b[2J"}, "id": 6}]
+    replies, err, code = serve_session("proxmox-ve", lines, "--log-file", str(log))
+    assert code == 0 and len(replies) == 5
+    written = log.read_text(encoding="utf-8").splitlines()
+    assert len([line for line in written if "guests/get" in line]) == 4, written
+    [with_forged] = [line for line in written if "forged" in line]
+    assert "guests/get id=101\\n2026-01-01" in with_forged, with_forged
+    assert max(map(len, written)) < 5000 and "\x1b" not in "".join(written)
+    assert "Logging error" not in err
