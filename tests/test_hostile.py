@@ -285,3 +285,23 @@ def test_every_request_keeps_one_safe_bounded_log_line(tmp_path):
     assert "guests/get id=101\\n2026-01-01" in with_forged, with_forged
     assert max(map(len, written)) < 5000 and "\x1b" not in "".join(written)
     assert "Logging error" not in err
+
+
+@pytest.mark.parametrize("lines", [
+    [b"[" * 3000, b"not json at all", b'{"method": "provider/initialize", "id": NaN}',
+     b'{"method": "provider/initialize", "id": 1e400}', b'{"method": "provider/initialize", "id": ' + b"9" * 5000 + b"}",
+     b'"provider/initialize"', b'{"method": "provider/initialize", "id": "last"}'],
+    [b'{"method": "provider/initialize", "id": 1}'],   # no HTTP request at all
+], ids=["hostile lines", "no HTTP"])
+def test_a_recorded_session_replays_as_it_ran(tmp_path, lines):
+    session, recording = tmp_path / "s.jsonl", tmp_path / "c.yaml"
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "record", "proxmox-ve", "--cassette", str(recording),
+                           "--session", str(session)], input=b"\n".join(lines) + b"\n", capture_output=True, timeout=60)
+    assert proc.returncode == 0 and recording.is_file(), proc.stderr
+    live = [json.loads(line)["error"]["code"] if "error" in json.loads(line) else 0 for line in proc.stdout.splitlines()]
+    replay = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", "proxmox-ve", "--cassette", str(recording),
+                             "--session", str(session), "--format", "json"], capture_output=True, timeout=60)
+    entries = json.loads(replay.stdout)
+    assert replay.returncode == 0, replay.stdout.decode()[-2000:] + replay.stderr.decode()
+    assert [e["reply"]["error"]["code"] if "error" in e["reply"] else 0 for e in entries] == live
+    assert all(e["differs"] is None for e in entries)

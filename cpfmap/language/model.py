@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from cpfmap.errors import ConfigError
 from cpfmap.language.expressions import Expression, Table
 from cpfmap.language.templating import Kept, Template, Templates
-from cpfmap.redact import MIN_SECRET
+from cpfmap.redact import MASK, MIN_SECRET
 
 # ---------------------------------------------------------------- values
 
@@ -96,7 +96,7 @@ class Setting:
         value = self._convert(raw)
         if self.choices and value not in self.choices:
             raise ConfigError(f"setting `{self.name}` must be one of {list(self.choices)}")
-        if self.secret and isinstance(value, str) and len(value) < MIN_SECRET:
+        if self.secret and isinstance(value, str) and len(value) < MIN_SECRET and value != MASK:  # MASK: a replay
             # masking 1-3 characters everywhere would mangle every output; refusing keeps it out of all
             raise ConfigError(f"setting `{self.name}` is a secret shorter than {MIN_SECRET} characters: too short "
                               f"to be masked in replies, logs and recordings; use a longer one")
