@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
 import threading
@@ -24,6 +25,7 @@ if TYPE_CHECKING:   # imported on the first request: a serve process answers ini
     import requests
 
 
+log = logging.getLogger("cpfmap")
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Answers after which a request that is safe to repeat is sent again. 429 proves the request
 # was not applied; 502, 503 and 504 do not (a gateway may have passed it on).
@@ -334,7 +336,35 @@ def _watched_adapter() -> type:
 
         def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
             return _watch_pools(super().proxy_manager_for(proxy, **kwargs))
+
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+            if verify is True and host.get("scheme") == "https":   # no ca_file: the OS trust store
+                context = system_trust_context(cert)
+                if context is not None:
+                    pool["ssl_context"] = context
+            return host, pool
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            super().cert_verify(conn, url, verify, cert)
+            if verify is True and system_trust_context(cert) is not None:
+                conn.ca_certs = conn.ca_cert_dir = None   # not certifi's bundle: the context's OS store
     return _WatchedAdapter
+
+
+@functools.lru_cache(maxsize=8)
+def system_trust_context(cert: Any = None) -> Any:
+    """An SSL context that verifies against the operating system's trust store (Windows'
+    certificate store, macOS' keychain, the distribution's CA files on Linux), through
+    truststore; one per client certificate, since urllib3 loads that into the context. None
+    when truststore is not installed: requests' own bundle (certifi) is used, as before."""
+    import ssl
+    try:
+        import truststore
+    except ImportError:
+        log.warning("truststore is not installed: TLS is verified against certifi's bundle, not the system store")
+        return None
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _read_body(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:
