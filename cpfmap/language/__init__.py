@@ -4,6 +4,7 @@ Owns finding a mapping (catalog.py: pack names, variants, manifests), reading YA
 marks (source.py), loading with `extends` and the schema check (loader.py), the parsed-mapping
 cache between processes (loadcache.py), compiling templates (templating.py: sandboxed, strict
 Jinja), JMESPath expressions and state tables (expressions.py) into the model (model.py,
-compiler.py, sections.py). Everything wrong with a mapping is found here, at load time.
+compiler.py, sections.py), and checking the settings that build the backend URL
+(urlsettings.py). Everything wrong with a mapping is found here, at load time.
 Imports protocol and the foundation modules; never http, recording or runtime.
 """
