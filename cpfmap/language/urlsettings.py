@@ -31,7 +31,7 @@ def check(conn: Any, settings: Mapping[str, Any], given: frozenset | None = None
                 _check_value(name, value, place, conn, settings)
     if given is None:
         for url in _urls(conn, settings):
-            _check_url("connection.base_url", url)
+            _check_url("connection.base_url", url, own_query=True)
 
 
 def _urls(conn: Any, settings: Mapping[str, Any]) -> list[str]:
@@ -90,7 +90,8 @@ def _hosts(conn: Any, settings: Mapping[str, Any]) -> list[str]:
     return [str(h).strip() for h in hosts if str(h).strip()]
 
 
-def _check_url(shown: str, url: str) -> None:
+def _check_url(shown: str, url: str, own_query: bool = False) -> None:
+    """`own_query`: the mapping's base URL as rendered, which may carry a query of its own."""
     parts = urllib.parse.urlsplit(url)
     problem = None
     if UNSAFE.search(url):
@@ -99,7 +100,7 @@ def _check_url(shown: str, url: str) -> None:
         problem = "is not an http:// or https:// URL with a host"
     elif "@" in parts.netloc:
         problem = "names a user (`@`): credentials go in their own settings"
-    elif parts.query or parts.fragment or "?" in url or "#" in url:
+    elif not own_query and (parts.query or parts.fragment or "?" in url or "#" in url):
         problem = "holds a query or fragment (`?`, `#`)"
     else:
         try:
