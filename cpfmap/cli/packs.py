@@ -83,7 +83,7 @@ def _show(args: argparse.Namespace, streams: Streams) -> int:
     if not pack.manifest_path.is_file():
         streams.out(f"# no {catalog.MANIFEST}; variants: {', '.join(pack.variants())}\n")
         return 0
-    streams.out(read_text(pack.manifest_path, "manifest"))
+    streams.out(read_text(pack.manifest_path))   # bounded as a mapping is
     return 0
 
 
