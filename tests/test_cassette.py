@@ -162,3 +162,36 @@ def test_secret_fields_come_from_the_mapping(tmp_path):
     text = (ROOT_DATA / "tiny.yaml").read_text().replace("connection:\n", "connection:\n  secret_fields: [VNC]\n", 1)
     mapping.write_text(text)
     assert loader.load(mapping).connection.secret_fields == frozenset({"vnc"})
+
+
+def test_an_object_under_a_secret_name_is_judged_member_by_member(tmp_path):
+    """A login reply's `token` object holds the service catalog a replay needs; its own secrets
+    are masked by name; names that only identify a credential (tokenid, token_type) are kept."""
+    body = {"token": {"catalog": [{"url": "https://nova.test/v2.1"}], "expires_at": "2026-01-01",
+                      "secret": "Hunter22"}, "tokenid": "ras", "token_type": "Bearer", "api_token": "tk-778"}
+    text, _ = _recorded(tmp_path, json.dumps(body).encode(), "application/json")
+    for kept in ("https://nova.test/v2.1", "2026-01-01", "ras", "Bearer"):
+        assert kept in text
+    assert "Hunter22" not in text and "tk-778" not in text
+
+
+def test_pack_verify_refuses_a_recording_that_shows_a_secret_named_field(tmp_path):
+    from cpfmap.language import loader
+    from cpfmap.packaging import verify
+    _recorded(tmp_path, b'{"server": {"id": "s1"}}', "application/json")
+    path = tmp_path / "c.yaml"
+    mapping = loader.load(ROOT_DATA / "tiny.yaml")
+    assert verify.clear_secret_findings(mapping, path) == []
+    data = yaml.safe_load(path.read_text())   # as a recording made before masking by name
+    data["interactions"][0]["response"]["body"]["string"] = '{"server": {"id": "s1", "adminPass": "MaD8"}}'
+    path.write_text(cassette.dump(data["interactions"]))
+    [finding] = verify.clear_secret_findings(mapping, path)
+    assert "#0" in finding.message and "secret-named field" in finding.message
+
+
+SHIPPED = sorted((ROOT_DATA.parent.parent / "mappings").glob("*/recordings/*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[f"{p.parents[2].name}/{p.parent.name}/{p.stem}" for p in SHIPPED])
+def test_no_shipped_recording_shows_a_secret_named_field(path):
+    assert cassette.clear_fields(path) == []

@@ -463,7 +463,8 @@ SCHEMA = {
                                   "in every recorded body and query (JSON members at any depth, form fields, "
                                   "XML elements), requests and replies alike, besides the default list: any "
                                   "name containing pass, secret, token, ticket, cookie, credential, private "
-                                  "or api_key/apikey, or with key, auth, sid, csrf or session as a word "
+                                  "or api_key/apikey, or with key, auth, sid, csrf or session as a word, "
+                                  "except the id or name of a token or key, a type or an expiry "
                                   "(README, Secrets).", ["vncproxy_port", "rootpw"], type="array",
                                   items={"type": "string", "minLength": 1}, uniqueItems=True),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
