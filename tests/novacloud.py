@@ -448,8 +448,11 @@ def _serve(host: str) -> None:
             pass
 
         def _setup_services(self):
-            self.flags(api_paste_config=os.path.join(sysconfig.get_path("data"), "etc/nova/api-paste.ini"),
-                       group="wsgi")
+            # Nova's wheel installs it under the prefix it was installed in: a virtualenv made
+            # with --system-site-packages has its own prefix, so look in the base one too
+            found = [os.path.join(root, "etc/nova/api-paste.ini") for root in
+                     (sysconfig.get_path("data"), sys.base_prefix, sys.prefix)]
+            self.flags(api_paste_config=next((f for f in found if os.path.isfile(f)), found[0]), group="wsgi")
             for name in ("instances", "cores", "ram"):
                 self.flags(**{name: -1}, group="quota")
             super()._setup_services()
