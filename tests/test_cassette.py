@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ from cpfmap.recording.cassette import RecordingTransport, ReplayTransport
 from cpfmap.redact import Redactor
 
 SECRET = "sup3r-s3cret-value"
+ROOT_DATA = Path(__file__).parent / "data"
 TICKET = "PVE:root@pam:ABCDEF::ticket-material"
 
 
@@ -114,3 +116,82 @@ def test_recording_writes_each_exchange_once_and_the_file_is_a_cassette_at_every
     rec.close()
     assert [r.path for r in cassette.load(path).interactions] == [f"/api/vms/{n}" for n in range(40)]
     assert list(yaml.safe_load(path.read_text())) == ["interactions", "version"]
+
+
+def _recorded(tmp_path, body: bytes, content_type: str, fields=frozenset(), url="https://h/api/vm/100/config"):
+    def plain(request):
+        return HttpResponse(200, (("Content-Type", content_type),), body)
+    path = tmp_path / "c.yaml"
+    rec = RecordingTransport(FunctionTransport(plain), path, Redactor(), fields)
+    rec.send(HttpRequest("GET", url))
+    rec.close()
+    return path.read_text(), yaml.safe_load(path.read_text())["interactions"][0]
+
+
+SECRET_FIELDS = [  # (body, content type, the values that must not be recorded)
+    (json.dumps({"data": {"cipassword": "Hunter22", "name": "vm1", "api_key": "AK-77",
+                          "auth": {"user": "u", "pw": "x"}, "disks": [{"secret": "S3"}]}}), "application/json",
+     ["Hunter22", "AK-77", "S3"]),
+    ("name=vm1&cipassword=Hunter22&client_secret=S3", "application/x-www-form-urlencoded", ["Hunter22", "S3"]),
+    ("<r><name>vm1</name><ns:adminPassword a='1'>Hunter22</ns:adminPassword><accessKey>AK-77</accessKey></r>",
+     "text/xml", ["Hunter22"]),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type", "hidden"), SECRET_FIELDS)
+def test_secret_named_fields_of_an_ordinary_reply_are_masked(tmp_path, body, content_type, hidden):
+    text, _ = _recorded(tmp_path, body.encode(), content_type)
+    assert "vm1" in text
+    assert not [value for value in hidden if value in text]
+
+
+def test_secret_named_query_values_are_masked(tmp_path):
+    text, exchange = _recorded(tmp_path, b"{}", "application/json", url="https://h/api?api_key=AK-77&x=1")
+    assert "AK-77" not in text and "x=1" in exchange["request"]["uri"]
+
+
+def test_a_mapping_extends_the_secret_field_names(tmp_path):
+    body = json.dumps({"rootpw_hint": "nothing", "vnc": "Hunter22"}).encode()
+    assert "Hunter22" in _recorded(tmp_path, body, "application/json")[0]
+    assert "Hunter22" not in _recorded(tmp_path, body, "application/json", frozenset({"vnc"}))[0]
+
+
+def test_secret_fields_come_from_the_mapping(tmp_path):
+    from cpfmap.language import loader
+    mapping = tmp_path / "m.yaml"
+    text = (ROOT_DATA / "tiny.yaml").read_text().replace("connection:\n", "connection:\n  secret_fields: [VNC]\n", 1)
+    mapping.write_text(text)
+    assert loader.load(mapping).connection.secret_fields == frozenset({"vnc"})
+
+
+def test_an_object_under_a_secret_name_is_judged_member_by_member(tmp_path):
+    """A login reply's `token` object holds the service catalog a replay needs; its own secrets
+    are masked by name; names that only identify a credential (tokenid, token_type) are kept."""
+    body = {"token": {"catalog": [{"url": "https://nova.test/v2.1"}], "expires_at": "2026-01-01",
+                      "secret": "Hunter22"}, "tokenid": "ras", "token_type": "Bearer", "api_token": "tk-778"}
+    text, _ = _recorded(tmp_path, json.dumps(body).encode(), "application/json")
+    for kept in ("https://nova.test/v2.1", "2026-01-01", "ras", "Bearer"):
+        assert kept in text
+    assert "Hunter22" not in text and "tk-778" not in text
+
+
+def test_pack_verify_refuses_a_recording_that_shows_a_secret_named_field(tmp_path):
+    from cpfmap.language import loader
+    from cpfmap.packaging import verify
+    _recorded(tmp_path, b'{"server": {"id": "s1"}}', "application/json")
+    path = tmp_path / "c.yaml"
+    mapping = loader.load(ROOT_DATA / "tiny.yaml")
+    assert verify.clear_secret_findings(mapping, path) == []
+    data = yaml.safe_load(path.read_text())   # as a recording made before masking by name
+    data["interactions"][0]["response"]["body"]["string"] = '{"server": {"id": "s1", "adminPass": "MaD8"}}'
+    path.write_text(cassette.dump(data["interactions"]))
+    [finding] = verify.clear_secret_findings(mapping, path)
+    assert "#0" in finding.message and "secret-named field" in finding.message
+
+
+SHIPPED = sorted((ROOT_DATA.parent.parent / "mappings").glob("*/recordings/*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[f"{p.parents[2].name}/{p.parent.name}/{p.stem}" for p in SHIPPED])
+def test_no_shipped_recording_shows_a_secret_named_field(path):
+    assert cassette.clear_fields(path) == []

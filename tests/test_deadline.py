@@ -90,7 +90,7 @@ def connect(tmp_path, url: str, blob: str = "") -> tuple[dict, float]:
     path.write_text(yaml.safe_dump(MAPPING))
     with cpfmap.Provider(path) as provider:
         started = time.monotonic()
-        settings = {"url": url, "user": "u", "password": "p", "blob": blob, "verify": "false"}
+        settings = {"url": url, "user": "u", "password": "pw-long", "blob": blob, "verify": "false"}
         reply = provider.call("provider/connect", {"settings": settings}, 1)
         return reply, time.monotonic() - started
 

@@ -245,3 +245,63 @@ def test_a_defect_while_loading_the_mapping_still_answers_every_request(monkeypa
     replies = [json.loads(line) for line in out.getvalue().splitlines()]
     assert code == 0 and len(replies) == 2 and replies[0]["id"] == 1
     assert all(r["error"]["code"] == -32603 and "ZeroDivisionError" in r["error"]["message"] for r in replies)
+
+
+@pytest.mark.parametrize("what", ["mapping", "settings file", "session file", "cassette"])
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path, monkeypatch, what):
+    """A sparse 64 MiB file costs nothing on disk; reading it whole would cost 64 MiB of memory."""
+    import tracemalloc
+
+    from cpfmap.language import source
+    monkeypatch.setenv("CPFMAP_CACHE_DIR", str(tmp_path / "cache"))
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as out:
+        out.truncate(64 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CpfmapError, match="larger than"):
+            loader.load(huge) if what == "mapping" else source.read_text(huge, what)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"{peak} bytes held while refusing a 64 MiB {what}"
+
+
+def test_every_request_keeps_one_safe_bounded_log_line(tmp_path):
+    """An id with a newline cannot forge a log record, a lone surrogate does not drop the line,
+    and a huge id does not make a huge line."""
+    log = tmp_path / "provider.log"
+    forged = "101\n2026-01-01 00:00:00,000 INFO provider/initialize -> forged"
+    lines = [INIT,
+             {"method": "guests/get", "params": {"id": forged}, "id": 3},
+             b'{"method": "guests/get", "params": {"id": "\\ud800"}, "id": 4}\n',
+             {"method": "guests/get", "params": {"id": "9" * 300_000}, "id": 5},
+             {"method": "guests/get", "params": {"id": "\x1b[2J"}, "id": 6}]
+    replies, err, code = serve_session("proxmox-ve", lines, "--log-file", str(log))
+    assert code == 0 and len(replies) == 5
+    written = log.read_text(encoding="utf-8").splitlines()
+    assert len([line for line in written if "guests/get" in line]) == 4, written
+    [with_forged] = [line for line in written if "forged" in line]
+    assert "guests/get id=101\\n2026-01-01" in with_forged, with_forged
+    assert max(map(len, written)) < 5000 and "\x1b" not in "".join(written)
+    assert "Logging error" not in err
+
+
+@pytest.mark.parametrize("lines", [
+    [b"[" * 3000, b"not json at all", b'{"method": "provider/initialize", "id": NaN}',
+     b'{"method": "provider/initialize", "id": 1e400}', b'{"method": "provider/initialize", "id": ' + b"9" * 5000 + b"}",
+     b'"provider/initialize"', b'{"method": "provider/initialize", "id": "last"}'],
+    [b'{"method": "provider/initialize", "id": 1}'],   # no HTTP request at all
+], ids=["hostile lines", "no HTTP"])
+def test_a_recorded_session_replays_as_it_ran(tmp_path, lines):
+    session, recording = tmp_path / "s.jsonl", tmp_path / "c.yaml"
+    proc = subprocess.run([sys.executable, str(CONNECTOR), "record", "proxmox-ve", "--cassette", str(recording),
+                           "--session", str(session)], input=b"\n".join(lines) + b"\n", capture_output=True, timeout=60)
+    assert proc.returncode == 0 and recording.is_file(), proc.stderr
+    live = [json.loads(line)["error"]["code"] if "error" in json.loads(line) else 0 for line in proc.stdout.splitlines()]
+    replay = subprocess.run([sys.executable, str(CONNECTOR), "dry-run", "proxmox-ve", "--cassette", str(recording),
+                             "--session", str(session), "--format", "json"], capture_output=True, timeout=60)
+    entries = json.loads(replay.stdout)
+    assert replay.returncode == 0, replay.stdout.decode()[-2000:] + replay.stderr.decode()
+    assert [e["reply"]["error"]["code"] if "error" in e["reply"] else 0 for e in entries] == live
+    assert all(e["differs"] is None for e in entries)

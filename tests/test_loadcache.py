@@ -103,3 +103,119 @@ def test_a_foreign_pickle_is_not_run(pack):
     kept.write_bytes(pickle.dumps({"format": loadcache.FORMAT, "located": _Foreign(), "names": {}, "files": []}))
     assert loadcache.recall(kept) is None
     assert _rate(pack / "mapping.yaml") == 7
+
+
+# ------------------------------------------------ who may have written the cache
+
+def _plant(entry: Path, rate: int) -> None:
+    """Rewrite a kept entry as someone else would: the same key, another polling rate."""
+    kept = pickle.loads(entry.read_bytes())
+    kept["located"].data["capabilities"]["guests_polling_rate"] = rate
+    entry.write_bytes(pickle.dumps(kept))
+
+
+@pytest.fixture
+def logged(monkeypatch) -> list:
+    """What the cache logs (the cpfmap logger may not propagate: a CLI test set it up)."""
+    said: list = []
+    monkeypatch.setattr(loadcache.log, "warning", lambda text, *args: said.append(text % args))
+    return said
+
+
+def _entry(pack: Path) -> Path:
+    assert _rate(pack / "mapping.yaml") == 7
+    [kept] = (pack.parent / "cache").glob("mapping-*")
+    return kept
+
+
+def test_a_planted_entry_in_an_owner_only_cache_is_what_a_hit_serves(pack):
+    """The control for the tests below: the planting itself works when the cache is trusted."""
+    entry = _entry(pack)
+    _plant(entry, 99)
+    assert _rate(pack / "mapping.yaml") == 99
+
+
+@pytest.mark.parametrize("opened", ["folder", "file"])
+def test_an_entry_others_can_write_is_ignored(pack, opened, logged):
+    entry = _entry(pack)
+    _plant(entry, 99)
+    (entry.parent if opened == "folder" else entry).chmod(0o777 if opened == "folder" else 0o666)
+    assert _rate(pack / "mapping.yaml") == 7
+    assert "others can write it" in " ".join(logged)
+
+
+def test_an_entry_owned_by_another_user_is_ignored(pack, monkeypatch, logged):
+    entry = _entry(pack)
+    _plant(entry, 99)
+    monkeypatch.setattr(loadcache.os, "getuid", lambda: os.stat(entry).st_uid + 1)
+    assert _rate(pack / "mapping.yaml") == 7
+    assert "belongs to user id" in " ".join(logged)
+
+
+def test_the_schema_check_marker_of_an_untrusted_folder_is_not_used(pack):
+    (pack.parent / "cache").mkdir(mode=0o700)
+    located = loader.read(pack / "mapping.yaml")
+    assert loader._checked_marker(located) is not None
+    (pack.parent / "cache").chmod(0o777)
+    assert loader._checked_marker(located) is None
+
+
+def _load_within(path: Path, seconds: float = 20) -> int:
+    import threading
+    out = []
+    worker = threading.Thread(target=lambda: out.append(_rate(path)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert out, "loading the mapping hung on the cache entry"
+    return out[0]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link out", "device"])
+def test_an_entry_that_is_not_a_regular_file_is_never_opened(pack, kind, tmp_path):
+    entry = _entry(pack)
+    outside = tmp_path / "elsewhere.pickle"
+    entry.rename(outside)
+    _plant(outside, 99)
+    if kind == "fifo":
+        os.mkfifo(entry)
+    elif kind == "device":
+        entry.symlink_to("/dev/zero")
+    else:   # a planted entry elsewhere
+        entry.symlink_to(outside)
+    assert _load_within(pack / "mapping.yaml") == 7
+
+
+def test_an_entry_is_read_with_a_bound(pack, monkeypatch):
+    entry = _entry(pack)
+    monkeypatch.setattr(loadcache, "MAX_ENTRY_BYTES", entry.stat().st_size - 1)
+    assert loadcache.read_entry(entry) is None
+
+
+def test_an_upgrade_of_a_library_that_reads_mappings_misses_the_cache(pack, monkeypatch):
+    entry = _entry(pack)
+    real = loadcache.importlib.metadata.version
+    monkeypatch.setattr(loadcache.importlib.metadata, "version",
+                        lambda name: "999" if name == "Jinja2" else real(name))
+    loadcache.engine_digest.cache_clear()
+    try:
+        assert loadcache.key(pack / "mapping.yaml") != entry
+    finally:
+        loadcache.engine_digest.cache_clear()
+
+
+def test_a_hit_needs_the_exact_bytes_of_every_file_not_only_its_text(pack):
+    entry = _entry(pack)
+    base = pack / "base.yaml"
+    base.write_bytes(base.read_bytes().replace(b"\n", b"\r\n"))  # the same text, other bytes
+    assert loadcache.recall(entry) is None
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_on_windows_only_a_folder_in_the_users_profile_is_trusted(pack, monkeypatch, tmp_path, inside):
+    entry = _entry(pack)
+    _plant(entry, 99)
+    entry.chmod(0o666)   # what POSIX would refuse: on Windows only the folder's place counts
+    monkeypatch.setattr(loadcache, "WINDOWS", True)
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path if inside else tmp_path / "elsewhere"))
+    monkeypatch.delenv("USERPROFILE", raising=False)
+    assert _rate(pack / "mapping.yaml") == (99 if inside else 7)

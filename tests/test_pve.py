@@ -182,15 +182,14 @@ def test_ticket_expiry_means_a_new_login_not_an_error(pve):
 
 
 def test_a_hung_host_is_a_clear_error_within_the_read_timeout(pve, tmp_path):
-    import time
+    """The host holds each answer 4 s, past the mapping's 1 s read timeout: the reply is the
+    timeout's error (a longer hang proves nothing more, and the fake's shutdown waits it out)."""
     variant = tmp_path / "quick.yaml"
     variant.write_text(f"extends: {CONNECTOR.parent / 'mappings/proxmox-ve/mapping.yaml'}\ncpfmap: 1\n"
                        "metadata: {name: pve-quick}\nconnection: {read_timeout: 1}\n")
-    pve.pve.flaky_network(hang_rate=1.0, hang_secs=30)
-    started = time.monotonic()
+    pve.pve.flaky_network(hang_rate=1.0, hang_secs=4)
     replies, err, code = serve_session(str(variant), [connect(pve), INIT])
     pve.pve.flaky_network()
-    assert time.monotonic() - started < 15
     assert replies[0]["error"]["code"] == 1 and "within 1s" in replies[0]["error"]["message"]
     assert "result" in replies[1] and code == 0
 

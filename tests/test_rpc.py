@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cpfmap.clock import VirtualClock
-from cpfmap.http.transport import FunctionTransport
+from cpfmap.http.transport import FunctionTransport, HttpResponse
 from cpfmap.language import loader
 from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
@@ -105,3 +105,18 @@ def test_a_line_over_the_limit_is_refused_and_the_next_one_answered():
     replies = [strict_json(line) for line in out.getvalue().splitlines()]
     assert [r.get("id") for r in replies] == [1, None, 2, None]
     assert replies[1]["error"]["code"] == -32700 and "longer than 1000 bytes" in replies[1]["error"]["message"]
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
+def test_a_number_from_the_backend_that_is_not_finite_is_an_error_not_a_value(number):
+    def backend(request):
+        body = b'{"token": "tok-123456"}' if request.url.endswith("/login") else \
+            b'{"items": [{"id": %s}]}' % number.encode() if "/machines" in request.url else b"{}"
+        return HttpResponse(200, (("Content-Type", "application/json"),), body)
+    server = Server(engine_handlers(Engine(loader.load(Path(__file__).parent / "data" / "tiny.yaml"),
+                                           FunctionTransport(backend), VirtualClock())), Redactor())
+    settings = {"url": "https://h", "user": "admin", "password": "hunter22"}
+    assert "result" in server.handle_text(json.dumps({"method": "provider/connect", "params": {"settings": settings}}))
+    reply = strict_json(server.handle_line(b'{"method": "guests/list", "id": 1}\n'))
+    assert reply["error"]["code"] == 1 and "inf" not in json.dumps(reply).replace("Infinity", "")
+    assert "not finite" in reply["error"]["message"] or "not a JSON number" in reply["error"]["message"]

@@ -193,3 +193,44 @@ def test_a_retry_whose_wait_would_outlast_the_requests_deadline_is_not_made(serv
     Flaky.limited = 1
     assert LiveTransport(policy, clock).send(HttpRequest("GET", server + "/x", deadline=60)).status == 200
     assert clock.slept == [50.0]
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    import ssl
+
+    from fakepve.certs import make_cert
+    cert, key, _ = make_cert(str(tmp_path), name="server", hosts=("127.0.0.1",))
+    other, _, _ = make_cert(str(tmp_path), name="other", hosts=("127.0.0.1",))
+    Flaky.drops = Flaky.limited = 0
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}/x", cert, other
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _fetch(url: str, ca_file: str | None = None):
+    from cpfmap.http.transport import Tls
+    return LiveTransport(RetryPolicy(1, 0), VirtualClock()).send(HttpRequest("GET", url, tls=Tls(ca_file=ca_file)))
+
+
+def test_without_ca_file_the_system_trust_store_decides(tls_server, monkeypatch):
+    """The OS store (here OpenSSL's, which SSL_CERT_FILE names; on Windows the certificate
+    store) through truststore: an enterprise CA installed in the system is trusted; certifi's
+    bundle alone would refuse it."""
+    url, cert, _ = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    assert _fetch(url).status == 200
+
+
+def test_a_ca_file_is_the_only_trust_when_given(tls_server, monkeypatch):
+    url, cert, other = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", cert)     # the system would trust it...
+    with pytest.raises(TransportError, match="certificate was refused"):
+        _fetch(url, ca_file=other)                 # ...but the mapping's ca_file names another CA
+    monkeypatch.setenv("SSL_CERT_FILE", other)
+    assert _fetch(url, ca_file=cert).status == 200

@@ -510,6 +510,14 @@ SCHEMA = {
                            "when the request has one, else into the query; a request's own parameter of "
                            "the same name wins. E.g. the API version of a Query API.",
                            {"Version": "2016-11-15"}),
+            "secret_fields": prop("More field names (case-insensitive, whole names) whose values are masked "
+                                  "in every recorded body and query (JSON members at any depth, form fields, "
+                                  "XML elements), requests and replies alike, besides the default list: any "
+                                  "name containing pass, secret, token, ticket, cookie, credential, private "
+                                  "or api_key/apikey, or with key, auth, sid, csrf or session as a word, "
+                                  "except the id or name of a token or key, a type or an expiry "
+                                  "(README, Secrets).", ["vncproxy_port", "rootpw"], type="array",
+                                  items={"type": "string", "minLength": 1}, uniqueItems=True),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",

@@ -32,15 +32,18 @@ def parse_params(method: str, pairs: list[str]) -> dict:
 
 
 def placeholder_settings(mapping: m.CompiledMapping, raw: dict) -> dict:
-    """Settings for explain: given ones coerced, the rest their default or `<name>`."""
+    """Settings for explain: given ones checked as `call` and `serve` check them (a ConfigError
+    naming the setting), the rest their default or `<name>`."""
     out = {}
     for setting in mapping.settings:
-        try:
-            value = setting.coerce(raw.get(setting.name))
-        except ConfigError:
-            value = None
+        given = raw.get(setting.name) not in (None, "")
+        value = setting.coerce(raw.get(setting.name)) if given else setting.default
         out[setting.name] = f"<{setting.name}>" if value is None and setting.type == "string" else value
     return out
+
+
+def given_settings(raw: dict) -> frozenset:
+    return frozenset(name for name, value in raw.items() if value not in (None, ""))
 
 
 def show_request(request, redactor: Redactor) -> list[str]:
@@ -57,7 +60,7 @@ def explain(mapping: m.CompiledMapping, method: str, params: dict, raw_settings:
     for setting in mapping.settings:
         if setting.secret:
             redactor.add(settings.get(setting.name))
-    backend = Backend(mapping, _Nowhere(), VirtualClock(), redactor, settings)
+    backend = Backend(mapping, _Nowhere(), VirtualClock(), redactor, settings, given_settings(raw_settings))
     yield f"# {mapping.name}: {method} {json.dumps(params)} (auth: {backend.scheme.name})"
     login = backend.scheme.login
     if login is not None:

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from cpfmap.errors import CpfmapError
 from cpfmap.language import catalog
+from cpfmap.language.source import read_text
 from cpfmap.packaging import distribution
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ def _show(args: argparse.Namespace, streams: Streams) -> int:
     if not pack.manifest_path.is_file():
         streams.out(f"# no {catalog.MANIFEST}; variants: {', '.join(pack.variants())}\n")
         return 0
-    streams.out(pack.manifest_path.read_text(encoding="utf-8"))
+    streams.out(read_text(pack.manifest_path))   # bounded as a mapping is
     for line in _python_modules(pack):
         streams.out(line + "\n")
     return 0
@@ -96,8 +98,8 @@ def _python_modules(pack: catalog.Pack) -> list[str]:
     out = []
     for name, variant in pack.variants().items():
         try:
-            data = yaml.safe_load(variant.mapping.read_text(encoding="utf-8-sig")) or {}
-        except (OSError, yaml.YAMLError):
+            data = yaml.safe_load(read_text(variant.mapping)) or {}   # bounded as a mapping is
+        except (CpfmapError, yaml.YAMLError):
             continue
         python = data.get("python") if isinstance(data, dict) else None
         if not isinstance(python, dict):

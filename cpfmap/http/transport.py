@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 import re
 import threading
 import time
@@ -24,6 +26,7 @@ if TYPE_CHECKING:   # imported on the first request: a serve process answers ini
     import requests
 
 
+log = logging.getLogger("cpfmap")
 SAFE_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Answers after which a request that is safe to repeat is sent again. 429 proves the request
 # was not applied; 502, 503 and 504 do not (a gateway may have passed it on).
@@ -77,16 +80,28 @@ class HttpResponse:
         return bodies.decode(self.body, self.header("Content-Type"), self.xml_lists)
 
     def json(self) -> Any:
-        """The body as JSON; None for an empty body; raises ValueError if not JSON."""
+        """The body as JSON; None for an empty body; raises ValueError if not JSON. A number that
+        is not finite (`NaN`, `Infinity`, `1e999`) is not a value: it would reach RAS as text."""
         if not self.body.strip():
             return None
         try:
-            return json.loads(self.body.decode("utf-8-sig"))
+            return json.loads(self.body.decode("utf-8-sig"), parse_constant=_not_a_number, parse_float=_finite)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
 
     def text(self, limit: int = 400) -> str:
         return self.body[:limit].decode("utf-8", "replace")
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is not finite")
+    return value
 
 
 class Transport(Protocol):
@@ -241,8 +256,15 @@ class LiveTransport:
 
     def _send_once(self, request: HttpRequest, until: float) -> HttpResponse:
         import requests
-        prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
-                                    data=request.body).prepare()
+        try:
+            prepared = requests.Request(request.method, request.url, headers=dict(request.headers),
+                                        data=request.body).prepare()
+        except (ValueError, requests.exceptions.RequestException) as exc:  # InvalidHeader, InvalidURL
+            # the message only: requests quotes the offending header value, which may be a token
+            refused = TransportError(f"{request.method} {request.url.split('?')[0]}: the request cannot be sent "
+                                     f"({type(exc).__name__})")
+            refused.not_sent = True  # type: ignore[attr-defined]
+            raise refused from None
         # Session.send, not Session.request: the environment (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)
         # must not override the mapping's TLS settings. Proxies from the environment still apply.
         proxies = requests.utils.get_environ_proxies(request.url)
@@ -321,7 +343,35 @@ def _watched_adapter() -> type:
 
         def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
             return _watch_pools(super().proxy_manager_for(proxy, **kwargs))
+
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+            if verify is True and host.get("scheme") == "https":   # no ca_file: the OS trust store
+                context = system_trust_context(cert)
+                if context is not None:
+                    pool["ssl_context"] = context
+            return host, pool
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            super().cert_verify(conn, url, verify, cert)
+            if verify is True and system_trust_context(cert) is not None:
+                conn.ca_certs = conn.ca_cert_dir = None   # not certifi's bundle: the context's OS store
     return _WatchedAdapter
+
+
+@functools.lru_cache(maxsize=8)
+def system_trust_context(cert: Any = None) -> Any:
+    """An SSL context that verifies against the operating system's trust store (Windows'
+    certificate store, macOS' keychain, the distribution's CA files on Linux), through
+    truststore; one per client certificate, since urllib3 loads that into the context. None
+    when truststore is not installed: requests' own bundle (certifi) is used, as before."""
+    import ssl
+    try:
+        import truststore
+    except ImportError:
+        log.warning("truststore is not installed: TLS is verified against certifi's bundle, not the system store")
+        return None
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _read_body(raw: requests.Response, request: HttpRequest, deadline: float, clock: Clock) -> bytes:

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from cpfmap import resources
@@ -78,8 +78,23 @@ class Pack:
 
     def _variant(self, name: str, spec: Mapping[str, Any]) -> Variant:
         recordings = spec.get("recordings") or f"recordings/{name}"
-        return Variant(name, self.folder / str(spec.get("mapping", DEFAULT_MAPPING)), spec.get("level"),
-                       self.folder / str(recordings))
+        return Variant(name, self.inside(spec.get("mapping", DEFAULT_MAPPING), f"variant {name}: mapping"),
+                       spec.get("level"), self.inside(recordings, f"variant {name}: recordings"))
+
+    def inside(self, relative: object, what: str) -> Path:
+        """A path the manifest names, confined to the pack folder on every OS's path syntax: no
+        absolute path, `..`, drive (`C:\\`, `C:x`) or UNC (`\\\\server\\share`) path, and no link out."""
+        text = str(relative)
+        windows, posix = PureWindowsPath(text), PurePosixPath(text)
+        if not text or windows.anchor or windows.drive or posix.is_absolute() or ".." in windows.parts \
+                or "\0" in text:
+            raise MappingError(Finding(f"{what} `{text}` is not a path inside the pack folder; refused",
+                                       str(self.manifest_path)))
+        path = self.folder.joinpath(*windows.parts)
+        if not path.resolve().is_relative_to(self.folder.resolve()):
+            raise MappingError(Finding(f"{what} `{text}` leads out of the pack folder (a link); refused",
+                                       str(self.manifest_path)))
+        return path
 
     def variant(self, name: str | None) -> Variant:
         variants = self.variants()
@@ -134,23 +149,41 @@ def is_pack_folder(path: Path) -> bool:
 
 
 def _entry_point_packs(problems: list[str]) -> Iterator[Pack]:
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        folder = _package_folder(ep.module)
+    """Packs of installed distributions, read from their metadata: no pack's code runs, and one
+    broken entry is reported and skipped."""
+    try:
+        found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception as exc:  # noqa: BLE001 - a broken distribution's metadata breaks no pack
+        problems.append(f"entry points {ENTRY_POINT_GROUP}: cannot be read ({type(exc).__name__}: {exc})")
+        return
+    for ep in found:
+        try:
+            dist = ep.dist.name if ep.dist is not None else "?"
+            folder = _package_folder(ep)
+        except Exception as exc:  # noqa: BLE001 - as above
+            dist, folder = f"?: {type(exc).__name__}: {exc}", None
         if folder is None or not is_pack_folder(folder):
             problems.append(f"entry point {ep.name} = {ep.value} ({dist}): not an importable package holding a pack")
             continue
         yield Pack(ep.name, folder, f"entry point ({dist})")
 
 
-def _package_folder(module: str) -> Path | None:
-    """The folder of an importable package, found without running its code."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+def _package_folder(ep: importlib.metadata.EntryPoint) -> Path | None:
+    """The folder of an entry point's package, found without importing it (nor its parents):
+    from the distribution's file list (RECORD), else from the top-level name's spec alone,
+    which finds a module without running it."""
+    parts = ep.value.split(":")[0].strip().split(".")
+    if not all(part.isidentifier() for part in parts):
         return None
+    files = (ep.dist.files or []) if ep.dist is not None else []
+    if any(tuple(f.parts[:len(parts)]) == tuple(parts) and len(f.parts) > len(parts) for f in files):
+        folder = Path(str(ep.dist.locate_file("/".join(parts))))
+        if folder.is_dir():
+            return folder
+    spec = importlib.util.find_spec(parts[0])
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    return Path(locations[0]) if locations else None
+    folder = Path(locations[0]).joinpath(*parts[1:]) if locations else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def parse_reference(text: str) -> tuple[str, str | None] | None:

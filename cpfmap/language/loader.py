@@ -173,7 +173,7 @@ def load(target: str | Path):
             return mapping
     located = read(path)
     marker = _checked_marker(located)
-    if marker is None or not marker.exists():
+    if marker is None or loadcache.read_entry(marker) is None:
         problems = schema_findings(located)
         if problems:
             raise MappingError(problems)
@@ -193,22 +193,22 @@ def _checked_marker(located: Located) -> Path | None:
     exact engine and schema. Any change to either gives another name. None: no cache folder."""
     from cpfmap.language import loadcache
     from cpfmap.version import __version__
-    folder = loadcache.folder()
-    if folder is None:
+    folder = loadcache.trusted_folder()
+    if folder is None or not all(source.digest for source in located.sources):
         return None
-    digest = hashlib.sha256(__version__.encode())
+    digest = hashlib.sha256(f"{__version__}\0{loadcache.engine_digest()}\0".encode())
     digest.update(json.dumps(schema(), sort_keys=True).encode("utf-8"))
     for source in located.sources:
-        digest.update("\0".join([str(source.file), *source.lines]).encode("utf-8") + b"\1")
+        digest.update(f"{source.file}\0{source.digest}\1".encode("utf-8"))
     return folder / f"checked-{digest.hexdigest()}"
 
 
 def _remember(marker: Path | None) -> None:
+    from cpfmap.language import loadcache
     if marker is None or marker.exists():
         return
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_bytes(b"")
+        loadcache.write_entry(marker, b"")
     except OSError:
         pass  # a read-only home: check every time
 

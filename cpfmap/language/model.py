@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from cpfmap.errors import ConfigError
 from cpfmap.language.expressions import Expression, Table
 from cpfmap.language.templating import Kept, Placeholder, Template, Templates
+from cpfmap.redact import MASK, MIN_SECRET
 
 # ---------------------------------------------------------------- values
 
@@ -99,6 +100,10 @@ class Setting:
         value = self._convert(raw)
         if self.choices and value not in self.choices:
             raise ConfigError(f"setting `{self.name}` must be one of {list(self.choices)}")
+        if self.secret and isinstance(value, str) and len(value) < MIN_SECRET and value != MASK:  # MASK: a replay
+            # masking 1-3 characters everywhere would mangle every output; refusing keeps it out of all
+            raise ConfigError(f"setting `{self.name}` is a secret shorter than {MIN_SECRET} characters: too short "
+                              f"to be masked in replies, logs and recordings; use a longer one")
         return value
 
     def _convert(self, raw: Any) -> Any:
@@ -324,6 +329,7 @@ class Connection:
     xml_lists: tuple = ()        # XML element names always read as lists
     refused_if: Expression | None = None   # every step's default for Step.refused_if
     params: Value | None = None  # sent with every request: in its form, else in its query
+    secret_fields: frozenset = frozenset()   # more body/query field names masked in recordings (lower case)
 
 
 @dataclass(frozen=True)

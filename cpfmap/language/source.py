@@ -6,6 +6,9 @@ returns plain Python data plus a `Source` that maps a JSON-style path
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ class Source:
     lines: list[str]
     marks: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     warnings: list[Finding] = field(default_factory=list)   # found while reading (YAML 1.1 booleans)
+    digest: str = ""   # sha256 of the file's exact bytes as read (what the load cache keys on)
 
     def locate(self, path: PathKey) -> tuple[int, int]:
         """Line and column (1-based) of the value at path, or of its nearest parent."""
@@ -57,17 +61,43 @@ class YamlLimit(Exception):
     """A YAML document past one of our bounds; the message says which."""
 
 
+class TooLarge(Exception):
+    """A file past its size limit (the message says the limit)."""
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a file, else TooLarge. A regular file's size is checked before a
+    byte is read; a pipe or device (which has none) is read up to limit + 1 bytes, never more."""
+    with path.open("rb") as stream:
+        status = os.fstat(stream.fileno())
+        if stat.S_ISREG(status.st_mode) and status.st_size > limit:
+            raise TooLarge(limit)
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(limit)
+    return data
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 with or without BOM, any line ending, as text with \\n line ends."""
+    return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_text(path: Path, what: str = "mapping") -> str:
     """File text, UTF-8 with or without BOM, any line ending, at most MAX_BYTES[what]. A mapping
     that cannot be read is a MappingError (with the file as its location); any other file a CpfmapError."""
+    return decode(read_limited(path, what))
+
+
+def read_limited(path: Path, what: str = "mapping") -> bytes:
+    """The bytes of a file a user named, within the limit for its kind, checked to be UTF-8 (see read_text)."""
     limit = MAX_BYTES.get(what, MAX_OTHER_BYTES)
     try:
-        with path.open("rb") as stream:
-            data = stream.read(limit + 1)  # never st_size: /dev/zero and FIFOs have none
-        if len(data) > limit:
-            problem = f"{what} is larger than {_size(limit)} (the limit for a {what})"
-        else:
-            return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        data = read_bytes(path, limit)
+        data.decode("utf-8-sig")
+        return data
+    except TooLarge:
+        problem = f"{what} is larger than {_size(limit)} (the limit for a {what})"
     except OSError as exc:
         problem = f"cannot read {what}: {exc.strerror or exc}"
     except UnicodeDecodeError as exc:
@@ -166,8 +196,9 @@ def parse_yaml(text: str, loader_class: type[BoundedLoader] = BoundedLoader) -> 
 
 
 def load_yaml(path: Path) -> tuple[Any, Source]:
-    text = read_text(path)
-    source = Source(str(path), text.split("\n"))
+    data = read_limited(path)
+    text = decode(data)
+    source = Source(str(path), text.split("\n"), digest=hashlib.sha256(data).hexdigest())
     loader = None
     try:
         loader = BoundedLoader(text)  # the reader refuses control characters right here

@@ -14,13 +14,15 @@ import hashlib
 import json
 from pathlib import Path
 
+import yaml
+
 from cpfmap.errors import CpfmapError, Finding, MappingError, ReplayMiss
 from cpfmap.language import loader
 from cpfmap.language.catalog import MANIFEST, Pack, Variant
 from cpfmap.language.model import CompiledMapping
 from cpfmap.language.sections import LEVELS
-from cpfmap.language.source import load_yaml, read_text
-from cpfmap.recording import transcript
+from cpfmap.language.source import YamlLimit, load_yaml, read_text
+from cpfmap.recording import cassette, transcript
 from cpfmap.runtime.provider import Provider
 from cpfmap.version import __version__, version_tuple
 
@@ -86,8 +88,20 @@ def _variant_findings(variant: Variant) -> list[Finding]:
         findings.append(Finding(f"variant {variant.name} advertises level {variant.level} in {MANIFEST}, but its "
                                 f"mapping serves {level} (levels: {', '.join(LEVELS)})", str(variant.mapping)))
     for session in sorted(variant.recordings.glob("*.jsonl")):
-        findings += replay_findings(mapping, session)
+        findings += replay_findings(mapping, session) + clear_secret_findings(mapping, session.with_suffix(".yaml"))
     return findings
+
+
+def clear_secret_findings(mapping: CompiledMapping, cassette_file: Path) -> list[Finding]:
+    """A shipped cassette must not show the value of a secret-named field (recordings are public)."""
+    try:
+        exchanges = cassette.clear_fields(cassette_file, mapping.connection.secret_fields)
+    except (CpfmapError, yaml.YAMLError, YamlLimit, AttributeError, TypeError):
+        return []   # a cassette that cannot be read: the replay says so
+    shown = ", ".join(f"#{n}" for n in exchanges[:5]) + (" ..." if len(exchanges) > 5 else "")
+    return [Finding(f"recording {cassette_file.name}: exchanges {shown} show the value of a secret-named field "
+                    f"(README, Secrets); record again with this engine, or mask it as ***",
+                    str(cassette_file))] if exchanges else []
 
 
 def replay_findings(mapping: CompiledMapping, session: Path) -> list[Finding]:
@@ -144,7 +158,8 @@ def pack_files(folder: Path) -> list[Path]:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as stream:   # streamed: a pack file of any size costs a small buffer
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def write_checksums(folder: Path) -> Path:

@@ -168,9 +168,18 @@ def _finite(text: str) -> float:
     return value
 
 
+MAX_INT_DIGITS = 1000   # far past any id; Python itself refuses more than 4300 digits
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise _OutOfRange(f"{text[:20]}... ({len(text)} digits)")
+    return int(text)
+
+
 def _parse(text: str) -> dict:
     try:
-        request = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        request = json.loads(text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int)
     except _OutOfRange as exc:
         raise InvalidRequest(f"the number {exc} is out of range") from None
     except (ValueError, RecursionError) as exc:

@@ -23,6 +23,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from cpfmap.errors import CassetteError, ReplayMiss
 from cpfmap.http.transport import HttpRequest, HttpResponse, Transport, reset_connections
 from cpfmap.language.source import YamlLimit, parse_yaml, read_text
 from cpfmap.protocol.values import string_id
-from cpfmap.redact import MASK, Redactor
+from cpfmap.redact import MASK, Redactor, looks_secret
 
 log = logging.getLogger("cpfmap")
 SECRET_HEADERS = {"authorization", "cookie", "set-cookie", "csrfpreventiontoken", "x-api-key", "x-auth-token"}
@@ -272,8 +273,10 @@ class RecordingTransport:
     every secret the session learnt, in VCR.py's canonical layout.
     """
 
-    def __init__(self, inner: Transport, path: str | Path, redactor: Redactor) -> None:
+    def __init__(self, inner: Transport, path: str | Path, redactor: Redactor,
+                 secret_fields: frozenset = frozenset()) -> None:
         self.inner = inner
+        self.secret_fields = frozenset(name.lower() for name in secret_fields)
         self.path = Path(path)
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
@@ -287,9 +290,8 @@ class RecordingTransport:
         return response
 
     def close(self) -> None:
-        try:
-            if self.exchanges:
-                self._write(lambda: write_atomic(self.path, dump(self._scrubbed(self.exchanges))))
+        try:   # a session without HTTP still leaves a cassette (empty): it replays as it ran
+            self._write(lambda: write_atomic(self.path, dump(self._scrubbed(self.exchanges))))
         except CassetteError as exc:
             log.error("%s", exc.message)
         finally:
@@ -319,7 +321,7 @@ class RecordingTransport:
             raise CassetteError(f"cannot write the cassette {self.path}: {exc.strerror or exc}") from None
 
     def _scrubbed(self, exchanges: list) -> list[dict]:
-        return [vcr_interaction(q, r, self.redactor) for q, r in exchanges]
+        return [vcr_interaction(q, r, self.redactor, self.secret_fields) for q, r in exchanges]
 
 
 def _check_writable(path: Path) -> None:
@@ -360,12 +362,17 @@ def _yaml(data: Any) -> str:
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: recording stays cheap
 
 
-def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor) -> dict:
+def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor,
+                    fields: frozenset = frozenset()) -> dict:
+    """One exchange as VCR.py writes it, scrubbed: every known secret, and the value of every
+    field whose name says secret (redact.looks_secret, or a name in `fields`) in every body
+    (JSON, form, XML elements) and query, in requests and in replies alike."""
+    scrub = _Scrub(redactor, fields)
     return {
-        "request": {"body": _scrub_body(request.body, request.header("Content-Type"), redactor),
+        "request": {"body": scrub.body(request.body, request.header("Content-Type")),
                     "headers": _scrub_headers(request.headers, redactor),
-                    "method": request.method, "uri": _scrub_url(request.url, redactor)},
-        "response": {"body": {"string": _scrub_body(response.body, response.header("Content-Type"), redactor) or ""},
+                    "method": request.method, "uri": scrub.url(request.url)},
+        "response": {"body": {"string": scrub.body(response.body, response.header("Content-Type")) or ""},
                      "headers": _scrub_headers(response.headers, redactor),
                      "status": {"code": response.status, "message": response.reason}},
     }
@@ -379,38 +386,103 @@ def _scrub_headers(headers: tuple, redactor: Redactor) -> dict:
     return out
 
 
-def _scrub_url(url: str, redactor: Redactor) -> str:
-    parts = urllib.parse.urlsplit(url)
-    pairs = [(k, _masked(v, redactor)) for k, v in urllib.parse.parse_qsl(parts.query, True)]
-    return urllib.parse.urlunsplit(parts._replace(path=redactor(parts.path), query=urllib.parse.urlencode(pairs)))
+# A secret-looking name that only identifies or describes a credential: its value is kept in
+# recordings (a replay may need it): the id or name of a token or key (PVE's `tokenid`, AWS's
+# `AccessKeyId`), a type (`token_type: Bearer`), an expiry.
+IDENTIFIES = re.compile(r"(token|key)[-_]?(id|name)$|(type|expires|expires[-_]?at|expiry|ttl|lifetime)$", re.I)
+_XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.:-]{0,200})(\s[^<>]{0,2000})?>([^<]*)</\1\s*>")
 
 
-def _scrub_body(body: bytes | None, content_type: str | None, redactor: Redactor) -> str | None:
-    if not body:
-        return None
-    text = body.decode("utf-8", "replace")
-    if content_type and "form" in content_type:
-        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
-        return urllib.parse.urlencode([(k, _masked(v, redactor)) for k, v in pairs])
-    if content_type and "json" in content_type:
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
-            return redactor(text)
-        return json.dumps(_scrub_json(data, redactor), sort_keys=False)
-    return redactor(text)
+class _Scrub:
+    def __init__(self, redactor: Redactor, fields: frozenset) -> None:
+        self.redactor, self.fields = redactor, fields
+
+    def secret(self, name: object) -> bool:
+        text = str(name)
+        return text.lower() in self.fields or (looks_secret(text) and not IDENTIFIES.search(text))
+
+    def pairs(self, pairs: list) -> list:
+        return [(k, MASK if v and self.secret(k) else _masked(v, self.redactor)) for k, v in pairs]
+
+    def url(self, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.urlencode(self.pairs(urllib.parse.parse_qsl(parts.query, True)))
+        return urllib.parse.urlunsplit(parts._replace(path=self.redactor(parts.path), query=query))
+
+    def body(self, body: bytes | None, content_type: str | None) -> str | None:
+        if not body:
+            return None
+        text = body.decode("utf-8", "replace")
+        if content_type and "form" in content_type:
+            return urllib.parse.urlencode(self.pairs(urllib.parse.parse_qsl(text, keep_blank_values=True)))
+        if content_type and "json" in content_type:
+            try:
+                data = json.loads(text)
+            except (ValueError, RecursionError):
+                return self.redactor(text)
+            return json.dumps(self.json(data), sort_keys=False)
+        if "<" in text:
+            text = _XML_ELEMENT.sub(self._element, text)
+        return self.redactor(text)
+
+    def _element(self, match: re.Match) -> str:
+        if not match[3] or not self.secret(match[1].rsplit(":", 1)[-1]):
+            return match[0]
+        return f"<{match[1]}{match[2] or ''}>{MASK}</{match[1]}>"
+
+    def json(self, data: Any, hidden: bool = False) -> Any:
+        """`hidden`: under a secret-named member. Its scalars (and a list's) are masked; an object
+        under it is judged member by member (a login reply's `token` object holds the service
+        catalog, which a replay needs)."""
+        if isinstance(data, dict):
+            return {k: self.json(v, self.secret(k)) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.json(v, hidden) for v in data]
+        if hidden and data not in (None, "", True, False):
+            return MASK
+        return _masked(data, self.redactor) if isinstance(data, str) else data
+
+    def clear(self, body: Any, content_type: str | None) -> bool:
+        """Whether a recorded body (as a cassette holds it) shows a secret-named field's value."""
+        text = body.get("string") if isinstance(body, dict) else body
+        if not text:
+            return False
+        again = self.body(str(text).encode("utf-8"), content_type)
+        if content_type and "json" in content_type:
+            try:
+                return json.loads(again or "null") != json.loads(text)
+            except (ValueError, RecursionError):
+                return False
+        if content_type and "form" in content_type:
+            return urllib.parse.parse_qsl(again or "", True) != urllib.parse.parse_qsl(text, True)
+        return again != text
 
 
-def _scrub_json(data: Any, redactor: Redactor) -> Any:
-    if isinstance(data, str):
-        return _masked(data, redactor)
-    if isinstance(data, dict):
-        return {k: _scrub_json(v, redactor) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_scrub_json(v, redactor) for v in data]
-    return data
+def clear_fields(path: Path, fields: frozenset = frozenset()) -> list[int]:
+    """Exchanges of a recorded (VCR.py layout) cassette whose request query or a body shows the
+    value of a secret-named field in clear: what `pack verify` refuses to ship."""
+    data = parse_yaml(read_text(path, "cassette"))
+    scrub = _Scrub(Redactor(), frozenset(f.lower() for f in fields))
+    found = []
+    for n, exchange in enumerate((data or {}).get("interactions") or []):
+        request, response = exchange.get("request") or {}, exchange.get("response") or {}
+        uri = str(request.get("uri", ""))
+        shown = scrub.url(uri) != uri and urllib.parse.parse_qsl(urllib.parse.urlsplit(scrub.url(uri)).query) != \
+            urllib.parse.parse_qsl(urllib.parse.urlsplit(uri).query)
+        for side in (request, response):
+            shown = shown or scrub.clear(side.get("body"), _content_type(side.get("headers")))
+        if shown:
+            found.append(n)
+    return found
+
+
+def _content_type(headers: Any) -> str | None:
+    for key, value in (headers or {}).items():
+        if str(key).lower() == "content-type":
+            return str(value[0] if isinstance(value, list) and value else value)
+    return None
 
 
 def _masked(value: str, redactor: Redactor) -> str:
     """A value holding a secret is masked whole, so a replay matches it as a wildcard."""
-    return value if redactor(value) == value else MASK
+    return MASK if redactor.hides(value) else value

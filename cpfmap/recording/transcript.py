@@ -45,11 +45,14 @@ def session_line(line: str) -> tuple[str, dict | None, list | None]:
     """(the request line to send, the recorded reply, the recorded exchanges it caused). A
     session line is a CPF request, maybe carrying what the live session got as a `recorded`
     member (`{"reply", "http"}`, which the server ignores: the file stays plain request input);
-    a request that is not a JSON object is kept as `{"request", "reply", "http"}`."""
+    a request that is not a JSON object is kept as `{"request", "reply", "http"}`, and a line that
+    is not JSON at all as `{"request_text", "reply", "http"}`, sent again as the very text."""
     try:
         data = json.loads(line)
     except (ValueError, RecursionError):
         return line, None, None
+    if isinstance(data, dict) and isinstance(data.get("request_text"), str) and "method" not in data:
+        return data["request_text"], *_recorded(data)
     if isinstance(data, dict) and "request" in data and "method" not in data:
         return json.dumps(data["request"]), *_recorded(data)
     if isinstance(data, dict) and isinstance(data.get("recorded"), dict):
@@ -64,8 +67,11 @@ def _recorded(data: dict) -> tuple[dict | None, list | None]:
     return reply, http
 
 
-def session_record(request: Any, reply: dict, http: list) -> dict:
-    """One session line: the request with what it got (see session_line)."""
+def session_record(request: Any, reply: dict, http: list, text: bool = False) -> dict:
+    """One session line: the request with what it got (see session_line); `text`: the request
+    line was not JSON, and `request` is its text."""
+    if text:
+        return {"request_text": request, "reply": reply, "http": http}
     if isinstance(request, dict):
         return {**{k: v for k, v in request.items() if k != "recorded"}, "recorded": {"reply": reply, "http": http}}
     return {"request": request, "reply": reply, "http": http}
@@ -88,13 +94,14 @@ class RecordingServer(Server):
         reply = super().handle_line(raw)
         if reply is not None:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            not_json = False
             try:
                 request: Any = json.loads(text.lstrip("\ufeff"), parse_constant=_not_json,
                                           parse_float=_finite_or_text)
             except (ValueError, RecursionError):  # kept as the text it was (the reply says why)
-                request = text.strip()
+                request, not_json = self._masked_text(text.strip("\r\n")), True
             line = session_record(self.redactor.scrub(_masked_settings(request, self.secret_settings, self.public_settings)),
-                                  json.loads(reply), list(range(before, len(self.exchanges))))
+                                  json.loads(reply), list(range(before, len(self.exchanges))), not_json)
             try:
                 self.out.write(json.dumps(line) + "\n")
                 self.out.flush()
@@ -103,14 +110,34 @@ class RecordingServer(Server):
         return reply
 
 
+    def _masked_text(self, text: str) -> str:
+        """A line kept as text (not strict JSON: NaN, 1e400, a 5,000-digit id, or no JSON at all)
+        with the settings it would connect with masked, as far as a lenient reading finds them."""
+        try:
+            lenient = json.loads(text.lstrip("\ufeff"))
+        except (ValueError, RecursionError):
+            return text
+        masked = _masked_settings(lenient, self.secret_settings, self.public_settings)
+        if not isinstance(masked, dict) or masked is lenient:
+            return text
+        hidden = Redactor()
+        for name, value in lenient["params"]["settings"].items():
+            if masked["params"]["settings"][name] == MASK and isinstance(value, str):
+                hidden.add(value)
+        return hidden(text)
+
+
 def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _finite_or_text(text: str) -> float | str:
-    """1e400 is kept as its text: the session file stays strict JSON."""
+def _finite_or_text(text: str) -> float:
+    """1e400 makes the line one kept as its text: the session file stays strict JSON, and the
+    replay sends the very line again."""
     value = float(text)
-    return value if math.isfinite(value) else text
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
 
 
 def _masked_settings(request: Any, secret: tuple, public: tuple = ()) -> Any:

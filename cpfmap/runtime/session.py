@@ -18,6 +18,7 @@ from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
 from cpfmap.http.signing import host_of
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
+from cpfmap.language import urlsettings
 from cpfmap.language.expressions import Expression
 from cpfmap.protocol.values import string_id
 from cpfmap.redact import Redactor, looks_secret
@@ -180,9 +181,19 @@ def _constants(spec: m.RequestSpec) -> frozenset:
     return frozenset(found)
 
 
+def _no_line_breaks(headers: list) -> None:
+    """A value with CR, LF or another control character would split the header (injection): a
+    clear error naming the header, never its value (it may be a login reply's token)."""
+    for name, value in headers:
+        if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in f"{name}{value}"):
+            raise BackendError(f"the request header `{name}` would hold a line break or control character (from "
+                               f"a setting or a login reply); refused")
+
+
 class Backend:
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
-                 settings: Mapping[str, Any]) -> None:
+                 settings: Mapping[str, Any], given: frozenset | None = None) -> None:
+        """`given`: the settings the user gave (explain fills the rest with placeholders); None: all."""
         self.mapping = mapping
         self.transport = transport
         self.clock = clock
@@ -190,6 +201,7 @@ class Backend:
         self.settings = dict(settings)
         base = {"settings": self.settings}
         conn = mapping.connection
+        urlsettings.check(conn, self.settings, given)
         self.base_urls = _base_urls(conn, base)
         self.base_url = self.base_urls[0]
         self.tls = Tls(verify=bool(conn.verify_tls.eval(base)), ca_file=conn.ca_file.eval(base) or None,
@@ -243,6 +255,7 @@ class Backend:
         if content_type:
             headers.append(("Content-Type", content_type))
         headers += self._credentials(ctx)
+        _no_line_breaks(headers)
         if self.signer is not None:   # last: the signature covers the request as it goes out
             headers = [("Host", host_of(target))] + headers
             headers += self.signer.sign(spec.method, target, headers, body, self.wall())
