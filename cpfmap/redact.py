@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+import threading
 import urllib.parse
 
 MASK = "***"
@@ -38,23 +39,60 @@ def encodings(text: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET}
 
 
-class Redactor:
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self._longest_first: list[str] = []   # a longer secret is masked before one it contains
+SESSION_VALUES = 64   # session values (tokens, tickets, cookies) kept: the newest; older sessions are long over
 
-    def add(self, value: object) -> None:
+
+class Redactor:
+    """Secrets for the process's life (settings, sent credentials) and the values of the last
+    SESSION_VALUES session values (each login replaces a session's): the list stays bounded
+    however often the backend session is renewed, and a line is scanned once (one pattern).
+    Shared by every thread: `add` and the pattern swap are under a lock; masking reads the
+    pattern in force."""
+
+    def __init__(self, session_values: int = SESSION_VALUES) -> None:
+        self._lasting: set[str] = set()
+        self._lasting_forms: set[str] = set()
+        self._forms = 0
+        self._session: dict[str, frozenset[str]] = {}   # value -> its forms, oldest first
+        self._limit = session_values
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: object, session: bool = False) -> None:
         text = "" if value is None else str(value)
-        forms = encodings(text) if len(text) >= MIN_SECRET else set()
-        if not forms <= self._secrets:
-            self._secrets |= forms
-            self._longest_first = sorted(self._secrets, key=len, reverse=True)
+        if len(text) < MIN_SECRET:
+            return
+        with self._lock:
+            if text in self._lasting or (session and text in self._session):
+                if session:
+                    self._session[text] = self._session.pop(text)   # still in use: the newest
+                return
+            forms = frozenset(encodings(text))
+            if session:
+                self._session[text] = forms
+                while len(self._session) > self._limit:
+                    del self._session[next(iter(self._session))]
+            else:
+                self._lasting.add(text)
+                self._lasting_forms |= forms
+            self._pattern = self._compile()
+
+    def _compile(self) -> re.Pattern[str] | None:
+        forms = set(self._lasting_forms)
+        for known in self._session.values():
+            forms |= known
+        # a longer secret is masked before one it contains: alternatives are tried in order
+        ordered = sorted(forms, key=lambda f: (-len(f), f))
+        self._forms = len(ordered)
+        return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def size(self) -> int:
+        """Forms the pattern masks."""
+        return self._forms
 
     def __call__(self, text: str) -> str:
-        for secret in self._longest_first:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(MASK, text)
 
     def scrub(self, data: object) -> object:
         """The same for a JSON-like structure."""

@@ -430,6 +430,13 @@ SCHEMA = {
                                   "(see `retries`) starts only if its wait ends within this time of the "
                                   "first attempt. Default 120.",
                                   120, type="number", exclusiveMinimum=0),
+            "reply_deadline": prop("Seconds every CPF reply has, from the request's arrival (RAS gives up "
+                                   "on a provider that does not answer; it keeps one request in flight). "
+                                   "Each HTTP exchange of a reply gets at most what is left; a wait inside "
+                                   "a reply (a task, a VM reaching a state) ends here: a control is then "
+                                   "accepted (RAS polls guests/get), anything else answers with an error "
+                                   "that says what goes on. Default 30, at most 55.",
+                                   30, type="number", exclusiveMinimum=1, maximum=55),
             "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
                                        "larger one is an error. Default 67108864 (64 MiB).", 67108864,
                                        type="integer", minimum=1024),

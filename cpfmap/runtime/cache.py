@@ -19,13 +19,14 @@ import logging
 import queue
 import sys
 import threading
+import time
 import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from cpfmap.clock import Clock
-from cpfmap.errors import BackendError, TransportError
+from cpfmap.errors import BackendError, DeadlineReached, TransportError
 from cpfmap.http.transport import HttpResponse
 from cpfmap.language import model as m
 from cpfmap.protocol.values import string_id
@@ -140,19 +141,24 @@ class Cache:
         return self.entries.get(key)
 
     def fresh(self, entry: Fetched | None, seconds: float) -> bool:
+        """entry's request started less than seconds ago."""
         return entry is not None and self.clock.now() - entry.at < seconds
 
-    def fetch(self, key: str, produce: Callable[[], Fetched], keep: Callable[[Fetched], bool]) -> Fetched:
-        """produce() once for all concurrent callers of key; kept when keep() says so."""
+    def fetch(self, key: str, produce: Callable[[], Fetched], keep: Callable[[Fetched], bool],
+              wait: float | None = None) -> Fetched:
+        """produce() once for all concurrent callers of key; kept when keep() says so. A caller
+        never joins a fetch that started before a write (its answer may predate the write): it
+        starts its own, and the older one lands unkept. wait: how long a caller that joins may
+        wait (what is left of its reply deadline); None: the leader's own deadlines bound it."""
         with self.lock:
             flight = self.flights.get(key)
-            leader = flight is None
+            leader = flight is None or flight.epoch != self.epoch
             if leader:
                 flight = self.flights[key] = _Flight(self.epoch)
             else:
                 flight.joined.set()
         if not leader:
-            return self._follow(flight)
+            return self._follow(flight, wait)
         try:
             flight.result = produce()
         except BaseException as exc:
@@ -163,8 +169,11 @@ class Cache:
         return flight.result
 
     @staticmethod
-    def _follow(flight: _Flight) -> Fetched:
-        flight.done.wait()   # the leader's request has its own deadlines (connect and read timeouts)
+    def _follow(flight: _Flight, wait: float | None) -> Fetched:
+        # the leader's request has its own deadlines (connect, read, total)
+        if not flight.done.wait(None if wait is None else max(wait, 0.0)):
+            raise DeadlineReached("a request this reply shares with a background refresh got no answer "
+                                  "before the reply deadline (connection.reply_deadline)")
         if flight.exception is not None:
             raise flight.exception
         assert flight.result is not None
@@ -172,7 +181,8 @@ class Cache:
 
     def _land(self, key: str, flight: _Flight, keep: Callable[[Fetched], bool]) -> None:
         with self.lock:
-            del self.flights[key]
+            if self.flights.get(key) is flight:
+                del self.flights[key]
             result = flight.result
             if result is not None and flight.epoch == self.epoch and keep(result):
                 self._put(key, result)
@@ -185,7 +195,10 @@ class Cache:
         self.entries[key] = entry
 
     def in_flight(self, key: str) -> bool:
-        return key in self.flights
+        """A fetch of key started since the last write is under way."""
+        with self.lock:
+            flight = self.flights.get(key)
+            return flight is not None and flight.epoch == self.epoch
 
     def drop(self, guest: str | None) -> None:
         """After a write for `guest` (None: for no guest in particular): its entries and the
@@ -224,8 +237,9 @@ class InlinePrefetch:
             future.set_exception(exc)
         return future
 
-    def close(self) -> None:
-        pass
+    def close(self, wait: float = 0.0) -> int:
+        """Nothing runs in the background: nothing is left running."""
+        return 0
 
 
 class PooledPrefetch:
@@ -236,6 +250,9 @@ class PooledPrefetch:
         self.max_queued = max_queued
         self.queues: dict[str, queue.Queue] = {}
         self.budgets: dict[str, _Budget] = {}
+        self.threads: list[threading.Thread] = []
+        self.failed = 0                     # refreshes that failed since the last close (reported there)
+        self.closing = threading.Event()    # set when close() begins (tests wait on it)
         self.lock = threading.Lock()
 
     def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
@@ -270,14 +287,22 @@ class PooledPrefetch:
             if found is None:
                 found = self.queues[pool] = queue.Queue(self.max_queued)
                 for number in range(max(limit, 1)):
-                    threading.Thread(target=_work, args=(found,), daemon=True,
-                                     name=f"cpfmap-prefetch-{number}").start()
+                    worker = threading.Thread(target=_work, args=(found, self), daemon=True,
+                                              name=f"cpfmap-prefetch-{number}")
+                    worker.start()
+                    self.threads.append(worker)
             return found
 
-    def close(self) -> None:
-        """Drop the refreshes not started; workers stop when they next look for work."""
+    def close(self, wait: float = 0.0) -> int:
+        """Drop the refreshes not started, stop the workers and wait up to `wait` seconds (real
+        time) for the running ones; the number still running after that."""
+        self.closing.set()
         with self.lock:
             queues, self.queues = self.queues, {}
+            threads, self.threads = self.threads, []
+            failed, self.failed = self.failed, 0
+        if failed:
+            log.warning("%d background refresh(es) failed since the provider connected (see the log)", failed)
         for found in queues.values():
             _drain(found)
             for _ in range(64):
@@ -285,6 +310,11 @@ class PooledPrefetch:
                     found.put_nowait(None)
                 except queue.Full:
                     break
+        until = time.monotonic() + max(wait, 0.0)
+        for worker in threads:
+            worker.join(max(0.0, until - time.monotonic()))
+        self.closing.clear()
+        return sum(1 for worker in threads if worker.is_alive())
 
 
 class _Budget:
@@ -311,25 +341,33 @@ class _Budget:
         return True
 
 
-def _work(jobs: queue.Queue) -> None:
+def _work(jobs: queue.Queue, pool: PooledPrefetch) -> None:
     while True:
         item = jobs.get()
         try:
             if item is None:
                 return
-            _run(*item)
+            if not _run(*item):
+                with pool.lock:
+                    pool.failed += 1
         finally:
             jobs.task_done()
 
 
-def _run(job: Callable[[], Fetched], future: Future) -> None:
+def _run(job: Callable[[], Fetched], future: Future) -> bool:
+    """Whether the refresh got an answer (a failed one leaves the old value in place)."""
     if not future.set_running_or_notify_cancel():
-        return
+        return True
     try:
-        future.set_result(job())
-    except BaseException as exc:  # a refresh that fails leaves the old value in place
+        got = job()
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
         log.info("prefetch failed: %s", getattr(exc, "message", exc))
         future.set_exception(exc)
+        return False
+    future.set_result(got)
+    if got.error is not None:
+        log.info("prefetch failed: %s", got.error.message)
+    return got.error is None
 
 
 def _drain(jobs: queue.Queue) -> None:

@@ -7,7 +7,7 @@ import logging
 import urllib.parse
 from typing import Any, Callable
 
-from cpfmap.errors import BackendError, TransportError
+from cpfmap.errors import BackendError, TransportError, WaitCut
 from cpfmap.http.transport import HttpResponse, may_have_run
 from cpfmap.language import model as m
 from cpfmap.language.templating import Template
@@ -17,7 +17,8 @@ from cpfmap.runtime.reading import body_of, extract_from, link_target
 from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
-DONE = object()  # a lookup found that a request which got no answer took effect
+DONE = object()
+STALE_LIFETIMES = 2   # a prefetched answer is served stale until it is this many `cache` lifetimes old  # a lookup found that a request which got no answer took effect
 
 
 class _Again(Exception):
@@ -96,6 +97,9 @@ class StepRunner:
             return
         try:
             self.waiter(step.wait, context)  # type: ignore[misc]
+        except WaitCut as cut:
+            cut.step = step
+            raise
         except BackendError as exc:
             if not self._already_done(step, context, resent, None, exc.message):
                 raise
@@ -212,13 +216,14 @@ class StepRunner:
         return fetched
 
     def _answer(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
+        """The answer, dated by when its request started: a reply's age counts the time it was on its way."""
+        started = self.cache.clock.now()
         try:
             response = self.backend.send(step.request, context, retry_safe=step.idempotent)
         except TransportError as exc:
-            return Fetched(None, exc, self.cache.clock.now(), guest)
-        now = self.cache.clock.now()
+            return Fetched(None, exc, started, guest)
         fresh = step.prefetch is not None and self.cache.lookup(key) is None
-        return Fetched(response, None, staggered(key, now, step.cache) if fresh else now, guest)
+        return Fetched(response, None, staggered(key, started, step.cache) if fresh else started, guest)
 
     def _cached(self, step: m.Step, context: dict) -> Fetched | None:
         key = self.backend.target(step.request, context)
@@ -229,7 +234,8 @@ class StepRunner:
         if self.cache.fresh(entry, step.cache) and not self._missing(step, entry, context):
             return entry
         return self.cache.fetch(key, lambda: self._answer(step, context, guest, key),
-                                lambda got: got.error is None and step.accepts(got.response.status))
+                                lambda got: got.error is None and step.accepts(got.response.status),
+                                wait=self.backend.reply.left())
 
     def _missing(self, step: m.Step, entry: Fetched, context: dict) -> bool:
         """A key absent from a reused collection: the guest may be newer than the reply."""
@@ -240,22 +246,31 @@ class StepRunner:
     def _prefetched(self, step: m.Step, context: dict, key: str, guest: str | None,
                     entry: Fetched | None) -> Fetched | None:
         """Fresh: reuse. Otherwise refresh on the prefetch pool; RAS gets the stale value at
-        once, or waits up to `prefetch.wait` for a first one (then: the defaults)."""
+        once while it is less than STALE_LIFETIMES lifetimes old, or waits up to `prefetch.wait`
+        for a new one (then: the defaults). A refresh that got no answer is never kept: the
+        older answer stays, and ages out."""
+        now = self.cache.clock.now()
         if self.cache.fresh(entry, step.cache):
             return entry
-        if entry is not None and self.cache.in_flight(key):
-            return entry
-        if not self.prefetch.admit(step.where, key, step.cache, self.cache.clock.now(), entry is not None):
-            return entry   # over the refresh budget: the stale value, refreshed in a later call
+        usable = entry if self.cache.fresh(entry, step.cache * STALE_LIFETIMES) else None
+        if usable is not None and self.cache.in_flight(key):
+            return usable
+        if not self.prefetch.admit(step.where, key, step.cache, now, usable is not None):
+            return usable   # over the refresh budget: the stale value, refreshed in a later call
         ctx = dict(context)  # the caller's context changes while the refresh runs
-        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
+        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key),  # noqa: E731
+                                       lambda got: got.error is None)
         future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
-        if future is not None and future.done() and future.exception() is None:
-            return future.result()
-        if entry is not None or future is None:
-            return entry
+        if future is not None and future.done():
+            got = future.result() if future.exception() is None else None
+            if got is not None and (got.error is None or usable is None):
+                return got
+            if usable is not None:
+                return usable
+        if usable is not None or future is None:
+            return usable
         try:
-            return future.result(timeout=step.prefetch.wait)
+            return future.result(timeout=self.backend.reply.within(step.prefetch.wait))
         except TimeoutError:
             return None
 
