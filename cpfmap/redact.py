@@ -56,6 +56,7 @@ class Redactor:
         self._session: dict[str, frozenset[str]] = {}   # value -> its forms, oldest first
         self._limit = session_values
         self._pattern: re.Pattern[str] | None = None
+        self._dirty = False   # secrets changed since the pattern was built (built at the next use)
         self._lock = threading.Lock()
 
     def add(self, value: object, session: bool = False) -> None:
@@ -75,7 +76,7 @@ class Redactor:
             else:
                 self._lasting.add(text)
                 self._lasting_forms |= forms
-            self._pattern = self._compile()
+            self._dirty = True
 
     def _compile(self) -> re.Pattern[str] | None:
         forms = set(self._lasting_forms)
@@ -88,10 +89,19 @@ class Redactor:
 
     def size(self) -> int:
         """Forms the pattern masks."""
+        self._current()
         return self._forms
 
+    def _current(self) -> re.Pattern[str] | None:
+        if self._dirty:
+            with self._lock:
+                if self._dirty:
+                    self._pattern = self._compile()
+                    self._dirty = False
+        return self._pattern
+
     def __call__(self, text: str) -> str:
-        pattern = self._pattern
+        pattern = self._current()
         return text if pattern is None else pattern.sub(MASK, text)
 
     def scrub(self, data: object) -> object:

@@ -277,6 +277,17 @@ class PooledPrefetch:
         found = self.queues.get(pool)
         return found.qsize() if found is not None else 0
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to timeout seconds (real time) until no refresh waits or runs; whether none does."""
+        until = time.monotonic() + timeout
+        for found in list(self.queues.values()):
+            with found.all_tasks_done:
+                while found.unfinished_tasks:
+                    left = until - time.monotonic()
+                    if left <= 0 or not found.all_tasks_done.wait(left):
+                        return False
+        return True
+
     def busy(self) -> bool:
         """Some refresh is waiting or running."""
         return any(found.unfinished_tasks for found in list(self.queues.values()))

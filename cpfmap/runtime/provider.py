@@ -12,13 +12,15 @@ from typing import Any
 
 from cpfmap.clock import Clock, RealClock, VirtualClock
 from cpfmap.http.transport import LiveTransport, RetryPolicy, Transport
-from cpfmap.http.wrappers import Exchange, TracingTransport
+from cpfmap.http.wrappers import Exchange, TracingTransport, masked
 from cpfmap.language import loader
 from cpfmap.language.model import CompiledMapping
 from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
 from cpfmap.runtime.cache import PooledPrefetch
 from cpfmap.runtime.engine import Engine
+
+KEEP_EXCHANGES = 200   # HTTP exchanges a Provider keeps for its caller (`exchanges`): the newest
 
 
 def assemble(mapping: CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor, *,
@@ -47,7 +49,7 @@ class Provider:
         clock = clock or RealClock()
         conn = self.mapping.connection
         inner = transport or LiveTransport(RetryPolicy.of(conn), clock)
-        self.transport = TracingTransport(inner, clock.now)
+        self.transport = TracingTransport(inner, clock.now, keep=KEEP_EXCHANGES)
         self.redactor = Redactor()
         self.engine, self.server = assemble(self.mapping, self.transport, clock, self.redactor, live=transport is None)
 
@@ -66,8 +68,17 @@ class Provider:
 
     @property
     def exchanges(self) -> list[Exchange]:
-        """Every HTTP exchange so far (requests unmasked: mask with `self.redactor`)."""
-        return self.transport.exchanges
+        """The last KEEP_EXCHANGES HTTP exchanges, secrets masked."""
+        return self.exchanges_since(0)
+
+    @property
+    def sent(self) -> int:
+        """HTTP exchanges so far (all of them, kept or not)."""
+        return self.transport.sent
+
+    def exchanges_since(self, sent: int) -> list[Exchange]:
+        """The kept exchanges after the first `sent` (an earlier value of `self.sent`), secrets masked."""
+        return [masked(x, self.redactor) for x in self.transport.since(sent)]
 
     def close(self) -> None:
         try:
