@@ -35,6 +35,8 @@ from cpfmap.runtime.reading import body_of
 log = logging.getLogger("cpfmap")
 MAX_ENTRIES = 100_000   # a bound on memory: the oldest entry goes first
 MAX_QUEUED = 20_000     # refreshes waiting for a worker; more are skipped (the next get asks again)
+WAIT_BURST = 2.0        # seconds callers of one prefetch pool may wait for answers at once...
+WAIT_SHARE = 0.1        # ...and then this share of the time (see PooledPrefetch.result)
 SHARED = None           # the guest tag of entries every guest reads (collections, calls without an id)
 
 
@@ -229,13 +231,19 @@ class InlinePrefetch:
         """Every refresh runs: inline refreshes follow the (logical) clock alone."""
         return True
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
         future: Future = Future()
         try:
             future.set_result(job())
         except BaseException as exc:   # handed to whoever reads the future
             future.set_exception(exc)
         return future
+
+    def result(self, pool: str, future: Future, wait: float) -> Fetched | None:
+        try:
+            return future.result(timeout=wait)
+        except TimeoutError:
+            return None
 
     def close(self, wait: float = 0.0) -> int:
         """Nothing runs in the background: nothing is left running."""
@@ -250,6 +258,8 @@ class PooledPrefetch:
         self.max_queued = max_queued
         self.queues: dict[str, queue.Queue] = {}
         self.budgets: dict[str, _Budget] = {}
+        self.waits: dict[str, _WaitBudget] = {}
+        self.pending: dict[tuple, Future] = {}   # (pool, key) -> the refresh queued or running for it
         self.threads: list[threading.Thread] = []
         self.failed = 0                     # refreshes that failed since the last close (reported there)
         self.closing = threading.Event()    # set when close() begins (tests wait on it)
@@ -263,14 +273,41 @@ class PooledPrefetch:
             budget = self.budgets.setdefault(pool, _Budget())
             return budget.admit(key, seconds, now, stale)
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
-        future: Future = Future()
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
+        """The refresh of key, queued; one already queued or running for key is not queued again
+        (its future is returned)."""
+        token = (pool, key)
+        with self.lock:
+            found = self.pending.get(token)
+            if found is not None:
+                return found
+            future: Future = Future()
+            self.pending[token] = future
         try:
-            self._queue(pool, limit).put_nowait((job, future))
+            self._queue(pool, limit).put_nowait((job, future, token))
         except queue.Full:
+            with self.lock:
+                self.pending.pop(token, None)
             log.warning("prefetch %s: %d refreshes already waiting; skipping one", pool, self.max_queued)
             return None
         return future
+
+    def result(self, pool: str, future: Future, wait: float) -> Fetched | None:
+        """A refresh's answer, waited for up to `wait` seconds, within the pool's wait budget:
+        callers spend at most WAIT_SHARE of the time (after a burst of WAIT_BURST seconds)
+        waiting for answers, so a sweep of thousands of first answers is not serialised on
+        them (the rest come in the background, for the next sweep). None: not in time."""
+        with self.lock:
+            budget = self.waits.setdefault(pool, _WaitBudget())
+            allowed = min(wait, budget.allowance(time.monotonic()))
+        started = time.monotonic()
+        try:
+            return future.result(timeout=max(allowed, 0.0))
+        except TimeoutError:
+            return None
+        finally:
+            with self.lock:
+                budget.spend(time.monotonic() - started)
 
     def queued(self, pool: str) -> int:
         """Refreshes of pool waiting for a worker."""
@@ -311,6 +348,7 @@ class PooledPrefetch:
         with self.lock:
             queues, self.queues = self.queues, {}
             threads, self.threads = self.threads, []
+            self.pending = {}
             failed, self.failed = self.failed, 0
         if failed:
             log.warning("%d background refresh(es) failed since the provider connected (see the log)", failed)
@@ -352,15 +390,35 @@ class _Budget:
         return True
 
 
+class _WaitBudget:
+    """Seconds callers of one pool may still spend waiting for answers: WAIT_BURST to start,
+    refilled at WAIT_SHARE seconds per second (real time: it bounds real waiting)."""
+
+    def __init__(self) -> None:
+        self.tokens = WAIT_BURST
+        self.at: float | None = None
+
+    def allowance(self, now: float) -> float:
+        if self.at is not None:
+            self.tokens = min(WAIT_BURST, self.tokens + (now - self.at) * WAIT_SHARE)
+        self.at = now
+        return max(self.tokens, 0.0)
+
+    def spend(self, seconds: float) -> None:
+        self.tokens -= seconds
+
+
 def _work(jobs: queue.Queue, pool: PooledPrefetch) -> None:
     while True:
         item = jobs.get()
         try:
             if item is None:
                 return
-            if not _run(*item):
-                with pool.lock:
-                    pool.failed += 1
+            job, future, token = item
+            ok = _run(job, future)
+            with pool.lock:
+                pool.pending.pop(token, None)
+                pool.failed += 0 if ok else 1
         finally:
             jobs.task_done()
 

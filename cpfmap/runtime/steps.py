@@ -258,9 +258,10 @@ class StepRunner:
         if not self.prefetch.admit(step.where, key, step.cache, now, usable is not None):
             return usable   # over the refresh budget: the stale value, refreshed in a later call
         ctx = dict(context)  # the caller's context changes while the refresh runs
-        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key),  # noqa: E731
-                                       lambda got: got.error is None)
-        future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
+        future = self.prefetch.submit(step.where, step.prefetch.concurrency,
+                                      lambda: self._refresh(step, ctx, key, guest), key)
+        if future is not None and future.cancelled():   # the pool closed meanwhile
+            future = None
         if future is not None and future.done():
             got = future.result() if future.exception() is None else None
             if got is not None and (got.error is None or usable is None):
@@ -269,10 +270,14 @@ class StepRunner:
                 return usable
         if usable is not None or future is None:
             return usable
-        try:
-            return future.result(timeout=self.backend.reply.within(step.prefetch.wait))
-        except TimeoutError:
-            return None
+        return self.prefetch.result(step.where, future, self.backend.reply.within(step.prefetch.wait))
+
+    def _refresh(self, step: m.Step, context: dict, key: str, guest: str | None) -> Fetched:
+        """A prefetch job: the answer, unless one came fresh while the job waited for a worker."""
+        entry = self.cache.lookup(key)
+        if self.cache.fresh(entry, step.cache):
+            return entry
+        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key), lambda got: got.error is None)
 
     def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
