@@ -222,12 +222,14 @@ DEFS = {
                         "`concurrency` workers, for details with no bulk source (guest-agent "
                         "addresses): a call gets the value at hand at once while a stale one is "
                         "refreshed, and waits at most `wait` seconds for a first one (then the "
-                        "extractions' defaults apply). Replies of any status are kept for `cache` "
-                        "seconds. First answers are spread over one lifetime so a sweep's refreshes "
+                        "extractions' defaults apply; callers of one step wait within a budget: 2 s at "
+                        "once, then a tenth of the time). Replies of any status are kept for `cache` "
+                        "seconds; a refresh that got no answer is never kept (the older answer stays). "
+                        "First answers are spread over one lifetime so a sweep's refreshes "
                         "do not all fall due together, and a live server refreshes stale replies at "
                         "most at the steady rate (the step's keys per `cache` seconds), serving the "
-                        "stale value meanwhile: a reply may be about one more lifetime older than "
-                        "`cache`. Under record and replay refreshes run inline, unbudgeted. "
+                        "stale value meanwhile, never one older than 2 x `cache` seconds (counted "
+                        "from its request's start). Under record and replay refreshes run inline, unbudgeted. "
                         "Needs `cache`.", {
                             "concurrency": prop("Workers (requests at once) for this step.", 4,
                                                 type="integer", minimum=1, maximum=64),
