@@ -3,7 +3,6 @@ the embedding API) and one that logs each exchange at DEBUG."""
 
 from __future__ import annotations
 
-import collections
 import copy
 import dataclasses
 import logging
@@ -34,7 +33,8 @@ class TracingTransport:
     def __init__(self, inner: Transport, clock: Callable[[], float], keep: int | None = None) -> None:
         self.inner = inner
         self.clock = clock
-        self.exchanges: collections.deque[Exchange] = collections.deque(maxlen=keep)
+        self.exchanges: list[Exchange] = []
+        self.keep = keep
         self.sent = 0
         self.lock = threading.Lock()
 
@@ -52,11 +52,13 @@ class TracingTransport:
         with self.lock:
             self.exchanges.append(exchange)
             self.sent += 1
+            if self.keep is not None and len(self.exchanges) >= 2 * self.keep:   # trimmed now and then, not per append
+                del self.exchanges[:-self.keep]
 
     def since(self, sent: int) -> list[Exchange]:
         """The kept exchanges after the first `sent` (an earlier value of self.sent)."""
         with self.lock:
-            kept = list(self.exchanges)
+            kept = self.exchanges[-self.keep:] if self.keep is not None else list(self.exchanges)
             return kept[max(len(kept) - (self.sent - sent), 0):]
 
     def close(self) -> None:

@@ -35,8 +35,8 @@ from cpfmap.runtime.reading import body_of
 log = logging.getLogger("cpfmap")
 MAX_ENTRIES = 100_000   # a bound on memory: the oldest entry goes first
 MAX_QUEUED = 20_000     # refreshes waiting for a worker; more are skipped (the next get asks again)
-WAIT_BURST = 2.0        # seconds callers of one prefetch pool may wait for answers at once...
-WAIT_SHARE = 0.1        # ...and then this share of the time (see PooledPrefetch.result)
+WAIT_BURST = 1.0        # seconds callers of one prefetch pool may wait for answers at once...
+WAIT_SHARE = 0.05       # ...and then this share of the time (see PooledPrefetch.result)
 SHARED = None           # the guest tag of entries every guest reads (collections, calls without an id)
 
 
@@ -104,6 +104,11 @@ class _Parsed(HttpResponse):
 
     def text(self, limit: int = 400) -> str:
         return json.dumps(self.value)[:limit]
+
+
+def joined(items: list) -> HttpResponse:
+    """The items of every page of a paginated request, as one parsed reply."""
+    return _Parsed(200, (), b"", "OK", 0.0, False, items)
 
 
 def _build_index(spec: m.Index, body: Any) -> dict[str, Any]:

@@ -12,13 +12,13 @@ from cpfmap.http.transport import HttpResponse, may_have_run
 from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
-from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
+from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, joined, staggered
 from cpfmap.runtime.reading import body_of, extract_from, link_target
 from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
-DONE = object()
-STALE_LIFETIMES = 2   # a prefetched answer is served stale until it is this many `cache` lifetimes old  # a lookup found that a request which got no answer took effect
+DONE = object()  # a lookup found that a request which got no answer took effect
+STALE_LIFETIMES = 2   # a prefetched answer is served stale until it is this many `cache` lifetimes old
 
 
 class _Again(Exception):
@@ -200,9 +200,11 @@ class StepRunner:
 
     def _fetch(self, step: m.Step, context: dict) -> Fetched | list | None:
         """The answer; a request that got none raises TransportError (a cached one too)."""
-        if step.paginate is not None:
+        if step.paginate is not None and step.cache:
+            fetched = self._cached(step, context)   # every page's items, one cached (and indexed) list
+        elif step.paginate is not None:
             return self._pages(step, context)
-        if step.request.method in ("GET", "HEAD"):
+        elif step.request.method in ("GET", "HEAD"):
             cached = step.cache and step.request.method == "GET"
             fetched = self._cached(step, context) if cached else self._answer(step, context)
         else:
@@ -219,7 +221,8 @@ class StepRunner:
         """The answer, dated by when its request started: a reply's age counts the time it was on its way."""
         started = self.cache.clock.now()
         try:
-            response = self.backend.send(step.request, context, retry_safe=step.idempotent)
+            response = self._pages_as_one(step, context) if step.paginate is not None else \
+                self.backend.send(step.request, context, retry_safe=step.idempotent)
         except TransportError as exc:
             return Fetched(None, exc, started, guest)
         fresh = step.prefetch is not None and self.cache.lookup(key) is None
@@ -241,7 +244,8 @@ class StepRunner:
         """A key absent from a reused collection: the guest may be newer than the reply."""
         if step.index is None or step.index.lookup is None or not step.accepts(entry.response.status):
             return False
-        return self._lookup(step, context) not in entry.index(step.index)
+        key = self._lookup(step, context)
+        return key != "" and key not in entry.index(step.index)   # "": this call asks for no key
 
     def _prefetched(self, step: m.Step, context: dict, key: str, guest: str | None,
                     entry: Fetched | None) -> Fetched | None:
@@ -278,6 +282,11 @@ class StepRunner:
         if self.cache.fresh(entry, step.cache):
             return entry
         return self.cache.fetch(key, lambda: self._answer(step, context, guest, key), lambda got: got.error is None)
+
+    def _pages_as_one(self, step: m.Step, context: dict) -> HttpResponse:
+        """Every page's items as one reply (what a cached paginated step keeps), or the refusal."""
+        got = self._pages(step, context)
+        return got.response if isinstance(got, Fetched) else joined(got)
 
     def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
