@@ -215,6 +215,54 @@ class BaselineSweeper:
         pass
 
 
+# ------------------------------------------------------------ openstack
+
+def openstack(size: int, sweeps: int, gap: float = INTERVAL) -> None:
+    """The openstack pack's sweeps on the Nova harness (tests/novacloud.py: Nova's own API,
+    scheduler, conductor and fake-driver compute) with `size` servers, `gap` seconds apart.
+    Run with the Python Nova is installed in (its api-paste.ini is found through sysconfig)."""
+    from novacloud import ServedNova
+
+    from cpfmap.clock import RealClock
+    from cpfmap.http.transport import LiveTransport, RetryPolicy
+    from cpfmap.language import loader
+    from cpfmap.redact import Redactor
+    from cpfmap.runtime.provider import assemble
+    cloud = ServedNova()
+    try:
+        started = time.perf_counter()
+        ids = [cloud.boot(f"vdi-{n:04d}", wait=None) for n in range(size)]
+        for sid in ids:
+            cloud.wait(sid, "ACTIVE", timeout=600)
+        print(f"openstack: {size} servers booted on the Nova harness in {time.perf_counter() - started:.0f} s",
+              flush=True)
+        mapping = loader.load("openstack")
+        clock = RealClock()
+        transport = Counting(LiveTransport(RetryPolicy.of(mapping.connection), clock))
+        _, server = assemble(mapping, transport, clock, Redactor(), live=True)
+
+        def call(method: str, params: dict | None = None) -> dict:
+            reply = server.handle_text(json.dumps({"method": method, "params": params or {}}))
+            if "result" not in reply:
+                raise SystemExit(f"{method}: {reply}")
+            return reply["result"]
+        call("provider/connect", {"settings": cloud.settings(page_size="1000")})
+        print(f"{'sweep (Nova harness)':24} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
+              f"{'req/guest':>9} {'ms/get':>7} {'wrong':>5}", flush=True)
+        for number in range(1, sweeps + 1):
+            before, started = transport.count, time.perf_counter()
+            guests = call("guests/list")["guests"]
+            wrong = sum(call("guests/get", {"id": guest})["state"] != "powered_on" for guest in guests)
+            wall = time.perf_counter() - started
+            if number < sweeps:
+                time.sleep(gap)
+            requests = transport.count - before
+            print(f"{'cpfmap openstack':24} {len(guests):6d} {number:5d} {wall:8.2f} {requests:8d} "
+                  f"{requests / len(guests):9.3f} {wall * 1000 / len(guests):7.2f} {wrong:5d}", flush=True)
+    finally:
+        cloud.stop()
+
+
 def _peak_rss() -> float | None:
     """Peak resident memory of this process in MiB (where the platform tells)."""
     try:
