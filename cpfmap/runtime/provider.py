@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cpfmap.clock import Clock, RealClock, VirtualClock
+from cpfmap.clock import Clock, LogicalClock, RealClock
 from cpfmap.http.transport import LiveTransport, RetryPolicy, Transport
 from cpfmap.http.wrappers import Exchange, TracingTransport, masked
 from cpfmap.language import loader
@@ -37,7 +37,8 @@ class Provider:
 
     The backend is `transport` (any object with send(HttpRequest) -> HttpResponse and close(),
     e.g. FunctionTransport(handler)),
-    or a recording (`recording`: a cassette file; polling then runs on a virtual clock), or
+    or a recording (`recording`: a cassette file; time is then the logical clock `serve --replay` uses, one
+    second per request plus the engine's waits, so the same cache decisions are made), or
     by default the live backend the mapping's settings point at."""
 
     def __init__(self, mapping: CompiledMapping | str | Path, transport: Transport | None = None, *,
@@ -45,7 +46,7 @@ class Provider:
         self.mapping = mapping if isinstance(mapping, CompiledMapping) else loader.load(mapping)
         if recording is not None:
             from cpfmap.recording import cassette  # here: `cpfmap serve` starts without the recording code
-            transport, clock = cassette.ReplayTransport(cassette.load(recording)), clock or VirtualClock()
+            transport, clock = cassette.ReplayTransport(cassette.load(recording)), clock or LogicalClock()
         clock = clock or RealClock()
         conn = self.mapping.connection
         inner = transport or LiveTransport(RetryPolicy.of(conn), clock)
