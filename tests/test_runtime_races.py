@@ -16,8 +16,8 @@ from cpfmap.errors import TransportError
 from cpfmap.http.transport import FunctionTransport, HttpResponse
 from cpfmap.language import loader
 from cpfmap.redact import Redactor
-from cpfmap.runtime.cache import Cache, Fetched, PooledPrefetch
 from cpfmap.runtime import provider as assembly
+from cpfmap.runtime.cache import Cache, Fetched, PooledPrefetch
 from cpfmap.runtime.provider import Provider
 
 WAIT = 30   # seconds an event may take before a test gives up (never reached when it passes)
