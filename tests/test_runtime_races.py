@@ -262,3 +262,40 @@ def test_a_task_on_a_control_is_a_mapping_error(tmp_path):
     path.write_text(yaml.safe_dump(data))
     errors = [f for f in loader.check(path) if f.severity == "error"]
     assert any("control has no task" in f.message for f in errors), errors
+
+
+# ------------------------------------------------- 2. failover under two threads
+
+def test_two_threads_failing_on_one_host_move_on_to_the_next_once(tmp_path):
+    """Both find host a down at once: the session moves to b once (not a -> b -> a), and both
+    requests are answered by b."""
+    data = loader.merge(BASE, {"connection": {"hosts": "{{ settings.url.split(',') | list }}",
+                                              "base_url": "{{ host }}/api/v1", "retries": 1},
+                               "auth": [{"type": "header", "headers": {"X-Key": "k-123456"}}]})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    both_failing = threading.Barrier(2, timeout=WAIT)
+
+    def backend(request):
+        if request.url.startswith("https://a/") and "/machines/" in request.url:
+            both_failing.wait()                     # both requests are on host a when it goes
+            error = TransportError("connection refused")
+            error.not_sent = True  # type: ignore[attr-defined]
+            raise error
+        return _json({"id": 1, "name": "vm-1", "power": 1} if "/machines/" in request.url else {})
+    provider = Provider(loader.load(path), transport=FunctionTransport(backend))
+    settings = {"url": "https://a,https://b", "user": "u", "password": "pw-0123456"}
+    assert "result" in provider.call("provider/connect", {"settings": settings})
+    spec = next(step.request for step in provider.mapping.methods["guests/get"].steps
+                if step.request is not None and step.request.path.source == "/machines/{{ params.id }}")
+    backend_session = provider.engine.backend
+    got: list = []
+
+    def get(guest: str) -> None:
+        got.append(backend_session.send(spec, {"settings": backend_session.settings, "params": {"id": guest}}).status)
+    threads = [threading.Thread(target=get, args=(g,)) for g in ("1", "2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert got == [200, 200] and backend_session.base_url == "https://b/api/v1"
