@@ -4,6 +4,7 @@ replies (cache.py)."""
 from __future__ import annotations
 
 import logging
+import sys
 import urllib.parse
 from typing import Any, Callable
 
@@ -229,7 +230,7 @@ class StepRunner:
         return Fetched(response, None, staggered(key, started, step.cache) if fresh else started, guest)
 
     def _cached(self, step: m.Step, context: dict) -> Fetched | None:
-        key = self.backend.target(step.request, context)
+        key = sys.intern(self.backend.target(step.request, context))   # one copy: cache, budget, pending
         guest = SHARED if step.index is not None else _named_guest(key, context)
         entry = self.cache.lookup(key)
         if step.prefetch is not None:
