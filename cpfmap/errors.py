@@ -15,6 +15,8 @@
         +-- TransportError          no usable HTTP answer (connect, TLS, timeout)
         +-- AuthError               the backend refused the credentials
         +-- ReplayMiss              a cassette holds no answer for the request
+        +-- DeadlineReached         the reply deadline came before the backend's answer
+            +-- WaitCut             a wait inside a reply (a task, a VM's state) ended at the deadline
 
 Whoever catches an error may add context (method, guest, request) with `context()`;
 the reply carries `code` and `message`, never a traceback.
@@ -91,6 +93,14 @@ class AuthError(BackendError):
 
 class ReplayMiss(BackendError):
     pass
+
+
+class DeadlineReached(BackendError):
+    pass
+
+
+class WaitCut(DeadlineReached):
+    step: object = None   # the step whose wait was cut (steps.py sets it)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+import threading
 import urllib.parse
 
 MASK = "***"
@@ -45,6 +46,7 @@ def encodings(text: str) -> set[str]:
 
 _APOSTROPHES = ("'", "&#x27;", "&#39;", "&apos;", "&#X27;")
 _QUOTES = ('"', "&quot;", "&#34;", "&#x22;")
+SESSION_VALUES = 64   # session values (tokens, tickets, cookies) kept: the newest; older sessions are long over
 
 
 def _entities(text: str) -> set[str]:
@@ -55,48 +57,78 @@ def _entities(text: str) -> set[str]:
     return {base.replace("'", apostrophe).replace('"', quote) for apostrophe in _APOSTROPHES for quote in _QUOTES}
 
 
+def _newest(kept: dict, key: str, value: object, limit: int) -> None:
+    """Keep key as the newest entry; past limit entries, the oldest is forgotten."""
+    kept.pop(key, None)
+    kept[key] = value
+    while len(kept) > limit:
+        del kept[next(iter(kept))]
+
+
 class Redactor:
     """The secret values of this process, and every encoding of each, masked in any text.
 
-    Bounded: at most MAX_SECRETS values are kept (each with its few dozen encodings); past
-    that the one added longest ago is forgotten first (an expired ticket; a value added
-    again, as settings are at every connect, counts as new). Masking is one pass of one
-    compiled pattern (longest form first), rebuilt only when the set changes. A value
-    shorter than MIN_SECRET would mask ordinary text: it is masked only where it is a whole
-    value (`hides`, used for recorded fields); settings refuse it (Engine.connect)."""
+    Bounded, however often the backend session is renewed: secrets for the process's life
+    (settings, sent credentials) are at most MAX_SECRETS values, the one added longest ago
+    forgotten first (a value added again, as settings are at every connect, counts as new);
+    session values (tokens, tickets, cookies; each login replaces a session's) are the newest
+    SESSION_VALUES. Masking is one pass of one compiled pattern (longest form first), rebuilt
+    at the next use after the set changed. A value shorter than MIN_SECRET would mask ordinary
+    text: it is masked only where it is a whole value (`hides`, used for recorded fields);
+    settings refuse it (Engine.connect). Shared by every thread: `add` and the pattern swap are
+    under a lock; masking reads the pattern in force."""
 
-    def __init__(self) -> None:
-        self._values: dict[str, frozenset[str]] = {}   # value -> its forms, oldest first
+    def __init__(self, session_values: int = SESSION_VALUES) -> None:
+        self._lasting: dict[str, frozenset[str]] = {}   # value -> its forms, oldest first
+        self._session: dict[str, frozenset[str]] = {}   # value -> its forms, oldest first
         self._short: dict[str, None] = {}
+        self._limit = session_values
+        self._forms = 0
         self._pattern: re.Pattern[str] | None = None
+        self._dirty = False   # secrets changed since the pattern was built (built at the next use)
+        self._lock = threading.Lock()
 
-    def add(self, value: object) -> None:
+    def add(self, value: object, session: bool = False) -> None:
         text = "" if value is None else str(value)
         if not text:
             return
-        if len(text) < MIN_SECRET:
-            self._short.pop(text, None)
-            self._short[text] = None
-            if len(self._short) > MAX_SECRETS:
-                del self._short[next(iter(self._short))]
-            return
-        known = self._values.pop(text, None)
-        self._values[text] = known if known is not None else frozenset(encodings(text))
-        if known is None:
-            self._pattern = None
-        if len(self._values) > MAX_SECRETS:
-            del self._values[next(iter(self._values))]
-            self._pattern = None
+        with self._lock:
+            if len(text) < MIN_SECRET:
+                _newest(self._short, text, None, MAX_SECRETS)
+                return
+            if session and text in self._lasting:
+                return
+            kept = self._session if session else self._lasting
+            known = kept.get(text)
+            _newest(kept, text, known if known is not None else frozenset(encodings(text)),
+                    self._limit if session else MAX_SECRETS)
+            self._dirty = self._dirty or known is None   # a new value (and maybe an old one forgotten)
 
-    def _compiled(self) -> re.Pattern[str] | None:
-        if self._pattern is None and self._values:
-            forms = sorted({f for forms in self._values.values() for f in forms}, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, forms)))
+    def _compile(self) -> re.Pattern[str] | None:
+        forms: set[str] = set()
+        for known in (*self._lasting.values(), *self._session.values()):
+            forms |= known
+        # a longer secret is masked before one it contains: alternatives are tried in order
+        ordered = sorted(forms, key=lambda f: (-len(f), f))
+        self._forms = len(ordered)
+        return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def size(self) -> int:
+        """Forms the pattern masks."""
+        self._current()
+        return self._forms
+
+    def _current(self) -> re.Pattern[str] | None:
+        if self._dirty:
+            with self._lock:
+                if self._dirty:
+                    self._pattern = self._compile()
+                    self._dirty = False
         return self._pattern
 
     def __call__(self, text: str) -> str:
-        pattern = self._compiled()
-        return pattern.sub(MASK, text) if pattern is not None else text
+        pattern = self._current()
+        return text if pattern is None else pattern.sub(MASK, text)
 
     def hides(self, value: str) -> bool:
         """Whether a whole value is, or holds, a secret (short secrets included)."""

@@ -133,7 +133,7 @@ def test_explain_numbers_the_steps_of_a_conditional_fragment(tmp_path):
 
 def test_explain_shows_service_urls_from_the_login_as_placeholders():
     code, out, _ = cli("explain", "openstack", "guests/get", "--param", "id=abc")
-    assert code == 0 and "GET <compute service URL, given at login>/servers/abc" in out
+    assert code == 0 and "GET <compute service URL, given at login>/servers/detail?limit=200" in out
 
 
 @pytest.mark.parametrize("method,params,says", [

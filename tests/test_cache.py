@@ -269,3 +269,29 @@ def test_stale_prefetched_details_are_refreshed_at_most_at_the_steady_rate():
     later = [pool.admit("p", key, 60.0, 112.0, stale=True) for key in keys]
     assert sum(later) == 20                              # 12 s at 100 keys per 60 s
     assert sum(pool.admit("p", key, 60.0, 1000.0, stale=True) for key in keys) == 100   # at most one lifetime's worth
+
+
+def test_a_paginated_bulk_list_is_cached_and_indexed_as_one_reply(tmp_path):
+    """Every page's items kept as one reply: a sweep's gets are lookups in one paged fetch."""
+    paged = {"fragments": {"machine": [{
+        "name": "every machine", "request": {"method": "GET", "path": "/machines"}, "cache": 5,
+        "paginate": {"type": "offset", "items": "items", "size": 7},
+        "index": {"items": "@", "key": "id", "lookup": "{{ params.id }}"},
+        "extract": {"vm": {"from": "entry", "jmespath": "@", "required": "Guest {{ params.id }} not found"}}}]}}
+    path = tmp_path / "paged.yaml"
+    path.write_text(yaml.safe_dump(loader.merge(loader.merge(BASE, SWEEP), paged)))
+    fleet = PagedFleet()
+    server = serve(loader.load(path), fleet)
+    states = {str(i): call(server, "guests/get", id=str(i))["state"] for i in range(1, GUESTS + 1)}
+    assert states["3"] == "powered_on" and states["4"] == "powered_off"
+    assert fleet.count("GET /machines?") == GUESTS // 7 + 1        # every page once, for all 40 gets
+
+
+class PagedFleet(Fleet):
+    def __call__(self, request) -> HttpResponse:
+        if request.url.split("?")[0].endswith("/machines"):
+            offset = int(request.url.split("offset=")[1].split("&")[0])
+            self.requests.append("GET /machines?")
+            items = [{"id": i, "name": f"vm-{i}", "power": p} for i, p in self.power.items()]
+            return _json({"items": items[offset:offset + 7]})
+        return super().__call__(request)

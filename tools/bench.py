@@ -10,18 +10,20 @@
 - live: calls per second against fakepve on a loopback address over TLS (needs the test
   dependencies);
 - sweep: RAS's poll of a large farm (guests/list, then guests/get of every guest), sweeps 15 s
-  apart on an injected clock (no real waiting), on fakepve with 1,000 and 5,000 VMs on four
-  nodes, half of them running with a guest agent; per sweep: wall time, HTTP requests, ms per
-  get, peak RSS; for cpfmap's Proxmox pack and for a plain hand-written provider doing the
-  obvious requests per get. fakepve runs in its own process, each provider in its own;
+  apart on the wall clock, on fakepve with 1,000 and 5,000 VMs on four nodes, half of them
+  running with a guest agent, with 0 and 20 ms per answer (fakepve's slow_network); per sweep:
+  wall time, HTTP requests, ms per get, wrong states, guests with MACs, peak RSS; for cpfmap's
+  Proxmox pack and (at 0 ms) a plain hand-written provider doing the obvious requests per
+  get. fakepve runs in its own process, each provider in its own;
 - cold start: spawn to the initialize reply, against a bare `import requests, jinja2,
   jmespath, yaml`;
 - lxd-sweep: the same sweep with the lxd pack on a real LXD daemon (tests/lxdd.py; needs root
   and the lxd and busybox-static packages), containers of a busybox image (tools/sweep_lxd.py).
 
-    python tools/bench.py sweep [--guests 1000 5000] [--sweeps 4]
+    python tools/bench.py sweep [--guests 1000 5000] [--latency 0 0.02] [--sweeps 4] [--gap 15]
     python tools/bench.py cold
     python tools/bench.py lxd-sweep [--guests 200] [--sweeps 4]
+    python tools/bench.py openstack --guests 200   # the openstack pack on the Nova harness
 """
 from __future__ import annotations
 
@@ -123,10 +125,13 @@ def bench_live(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=("all", "sweep", "cold", "sweep-child", "lxd-sweep"))
+    parser.add_argument("what", nargs="?", default="all", choices=("all", "sweep", "cold", "sweep-child", "lxd-sweep", "openstack"))
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--guests", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--sweeps", type=int, default=4)
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.02],
+                        help="seconds fakepve holds each answer (slow_network); one run per value")
+    parser.add_argument("--gap", type=float, default=15.0, help="wall-clock seconds between sweeps (RAS's polling rate)")
     parser.add_argument("--baseline-max", type=int, default=1000, help="largest farm the baseline sweeps")
     parser.add_argument("child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,7 +145,11 @@ def main() -> None:
         bench_cold(5 if args.quick else 15)
     if args.what in ("all", "sweep"):
         import sweep
-        sweep.bench(args.guests, args.sweeps, args.baseline_max)
+        sweep.bench(args.guests, args.sweeps, args.baseline_max, tuple(args.latency), args.gap)
+    if args.what == "openstack":   # not in "all": it needs the Python Nova is installed in
+        import sweep
+        for size in args.guests:
+            sweep.openstack(size, args.sweeps, args.gap)
     if args.what == "all":
         bench_load(repeat)
         bench_replay(repeat)
@@ -170,9 +179,9 @@ def bench_cold(repeat: int) -> None:
           f"   (bare imports {statistics.median(b for _, b in pairs) * 1000:.0f} ms; median ratio {ratio:.2f})")
 
 
-def sweep_child(provider: str, guests: str, sweeps: str, url: str, ca: str, token: str) -> None:
+def sweep_child(provider: str, guests: str, sweeps: str, url: str, ca: str, token: str, gap: str = "15") -> None:
     import sweep
-    sweep.child(provider, int(guests), int(sweeps), url, ca, json.loads(token))
+    sweep.child(provider, int(guests), int(sweeps), url, ca, json.loads(token), float(gap))
 
 
 if __name__ == "__main__":

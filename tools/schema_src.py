@@ -237,12 +237,14 @@ DEFS = {
                         "`concurrency` workers, for details with no bulk source (guest-agent "
                         "addresses): a call gets the value at hand at once while a stale one is "
                         "refreshed, and waits at most `wait` seconds for a first one (then the "
-                        "extractions' defaults apply). Replies of any status are kept for `cache` "
-                        "seconds. First answers are spread over one lifetime so a sweep's refreshes "
+                        "extractions' defaults apply; callers of one step wait within a budget: 1 s at "
+                        "once, then a twentieth of the time). Replies of any status are kept for `cache` "
+                        "seconds; a refresh that got no answer is never kept (the older answer stays). "
+                        "First answers are spread over one lifetime so a sweep's refreshes "
                         "do not all fall due together, and a live server refreshes stale replies at "
                         "most at the steady rate (the step's keys per `cache` seconds), serving the "
-                        "stale value meanwhile: a reply may be about one more lifetime older than "
-                        "`cache`. Under record and replay refreshes run inline, unbudgeted. "
+                        "stale value meanwhile, never one older than 2 x `cache` seconds (counted "
+                        "from its request's start). Under record and replay refreshes run inline, unbudgeted. "
                         "Needs `cache`.", {
                             "concurrency": prop("Workers (requests at once) for this step.", 4,
                                                 type="integer", minimum=1, maximum=64),
@@ -471,6 +473,13 @@ SCHEMA = {
                                   "(see `retries`) starts only if its wait ends within this time of the "
                                   "first attempt. Default 120.",
                                   120, type="number", exclusiveMinimum=0),
+            "reply_deadline": prop("Seconds every CPF reply has, from the request's arrival (RAS gives up "
+                                   "on a provider that does not answer; it keeps one request in flight). "
+                                   "Each HTTP exchange of a reply gets at most what is left; a wait inside "
+                                   "a reply (a task, a VM reaching a state) ends here: a control is then "
+                                   "accepted (RAS polls guests/get), anything else answers with an error "
+                                   "that says what goes on. Default 30, at most 55.",
+                                   30, type="number", exclusiveMinimum=1, maximum=55),
             "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
                                        "larger one is an error. Default 67108864 (64 MiB).", 67108864,
                                        type="integer", minimum=1024),

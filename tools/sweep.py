@@ -26,42 +26,46 @@ NODES = ("pve1", "pve2", "pve3", "pve4")
 INTERVAL = 15.0   # RAS's guests_polling_rate in the Proxmox pack
 
 
-def bench(sizes: list[int], sweeps: int, baseline_max: int) -> None:
-    print(f"{'sweep (fakepve)':24} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
-          f"{'req/guest':>9} {'ms/get':>7} {'peak RSS MiB':>12}")
-    for size in sizes:
-        farm = subprocess.Popen([sys.executable, __file__, "farm", str(size)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        try:
-            where = json.loads(farm.stdout.readline())
-            runs = [("cpfmap proxmox-ve", "cpfmap", sweeps)]
-            if size <= baseline_max:
-                runs.append(("hand-written baseline", "baseline", 1))
-            for label, provider, count in runs:
-                _run(label, provider, size, count, where)
-        finally:
-            farm.stdin.close()
-            farm.wait(60)
+def bench(sizes: list[int], sweeps: int, baseline_max: int, latencies: tuple = (0.0,), gap: float = INTERVAL) -> None:
+    print(f"{'sweep (fakepve)':24} {'ms lat':>6} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
+          f"{'req/guest':>9} {'ms/get':>7} {'wrong':>5} {'MACs':>5} {'peak RSS MiB':>12}", flush=True)
+    for latency in latencies:
+        for size in sizes:
+            farm = subprocess.Popen([sys.executable, __file__, "farm", str(size), str(latency)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+            try:
+                where = json.loads(farm.stdout.readline())
+                runs = [("cpfmap proxmox-ve", "cpfmap", sweeps)]
+                if size <= baseline_max and not latency:
+                    runs.append(("hand-written baseline", "baseline", 1))
+                for label, provider, count in runs:
+                    _run(label, provider, size, count, where, latency, gap)
+            finally:
+                farm.stdin.close()
+                farm.wait(60)
 
 
-def _run(label: str, provider: str, size: int, sweeps: int, where: dict) -> None:
+def _run(label: str, provider: str, size: int, sweeps: int, where: dict, latency: float, gap: float) -> None:
     argv = [sys.executable, str(ROOT / "tools" / "bench.py"), "sweep-child", provider, str(size), str(sweeps),
-            where["url"], where["ca"], json.dumps(where["token"])]
+            where["url"], where["ca"], json.dumps(where["token"]), str(gap)]
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode:
         print(f"{label}: failed\n{proc.stderr[-3000:]}")
         return
     for line in proc.stdout.splitlines():
         row = json.loads(line)
-        print(f"{label:24} {size:6d} {row['sweep']:5d} {row['wall']:8.2f} {row['requests']:8d} "
-              f"{row['requests'] / size:9.3f} {row['wall'] * 1000 / size:7.2f} {row['rss'] or 0:12.1f}")
+        print(f"{label:24} {latency * 1000:6.0f} {size:6d} {row['sweep']:5d} {row['wall']:8.2f} {row['requests']:8d} "
+              f"{row['requests'] / size:9.3f} {row['wall'] * 1000 / size:7.2f} {row['wrong']:5d} {row['macs']:5d} "
+              f"{row['rss'] or 0:12.1f}", flush=True)
 
 
 # ------------------------------------------------------------------ the farm
 
-def farm(size: int) -> None:
+def farm(size: int, latency: float = 0.0) -> None:
     from pve import AGENT_IFACES, TOKEN_NAME, TOKEN_SECRET, TOKEN_USER, ServedPve, disk
-    served = ServedPve()
+    served = ServedPve(time_scale=1.0 if latency else 0.0)   # fakepve's latency is in PVE seconds
+    if latency:
+        served.pve.slow_network(latency)
     for node in NODES:
         served.pve.add_node(node)
     for number in range(size):
@@ -83,19 +87,6 @@ def farm(size: int) -> None:
 
 # --------------------------------------------------------------- providers
 
-class SkipClock:
-    """The real clock, plus time skipped between sweeps (RAS's 15 s, without the waiting)."""
-
-    def __init__(self) -> None:
-        self.skipped = 0.0
-
-    def now(self) -> float:
-        return time.monotonic() + self.skipped
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(seconds, 0.0))
-
-
 class Counting:
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -111,30 +102,41 @@ class Counting:
         self.inner.close()
 
 
-def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict) -> None:
-    """One provider's sweeps. It imports nothing of the fake (tests/pve.py pulls in aiohttp):
-    its peak RSS is the provider's own."""
+def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict, gap: float = INTERVAL) -> None:
+    """One provider's sweeps, `gap` seconds apart on the wall clock. It imports nothing of the
+    fake (tests/pve.py pulls in aiohttp): its peak RSS is the provider's own."""
     settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "ca_file": ca, **token}
     run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca, token)
-    for number, wall, requests in sweep_rounds(run, size, sweeps):
-        print(json.dumps({"sweep": number, "wall": wall, "requests": requests, "rss": _peak_rss()}), flush=True)
+    for row in sweep_rounds(run, size, sweeps, gap, _expected_state):
+        print(json.dumps({**row, "rss": _peak_rss()}), flush=True)
 
 
-def sweep_rounds(run, size: int, sweeps: int):
-    """(sweep number, wall seconds, HTTP requests) of each of `sweeps` RAS sweeps, INTERVAL apart
-    on the sweeper's clock."""
+def sweep_rounds(run, size: int, sweeps: int, gap: float = INTERVAL, expected=None):
+    """One dict per RAS sweep: sweep number, wall seconds, HTTP requests (the refreshes it
+    started included), and with `expected` (guest -> state) the guests whose state was wrong,
+    and the guests with MACs. Sweeps are `gap` seconds apart on the wall clock: RAS's next poll,
+    while refreshes run; after the last one the sweeper settles (bounded), so they count."""
     for number in range(1, sweeps + 1):
-        if number > 1:
-            run.clock.skipped += INTERVAL
         before = run.requests()
         started = time.perf_counter()
         ids = run.list()
+        wrong = macs = 0
         for guest in ids:
-            run.get(guest)
+            got = run.get(guest)
+            wrong += expected is not None and got["state"] != expected(guest)
+            macs += bool(got["mac_addresses"])
         wall = time.perf_counter() - started
         assert len(ids) == size, (len(ids), size)
-        run.settle()
-        yield number, wall, run.requests() - before
+        if number < sweeps:
+            time.sleep(gap)
+        else:
+            run.settle()
+        yield {"sweep": number, "wall": wall, "requests": run.requests() - before, "wrong": wrong, "macs": macs}
+
+
+def _expected_state(guest: str) -> str:
+    """The farm's VM n (id 1000 + n) runs when n is even."""
+    return "powered_on" if (int(guest) - 1000) % 2 == 0 else "powered_off"
 
 
 class CpfmapSweeper:
@@ -142,15 +144,13 @@ class CpfmapSweeper:
         from cpfmap.clock import RealClock
         from cpfmap.http.transport import LiveTransport, RetryPolicy
         from cpfmap.language import loader
-        from cpfmap.protocol.rpc import Server, engine_handlers
         from cpfmap.redact import Redactor
-        from cpfmap.runtime.cache import PooledPrefetch
-        from cpfmap.runtime.engine import Engine
-        self.clock = SkipClock()
-        self.transport = Counting(LiveTransport(RetryPolicy(), RealClock()))
-        self.prefetch = PooledPrefetch()
-        self.engine = Engine(loader.load(mapping), self.transport, self.clock, Redactor(), self.prefetch)
-        self.server = Server(engine_handlers(self.engine), Redactor())
+        from cpfmap.runtime.provider import assemble
+        self.clock = RealClock()
+        compiled = loader.load(mapping)
+        self.transport = Counting(LiveTransport(RetryPolicy.of(compiled.connection), self.clock))
+        self.engine, self.server = assemble(compiled, self.transport, self.clock, Redactor(), live=True)
+        self.prefetch = self.engine.prefetch
         self._call("provider/connect", {"settings": settings})
 
     def _call(self, method: str, params: dict | None = None):
@@ -185,7 +185,6 @@ class BaselineSweeper:
 
     def __init__(self, url: str, ca: str, token: dict) -> None:
         import requests
-        self.clock = SkipClock()
         self.base = url + "/api2/json"
         self.session = requests.Session()
         self.session.verify = ca
@@ -224,6 +223,57 @@ class BaselineSweeper:
         pass
 
 
+# ------------------------------------------------------------ openstack
+
+def openstack(size: int, sweeps: int, gap: float = INTERVAL) -> None:
+    """The openstack pack's sweeps on the Nova harness (tests/novacloud.py: Nova's own API,
+    scheduler, conductor and fake-driver compute) with `size` servers, `gap` seconds apart.
+    Run with the Python Nova is installed in (its api-paste.ini is found through sysconfig)."""
+    from novacloud import ServedNova
+
+    from cpfmap.clock import RealClock
+    from cpfmap.http.transport import LiveTransport, RetryPolicy
+    from cpfmap.language import loader
+    from cpfmap.redact import Redactor
+    from cpfmap.runtime.provider import assemble
+    cloud = ServedNova()
+    try:
+        # Small guests: the harness's one fake host (64 GiB) holds 128 of the fixtures' m1.tiny.
+        cloud.nova("POST", "/flavors", {"flavor": {"name": "ras.bench", "id": "ras.bench", "ram": 64, "vcpus": 1,
+                                                   "disk": 1}})
+        started = time.perf_counter()
+        ids = [cloud.boot(f"vdi-{n:04d}", flavor="ras.bench", wait=None) for n in range(size)]
+        for sid in ids:
+            cloud.wait(sid, "ACTIVE", timeout=600)
+        print(f"openstack: {size} servers booted on the Nova harness in {time.perf_counter() - started:.0f} s",
+              flush=True)
+        mapping = loader.load("openstack")
+        clock = RealClock()
+        transport = Counting(LiveTransport(RetryPolicy.of(mapping.connection), clock))
+        _, server = assemble(mapping, transport, clock, Redactor(), live=True)
+
+        def call(method: str, params: dict | None = None) -> dict:
+            reply = server.handle_text(json.dumps({"method": method, "params": params or {}}))
+            if "result" not in reply:
+                raise SystemExit(f"{method}: {reply}")
+            return reply["result"]
+        call("provider/connect", {"settings": cloud.settings(page_size="1000")})
+        print(f"{'sweep (Nova harness)':24} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
+              f"{'req/guest':>9} {'ms/get':>7} {'wrong':>5}", flush=True)
+        for number in range(1, sweeps + 1):
+            before, started = transport.count, time.perf_counter()
+            guests = call("guests/list")["guests"]
+            wrong = sum(call("guests/get", {"id": guest})["state"] != "powered_on" for guest in guests)
+            wall = time.perf_counter() - started
+            if number < sweeps:
+                time.sleep(gap)
+            requests = transport.count - before
+            print(f"{'cpfmap openstack':24} {len(guests):6d} {number:5d} {wall:8.2f} {requests:8d} "
+                  f"{requests / len(guests):9.3f} {wall * 1000 / len(guests):7.2f} {wrong:5d}", flush=True)
+    finally:
+        cloud.stop()
+
+
 def _peak_rss() -> float | None:
     """Peak resident memory of this process in MiB (where the platform tells)."""
     try:
@@ -235,4 +285,4 @@ def _peak_rss() -> float | None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["farm"]:
-    farm(int(sys.argv[2]))
+    farm(int(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0.0)

@@ -36,8 +36,9 @@ def bench(sizes: list[int], sweeps: int) -> None:
             print(f"{'one recursion=2 request':24} {size:6d} {'':5} {time.perf_counter() - started:8.2f} "
                   f"{'':8} {len(str(body)) // 1024:>6d} KiB (as text)")
             run = CpfmapSweeper(daemon.settings(instance_type="container"), mapping="lxd")
-            for number, wall, requests in sweep_rounds(run, size, sweeps):
-                print(f"{'cpfmap lxd':24} {size:6d} {number:5d} {wall:8.2f} {requests:8d} "
+            for row in sweep_rounds(run, size, sweeps):
+                wall, requests = row["wall"], row["requests"]
+                print(f"{'cpfmap lxd':24} {size:6d} {row['sweep']:5d} {wall:8.2f} {requests:8d} "
                       f"{requests / size:9.3f} {wall * 1000 / size:7.2f}")
         finally:
             daemon.stop()

@@ -64,6 +64,7 @@ class Ras:
         self.state: dict = {}   # what workflows hand on: template id, clone id
         self.changes: dict[tuple, Change] = {}  # what the run changed and has not put back yet
         self.restart: Callable[[], ProviderProcess] | None = None  # a fresh provider, as RAS would start
+        self.slowest: tuple[float, str] = (0.0, "")   # the longest a reply took, and to what
 
     # -------------------------------------------------------------- changes
 
@@ -88,6 +89,8 @@ class Ras:
     def call(self, method: str, params: dict | None = None, schema: str | None = None) -> Any:
         request = {"method": method} if params is None else {"method": method, "params": params}
         exchange = self.client.request(request)
+        if exchange.reply is not None and exchange.seconds > self.slowest[0]:
+            self.slowest = (exchange.seconds, f"{method} {_brief(params)}".strip())
         if self.options.trace is not None:
             self._trace(request, exchange)
         reply = exchange.reply

@@ -36,6 +36,8 @@ def table(checks: list[Check]) -> str:
                 lines.append(f"      LEFT  {check.name[len('left behind: '):]}: {check.detail}")
             elif workflow == "cleanup":
                 lines.append(f"      DONE  {check.name}")
+            elif check.name.startswith("every reply within") and check.detail:
+                lines.append(f"      TIME  {check.detail}: {check.name}")
     failed = sum(1 for c in checks if not c.ok)
     lines.append(f"{'FAILED' if failed else 'PASSED'}: {len(checks) - failed} passed, {failed} failed")
     return "\n".join(lines) + "\n"

@@ -128,6 +128,11 @@ def _disconnect(ras: Ras) -> None:
 def _closing(ras: Ras) -> None:
     ras.workflow = "protocol"
     client = ras.client
+    seconds, what = ras.slowest
+    ras.checks.append(Check("protocol", f"every reply within the reply deadline ({client.reply_timeout:g}s)",
+                            seconds <= client.reply_timeout,
+                            f"slowest reply {seconds:.1f}s ({what})" if what else "",
+                            expected=f"at most {client.reply_timeout:g}s (RAS gives up on a provider after that)"))
     extra = client.extra_lines() if client.alive() else []
     ras.checks.append(Check("protocol", "one reply per request", not extra,
                             f"unrequested lines: {extra[:3]}" if extra else ""))

@@ -344,6 +344,11 @@ class Compiler:
         for ref in _param_refs(raw):
             if ref not in params:
                 self.error(path, f"`params.{ref}` is not a parameter of {name} (has: {', '.join(params) or 'none'})")
+        if "task" in raw and name.startswith("control "):
+            self.error(path + ("task",), "a control has no task: RAS takes `{}` as the action accepted and polls "
+                                         "guests/get, so a task here would never be polled; to wait for the "
+                                         "backend's task, give the step that starts it a `wait` (it ends at the "
+                                         "reply deadline)")
         task = self.task(raw["task"], path + ("task",), known) if "task" in raw else None
         result = self.value(raw["result"], path + ("result",), known) if "result" in raw else None
         return m.Operation(name, steps, result, task, raw.get("description", ""))

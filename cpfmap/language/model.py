@@ -318,6 +318,7 @@ class Connection:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     total_timeout: float = 120.0
+    reply_deadline: float = 30.0    # seconds every CPF reply has, from the request's arrival
     max_response_bytes: int = 64 * 1024 * 1024
     headers: tuple = ()
     retries: int = 3

@@ -125,6 +125,7 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         client_cert=value("client_cert", None), client_key=value("client_key", None),
         connect_timeout=float(raw.get("connect_timeout", 10)), read_timeout=float(raw.get("read_timeout", 60)),
         total_timeout=float(raw.get("total_timeout", 120)),
+        reply_deadline=float(raw.get("reply_deadline", m.Connection.reply_deadline)),
         max_response_bytes=int(raw.get("max_response_bytes", m.Connection.max_response_bytes)),
         headers=c.templates_of(raw.get("headers"), path + ("headers",), known),
         retries=int(raw.get("retries", 3)), backoff=float(raw.get("backoff", 0.5)),

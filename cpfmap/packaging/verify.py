@@ -119,9 +119,9 @@ def replay_findings(mapping: CompiledMapping, session: Path) -> list[Finding]:
     with provider:
         for number, text in enumerate(lines, 1):
             line, recorded, _ = transcript.session_line(text)
-            before = len(provider.exchanges)
+            before = provider.sent
             reply = provider.call_line(line)
-            miss = any(isinstance(x.error, ReplayMiss) for x in provider.exchanges[before:])
+            miss = any(isinstance(x.error, ReplayMiss) for x in provider.exchanges_since(before))
             if "error" in reply or miss:
                 why = "a replay miss" if miss else "an error"
                 findings.append(Finding(f"request {number} ({_method(line)}) got {why}: "

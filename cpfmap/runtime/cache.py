@@ -19,13 +19,14 @@ import logging
 import queue
 import sys
 import threading
+import time
 import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from cpfmap.clock import Clock
-from cpfmap.errors import BackendError, TransportError
+from cpfmap.errors import BackendError, DeadlineReached, TransportError
 from cpfmap.http.transport import HttpResponse
 from cpfmap.language import model as m
 from cpfmap.protocol.values import string_id
@@ -34,6 +35,8 @@ from cpfmap.runtime.reading import body_of
 log = logging.getLogger("cpfmap")
 MAX_ENTRIES = 100_000   # a bound on memory: the oldest entry goes first
 MAX_QUEUED = 20_000     # refreshes waiting for a worker; more are skipped (the next get asks again)
+WAIT_BURST = 1.0        # seconds callers of one prefetch pool may wait for answers at once...
+WAIT_SHARE = 0.05       # ...and then this share of the time (see PooledPrefetch.result)
 SHARED = None           # the guest tag of entries every guest reads (collections, calls without an id)
 
 
@@ -106,6 +109,11 @@ class _Parsed(HttpResponse):
         return json.dumps(self.value)[:limit]
 
 
+def joined(items: list) -> HttpResponse:
+    """The items of every page of a paginated request, as one parsed reply."""
+    return _Parsed(200, (), b"", "OK", 0.0, False, value=items)
+
+
 def _build_index(spec: m.Index, body: Any) -> dict[str, Any]:
     items = spec.items.search(body)
     if items is None:
@@ -143,19 +151,24 @@ class Cache:
         return self.entries.get(key)
 
     def fresh(self, entry: Fetched | None, seconds: float) -> bool:
+        """entry's request started less than seconds ago."""
         return entry is not None and self.clock.now() - entry.at < seconds
 
-    def fetch(self, key: str, produce: Callable[[], Fetched], keep: Callable[[Fetched], bool]) -> Fetched:
-        """produce() once for all concurrent callers of key; kept when keep() says so."""
+    def fetch(self, key: str, produce: Callable[[], Fetched], keep: Callable[[Fetched], bool],
+              wait: float | None = None) -> Fetched:
+        """produce() once for all concurrent callers of key; kept when keep() says so. A caller
+        never joins a fetch that started before a write (its answer may predate the write): it
+        starts its own, and the older one lands unkept. wait: how long a caller that joins may
+        wait (what is left of its reply deadline); None: the leader's own deadlines bound it."""
         with self.lock:
             flight = self.flights.get(key)
-            leader = flight is None
+            leader = flight is None or flight.epoch != self.epoch
             if leader:
                 flight = self.flights[key] = _Flight(self.epoch)
             else:
                 flight.joined.set()
         if not leader:
-            return self._follow(flight)
+            return self._follow(flight, wait)
         try:
             flight.result = produce()
         except BaseException as exc:
@@ -166,8 +179,11 @@ class Cache:
         return flight.result
 
     @staticmethod
-    def _follow(flight: _Flight) -> Fetched:
-        flight.done.wait()   # the leader's request has its own deadlines (connect and read timeouts)
+    def _follow(flight: _Flight, wait: float | None) -> Fetched:
+        # the leader's request has its own deadlines (connect, read, total)
+        if not flight.done.wait(None if wait is None else max(wait, 0.0)):
+            raise DeadlineReached("a request this reply shares with a background refresh got no answer "
+                                  "before the reply deadline (connection.reply_deadline)")
         if flight.exception is not None:
             raise flight.exception
         assert flight.result is not None
@@ -175,7 +191,8 @@ class Cache:
 
     def _land(self, key: str, flight: _Flight, keep: Callable[[Fetched], bool]) -> None:
         with self.lock:
-            del self.flights[key]
+            if self.flights.get(key) is flight:
+                del self.flights[key]
             result = flight.result
             if result is not None and flight.epoch == self.epoch and keep(result):
                 self._put(key, result)
@@ -188,7 +205,10 @@ class Cache:
         self.entries[key] = entry
 
     def in_flight(self, key: str) -> bool:
-        return key in self.flights
+        """A fetch of key started since the last write is under way."""
+        with self.lock:
+            flight = self.flights.get(key)
+            return flight is not None and flight.epoch == self.epoch
 
     def drop(self, guest: str | None) -> None:
         """After a write for `guest` (None: for no guest in particular): its entries and the
@@ -219,7 +239,7 @@ class InlinePrefetch:
         """Every refresh runs: inline refreshes follow the (logical) clock alone."""
         return True
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
         future: Future = Future()
         try:
             future.set_result(job())
@@ -227,8 +247,15 @@ class InlinePrefetch:
             future.set_exception(exc)
         return future
 
-    def close(self) -> None:
-        pass
+    def result(self, pool: str, future: Future, wait: float) -> Fetched | None:
+        try:
+            return future.result(timeout=wait)
+        except TimeoutError:
+            return None
+
+    def close(self, wait: float = 0.0) -> int:
+        """Nothing runs in the background: nothing is left running."""
+        return 0
 
 
 class PooledPrefetch:
@@ -239,6 +266,11 @@ class PooledPrefetch:
         self.max_queued = max_queued
         self.queues: dict[str, queue.Queue] = {}
         self.budgets: dict[str, _Budget] = {}
+        self.waits: dict[str, _WaitBudget] = {}
+        self.pending: dict[tuple, Future] = {}   # (pool, key) -> the refresh queued or running for it
+        self.threads: list[threading.Thread] = []
+        self.failed = 0                     # refreshes that failed since the last close (reported there)
+        self.closing = threading.Event()    # set when close() begins (tests wait on it)
         self.lock = threading.Lock()
 
     def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
@@ -249,19 +281,57 @@ class PooledPrefetch:
             budget = self.budgets.setdefault(pool, _Budget())
             return budget.admit(key, seconds, now, stale)
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched]) -> Future | None:
-        future: Future = Future()
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
+        """The refresh of key, queued; one already queued or running for key is not queued again
+        (its future is returned)."""
+        token = (pool, key)
+        with self.lock:
+            found = self.pending.get(token)
+            if found is not None:
+                return found
+            future: Future = Future()
+            self.pending[token] = future
         try:
-            self._queue(pool, limit).put_nowait((job, future))
+            self._queue(pool, limit).put_nowait((job, future, token))
         except queue.Full:
+            with self.lock:
+                self.pending.pop(token, None)
             log.warning("prefetch %s: %d refreshes already waiting; skipping one", pool, self.max_queued)
             return None
         return future
+
+    def result(self, pool: str, future: Future, wait: float) -> Fetched | None:
+        """A refresh's answer, waited for up to `wait` seconds, within the pool's wait budget:
+        callers spend at most WAIT_SHARE of the time (after a burst of WAIT_BURST seconds)
+        waiting for answers, so a sweep of thousands of first answers is not serialised on
+        them (the rest come in the background, for the next sweep). None: not in time."""
+        with self.lock:
+            budget = self.waits.setdefault(pool, _WaitBudget())
+            allowed = min(wait, budget.allowance(time.monotonic()))
+        started = time.monotonic()
+        try:
+            return future.result(timeout=max(allowed, 0.0))
+        except TimeoutError:
+            return None
+        finally:
+            with self.lock:
+                budget.spend(time.monotonic() - started)
 
     def queued(self, pool: str) -> int:
         """Refreshes of pool waiting for a worker."""
         found = self.queues.get(pool)
         return found.qsize() if found is not None else 0
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to timeout seconds (real time) until no refresh waits or runs; whether none does."""
+        until = time.monotonic() + timeout
+        for found in list(self.queues.values()):
+            with found.all_tasks_done:
+                while found.unfinished_tasks:
+                    left = until - time.monotonic()
+                    if left <= 0 or not found.all_tasks_done.wait(left):
+                        return False
+        return True
 
     def busy(self) -> bool:
         """Some refresh is waiting or running."""
@@ -273,14 +343,23 @@ class PooledPrefetch:
             if found is None:
                 found = self.queues[pool] = queue.Queue(self.max_queued)
                 for number in range(max(limit, 1)):
-                    threading.Thread(target=_work, args=(found,), daemon=True,
-                                     name=f"cpfmap-prefetch-{number}").start()
+                    worker = threading.Thread(target=_work, args=(found, self), daemon=True,
+                                              name=f"cpfmap-prefetch-{number}")
+                    worker.start()
+                    self.threads.append(worker)
             return found
 
-    def close(self) -> None:
-        """Drop the refreshes not started; workers stop when they next look for work."""
+    def close(self, wait: float = 0.0) -> int:
+        """Drop the refreshes not started, stop the workers and wait up to `wait` seconds (real
+        time) for the running ones; the number still running after that."""
+        self.closing.set()
         with self.lock:
             queues, self.queues = self.queues, {}
+            threads, self.threads = self.threads, []
+            self.pending = {}
+            failed, self.failed = self.failed, 0
+        if failed:
+            log.warning("%d background refresh(es) failed since the provider connected (see the log)", failed)
         for found in queues.values():
             _drain(found)
             for _ in range(64):
@@ -288,6 +367,11 @@ class PooledPrefetch:
                     found.put_nowait(None)
                 except queue.Full:
                     break
+        until = time.monotonic() + max(wait, 0.0)
+        for worker in threads:
+            worker.join(max(0.0, until - time.monotonic()))
+        self.closing.clear()
+        return sum(1 for worker in threads if worker.is_alive())
 
 
 class _Budget:
@@ -314,25 +398,53 @@ class _Budget:
         return True
 
 
-def _work(jobs: queue.Queue) -> None:
+class _WaitBudget:
+    """Seconds callers of one pool may still spend waiting for answers: WAIT_BURST to start,
+    refilled at WAIT_SHARE seconds per second (real time: it bounds real waiting)."""
+
+    def __init__(self) -> None:
+        self.tokens = WAIT_BURST
+        self.at: float | None = None
+
+    def allowance(self, now: float) -> float:
+        if self.at is not None:
+            self.tokens = min(WAIT_BURST, self.tokens + (now - self.at) * WAIT_SHARE)
+        self.at = now
+        return max(self.tokens, 0.0)
+
+    def spend(self, seconds: float) -> None:
+        self.tokens -= seconds
+
+
+def _work(jobs: queue.Queue, pool: PooledPrefetch) -> None:
     while True:
         item = jobs.get()
         try:
             if item is None:
                 return
-            _run(*item)
+            job, future, token = item
+            ok = _run(job, future)
+            with pool.lock:
+                pool.pending.pop(token, None)
+                pool.failed += 0 if ok else 1
         finally:
             jobs.task_done()
 
 
-def _run(job: Callable[[], Fetched], future: Future) -> None:
+def _run(job: Callable[[], Fetched], future: Future) -> bool:
+    """Whether the refresh got an answer (a failed one leaves the old value in place)."""
     if not future.set_running_or_notify_cancel():
-        return
+        return True
     try:
-        future.set_result(job())
-    except BaseException as exc:  # a refresh that fails leaves the old value in place
+        got = job()
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
         log.info("prefetch failed: %s", getattr(exc, "message", exc))
         future.set_exception(exc)
+        return False
+    future.set_result(got)
+    if got.error is not None:
+        log.info("prefetch failed: %s", got.error.message)
+    return got.error is None
 
 
 def _drain(jobs: queue.Queue) -> None:

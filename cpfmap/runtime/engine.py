@@ -10,7 +10,7 @@ import logging
 from typing import Any, Mapping
 
 from cpfmap.clock import Clock
-from cpfmap.errors import AuthError, BackendError, CpfmapError, MethodNotFound
+from cpfmap.errors import AuthError, BackendError, CpfmapError, DeadlineReached, MethodNotFound, WaitCut
 from cpfmap.http.transport import Transport
 from cpfmap.language import model as m
 from cpfmap.protocol import replies, taskids
@@ -19,12 +19,13 @@ from cpfmap.protocol.values import read_all, read_ip, read_mac, string_id
 from cpfmap.redact import Redactor
 from cpfmap.runtime.cache import SHARED, Cache, InlinePrefetch
 from cpfmap.runtime.memory import Memory
-from cpfmap.runtime.session import Backend
+from cpfmap.runtime.session import Backend, ReplyDeadline
 from cpfmap.runtime.steps import StepRunner
 
 log = logging.getLogger("cpfmap")
 PROTOCOL_VERSION = "1.0.0"
 FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
+WAIT_RESERVE = 0.2  # of the reply deadline: a wait inside a reply ends this much before it, for the reply itself
 
 
 class Engine:
@@ -37,6 +38,7 @@ class Engine:
         self.cache = Cache(clock)
         self.memory = Memory()   # step key `remember`: kept while this provider runs
         self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
+        self.reply = ReplyDeadline(clock, mapping.connection.reply_deadline)
         self.backend: Backend | None = None
         # Operations whose task gives its own output on completion: name -> operation.
         self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
@@ -52,7 +54,7 @@ class Engine:
         for name in self.mapping.secret_settings():
             self.redactor.add(settings.get(name))
         self.disconnect({})
-        backend = Backend(self.mapping, self.transport, self.clock, self.redactor, settings)
+        backend = Backend(self.mapping, self.transport, self.clock, self.redactor, settings, reply=self.reply)
         try:
             backend.login()
             op = self.mapping.methods.get("provider/connect")
@@ -67,9 +69,19 @@ class Engine:
         self.backend = backend
         return {}
 
+    def answering(self, handler: Any, params: Mapping) -> Any:
+        """handler(params) within the reply deadline (rpc.engine_handlers wraps every method)."""
+        with self.reply.until():
+            return handler(params)
+
     def disconnect(self, params: Mapping) -> dict:
+        """Stop the refresh workers (waiting for the running ones within the reply deadline, so
+        none logs in after the logout), run the mapping's disconnect steps, log out."""
         backend, self.backend = self.backend, None
-        self.prefetch.close()
+        unfinished = self.prefetch.close(self.reply.within(self.reply.seconds / 2))
+        if unfinished:
+            log.warning("provider/disconnect: %d background refresh(es) still running; they end at their "
+                        "deadlines and cannot log in again", unfinished)
         self.cache.clear()
         if backend is None:
             return {}
@@ -135,6 +147,8 @@ class Engine:
 
     def _run(self, op: m.Operation, params: Mapping) -> Any:
         backend = self._connected()
+        if op.name.startswith("control "):
+            return self._control(op, backend, params)
         context = self._runner(backend).run(op.steps, self._context(backend, params))
         if op.task is None:
             return op.result.eval(context) if op.result is not None else {}
@@ -143,6 +157,18 @@ class Engine:
         if not isinstance(extra, dict):
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
+
+    def _control(self, op: m.Operation, backend: Backend, params: Mapping) -> dict:
+        """A control whose last wait (the VM reaching its state) ends at the reply deadline is
+        accepted: RAS polls guests/get. One cut before a later request did not do all RAS asked."""
+        try:
+            self._runner(backend).run(op.steps, self._context(backend, params))
+        except WaitCut as cut:
+            if _requests_after(op.steps, cut.step):
+                raise BackendError(f"{op.name} of guest {params.get('id')}: {cut.message}; the rest was not "
+                                   "done, RAS may ask again") from None
+            log.info("%s of guest %s: accepted; %s", op.name, params.get("id"), cut.message)
+        return {}
 
     def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None) -> str:
         """started_by: the operation whose own task `output` applies when the task completes."""
@@ -183,21 +209,34 @@ class Engine:
 
     def _wait(self, task_id: str) -> None:
         """Poll a task the reply depends on: quickly at first, then at RAS's own rate, within
-        RAS's own budget (tasks_polling_rate x tasks_polling_retries)."""
+        RAS's own budget (tasks_polling_rate x tasks_polling_retries) and the reply deadline
+        (WaitCut when that comes first: the task goes on)."""
         caps = self.mapping.capabilities
         budget = caps.tasks_polling_rate * max(caps.tasks_polling_retries, 1)
         deadline = self.clock.now() + budget
+        reply_at = self.reply.at()
+        until = None if reply_at is None else reply_at - WAIT_RESERVE
         interval = min(FIRST_WAIT, caps.tasks_polling_rate)
-        while True:
-            reply = self.task_status({"id": task_id})
-            if reply["state"] == "failed":
-                raise BackendError(reply["error"]["message"])
-            if reply["state"] == "completed":
-                return
-            if self.clock.now() + interval > deadline:
-                raise BackendError(f"the backend task did not finish within {budget}s")
-            self.clock.sleep(interval)
-            interval = min(interval * 2, caps.tasks_polling_rate)
+        with self.reply.until(until):
+            while True:
+                try:
+                    reply = self.task_status({"id": task_id})
+                except DeadlineReached:
+                    raise self._cut(until) from None
+                if reply["state"] == "failed":
+                    raise BackendError(reply["error"]["message"])
+                if reply["state"] == "completed":
+                    return
+                if self.clock.now() + interval > deadline:
+                    raise BackendError(f"the backend task did not finish within {budget}s")
+                if until is not None and self.clock.now() + interval >= until:
+                    raise self._cut(until)
+                self.clock.sleep(interval)
+                interval = min(interval * 2, caps.tasks_polling_rate)
+
+    def _cut(self, until: float | None) -> WaitCut:
+        return WaitCut(f"the backend was still at work at the reply deadline "
+                       f"({self.reply.seconds:g}s, connection.reply_deadline)")
 
     # --------------------------------------------------------------- replies
 
@@ -221,6 +260,20 @@ class Engine:
             raise BackendError(f"{method}: the reply built from the backend's answer is not what RAS accepts "
                                f"({wrong})")
         return result
+
+
+def _requests_after(steps: tuple, step: Any) -> bool:
+    """Whether a step after `step` (in run order, nested ones included) sends a request."""
+    flat: list = []
+
+    def walk(items: tuple) -> None:
+        for item in items:
+            flat.append(item)
+            walk(item.steps or ())
+    walk(steps)
+    if step not in flat:
+        return True   # not found: assume the worst
+    return any(later.request is not None for later in flat[flat.index(step) + 1:])
 
 
 def _strings(output: Any, what: str) -> dict:

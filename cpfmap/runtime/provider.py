@@ -10,15 +10,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cpfmap.clock import Clock, RealClock, VirtualClock
+from cpfmap.clock import Clock, LogicalClock, RealClock
 from cpfmap.http.transport import LiveTransport, RetryPolicy, Transport
-from cpfmap.http.wrappers import Exchange, TracingTransport
+from cpfmap.http.wrappers import Exchange, TracingTransport, masked
 from cpfmap.language import loader
 from cpfmap.language.model import CompiledMapping
 from cpfmap.protocol.rpc import Server, engine_handlers
 from cpfmap.redact import Redactor
 from cpfmap.runtime.cache import PooledPrefetch
 from cpfmap.runtime.engine import Engine
+
+KEEP_EXCHANGES = 200   # HTTP exchanges a Provider keeps for its caller (`exchanges`): the newest
 
 
 def assemble(mapping: CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor, *,
@@ -35,7 +37,8 @@ class Provider:
 
     The backend is `transport` (any object with send(HttpRequest) -> HttpResponse and close(),
     e.g. FunctionTransport(handler)),
-    or a recording (`recording`: a cassette file; polling then runs on a virtual clock), or
+    or a recording (`recording`: a cassette file; time is then the logical clock `serve --replay` uses, one
+    second per request plus the engine's waits, so the same cache decisions are made), or
     by default the live backend the mapping's settings point at."""
 
     def __init__(self, mapping: CompiledMapping | str | Path, transport: Transport | None = None, *,
@@ -43,11 +46,11 @@ class Provider:
         self.mapping = mapping if isinstance(mapping, CompiledMapping) else loader.load(mapping)
         if recording is not None:
             from cpfmap.recording import cassette  # here: `cpfmap serve` starts without the recording code
-            transport, clock = cassette.ReplayTransport(cassette.load(recording)), clock or VirtualClock()
+            transport, clock = cassette.ReplayTransport(cassette.load(recording)), clock or LogicalClock()
         clock = clock or RealClock()
         conn = self.mapping.connection
         inner = transport or LiveTransport(RetryPolicy.of(conn), clock)
-        self.transport = TracingTransport(inner, clock.now)
+        self.transport = TracingTransport(inner, clock.now, keep=KEEP_EXCHANGES)
         self.redactor = Redactor()
         self.engine, self.server = assemble(self.mapping, self.transport, clock, self.redactor, live=transport is None)
 
@@ -66,8 +69,17 @@ class Provider:
 
     @property
     def exchanges(self) -> list[Exchange]:
-        """Every HTTP exchange so far (requests unmasked: mask with `self.redactor`)."""
-        return self.transport.exchanges
+        """The last KEEP_EXCHANGES HTTP exchanges, secrets masked."""
+        return self.exchanges_since(0)
+
+    @property
+    def sent(self) -> int:
+        """HTTP exchanges so far (all of them, kept or not)."""
+        return self.transport.sent
+
+    def exchanges_since(self, sent: int) -> list[Exchange]:
+        """The kept exchanges after the first `sent` (an earlier value of `self.sent`), secrets masked."""
+        return [masked(x, self.redactor) for x in self.transport.since(sent)]
 
     def close(self) -> None:
         try:

@@ -6,15 +6,17 @@ credentials on it, sends it through the injected Transport and returns the respo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from cpfmap.clock import Clock
-from cpfmap.errors import AuthError, BackendError, ConfigError, TransportError
+from cpfmap.errors import AuthError, BackendError, ConfigError, DeadlineReached, TransportError
 from cpfmap.http.signing import host_of
 from cpfmap.http.transport import SAFE_RETRY_METHODS, HttpRequest, HttpResponse, Tls, Transport, may_have_run, reset_connections
 from cpfmap.language import model as m
@@ -112,21 +114,22 @@ def guard_exchange(redactor: Redactor, public: frozenset, *, request: HttpReques
     if response is not None:
         for name, value in response.headers:
             if name.lower() == "set-cookie":
-                redactor.add(value.split(";", 1)[0].split("=", 1)[-1])
+                redactor.add(value.split(";", 1)[0].split("=", 1)[-1], session=True)
             elif looks_secret(name):
-                redactor.add(value)
-        _guard_body(_Guard(redactor, public, constants), response.body, response.header("Content-Type"))
+                redactor.add(value, session=True)
+        _guard_body(_Guard(redactor, public, constants, session=True), response.body,
+                    response.header("Content-Type"))
 
 
 class _Guard:
     """Adds the secret values of one side of a login exchange to the redactor."""
 
-    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset) -> None:
-        self.redactor, self.public, self.constants = redactor, public, constants
+    def __init__(self, redactor: Redactor, public: frozenset, constants: frozenset, session: bool = False) -> None:
+        self.redactor, self.public, self.constants, self.session = redactor, public, constants, session
 
     def add(self, value: str) -> None:
         if value not in self.constants:
-            self.redactor.add(value)
+            self.redactor.add(value, session=self.session)
 
 
 def _guard_body(guard: _Guard, body: bytes | None, content_type: str | None) -> None:
@@ -190,9 +193,59 @@ def _no_line_breaks(headers: list) -> None:
                                f"a setting or a login reply); refused")
 
 
+class ReplyDeadline:
+    """When the reply now being built must be out, per thread: the serve thread sets it for
+    each CPF request (`connection.reply_deadline`); a background refresh has none and is bounded
+    by its exchanges' own deadlines. Each HTTP exchange, task wait and prefetch wait of a reply
+    gets at most what is left."""
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def until(self, at: float | None = None) -> Iterator[None]:
+        """Within: the deadline is `at` (default: reply_deadline from now), or the one already set if earlier."""
+        previous = getattr(self._local, "at", None)
+        at = self.clock.now() + self.seconds if at is None else at
+        self._local.at = at if previous is None else min(previous, at)
+        try:
+            yield
+        finally:
+            self._local.at = previous
+
+    def at(self) -> float | None:
+        return getattr(self._local, "at", None)
+
+    def left(self) -> float | None:
+        """Seconds left for this thread's reply; None: no reply waits on this thread."""
+        at = self.at()
+        return None if at is None else at - self.clock.now()
+
+    def within(self, seconds: float) -> float:
+        """seconds, or what is left of the reply deadline if that is less (never below 0)."""
+        left = self.left()
+        return seconds if left is None else max(0.0, min(seconds, left))
+
+    def check(self, what: str) -> float | None:
+        """What is left; DeadlineReached if nothing is."""
+        left = self.left()
+        if left is not None and left <= 0:
+            raise DeadlineReached(f"{what}: the reply deadline ({self.seconds:g}s, connection.reply_deadline) "
+                                  "has passed; RAS may ask again")
+        return left
+
+
 class Backend:
+    """One backend session, shared by the serve thread and the prefetch workers. `self.lock`
+    guards what changes the session (login, renewal, re-login after a 401, host failover,
+    logout); the session's values (`auth`, `endpoints`) are replaced whole, never emptied
+    while requests use them, so a request built at any moment carries a complete session."""
+
     def __init__(self, mapping: m.CompiledMapping, transport: Transport, clock: Clock, redactor: Redactor,
-                 settings: Mapping[str, Any], given: frozenset | None = None) -> None:
+                 settings: Mapping[str, Any], given: frozenset | None = None,
+                 reply: ReplyDeadline | None = None) -> None:
         """`given`: the settings the user gave (explain fills the rest with placeholders); None: all."""
         self.mapping = mapping
         self.transport = transport
@@ -221,6 +274,10 @@ class Backend:
         self.logged_in_at: float | None = None
         self.session_ttl: float | None = None
         self.wall: Callable[[], float] = time.time   # the date a signature carries (tests fix it)
+        self.lock = threading.RLock()
+        self.generation = 0   # sessions so far: a 401 to an older one needs no new login
+        self.closed = False   # logged out: no thread may log in again
+        self.reply = reply or ReplyDeadline(clock, mapping.connection.reply_deadline)
 
     def _choose(self, base: dict) -> m.AuthScheme:
         for scheme in self.mapping.auth:
@@ -232,9 +289,9 @@ class Backend:
     # ----------------------------------------------------------- requests
 
     def target(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
-               query: list[tuple[str, str]] | None = None) -> str:
+               query: list[tuple[str, str]] | None = None, session: bool = True) -> str:
         """The request's URL (what a cached reply is found by)."""
-        ctx = self._context(context)
+        ctx = self._context(context) if session else dict(context)
         target = url or self._url(str(spec.path.render(ctx)), spec.endpoint, spec.link)
         # A followed link (next_link, link_header) carries the step's query already.
         pairs = _pairs(spec.query.eval(ctx) if spec.query and url is None else None, "query") + list(query or [])
@@ -246,28 +303,35 @@ class Backend:
         return target
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
-              query: list[tuple[str, str]] | None = None, retry_safe: bool = False) -> HttpRequest:
-        ctx = self._context(context)
+              query: list[tuple[str, str]] | None = None, retry_safe: bool = False,
+              session: bool = True) -> HttpRequest:
+        """session: False for a login or refresh request, which carries the `auth` of its
+        context (the previous session's) and none of the session's credentials."""
+        ctx = self._context(context) if session else dict(context)
         in_form = spec.form is not None and url is None   # paging parameters go with the form's own
-        target = self.target(spec, context, url=url, query=None if in_form else query)
+        target = self.target(spec, context, url=url, query=None if in_form else query, session=session)
         headers = self.headers + _pairs(spec.headers.eval(ctx) if spec.headers else None, "headers")
         body, content_type = self._body(spec, ctx, query if in_form else None)
         if content_type:
             headers.append(("Content-Type", content_type))
-        headers += self._credentials(ctx)
+        if session or self.scheme.type != "session":
+            headers += self._credentials(ctx)
         _no_line_breaks(headers)
         if self.signer is not None:   # last: the signature covers the request as it goes out
             headers = [("Host", host_of(target))] + headers
             headers += self.signer.sign(spec.method, target, headers, body, self.wall())
         conn = self.mapping.connection
-        return HttpRequest(spec.method, target, tuple(headers), body,
-                           (conn.connect_timeout, conn.read_timeout), self.tls, retry_safe,
-                           failover=len(self.base_urls) > 1, deadline=conn.total_timeout,
+        left = self.reply.check(f"{spec.method} {spec.path.source}")
+        deadline = conn.total_timeout if left is None else min(conn.total_timeout, left)
+        timeouts = (min(conn.connect_timeout, deadline), min(conn.read_timeout, deadline))
+        return HttpRequest(spec.method, target, tuple(headers), body, timeouts, self.tls, retry_safe,
+                           failover=len(self.base_urls) > 1, deadline=deadline,
                            max_body=conn.max_response_bytes)
 
     def _context(self, context: Mapping[str, Any]) -> dict:
         """Templates see this session's values, or (for a refresh) the previous session's."""
-        return dict(context, auth=self.auth if self.auth else context.get("auth", {}))
+        auth = self.auth
+        return dict(context, auth=auth if auth else context.get("auth", {}))
 
     def _url(self, path: str, endpoint: str | None = None, link: bool = False) -> str:
         """link: a path that is one raw_path value, from the host root like a link in a reply."""
@@ -326,21 +390,20 @@ class Backend:
     def _secret(self, value: Any) -> str:
         text = str(value)
         # The credential part after a scheme word or "name=" prefix is what must be masked.
-        self.redactor.add(text)
+        session = self.scheme.type == "session"   # a session's values are replaced at each login
+        self.redactor.add(text, session=session)
         for sep in (" ", "="):
             if sep in text:
-                self.redactor.add(text.split(sep, 1)[1])
+                self.redactor.add(text.split(sep, 1)[1], session=session)
         return text
 
     def send(self, spec: m.RequestSpec, context: Mapping[str, Any], **options: Any) -> HttpResponse:
+        self._open()
         self._refresh_if_due()
+        generation = self.generation
         response = self._send(lambda: self.build(spec, context, **options))
         if response.status == 401 and self.scheme.type == "session":
-            # A server that answers 401 before reading the request body leaves it on the
-            # connection: the login goes out on a fresh one, or it would arrive garbled.
-            fresh = reset_connections(self.transport)
-            log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
-            self.login(renew=True)
+            fresh = self._login_after_401(generation)
             response = self._send(lambda: self.build(spec, context, **options))
             if response.status == 401:
                 where = f"{spec.method} {self.build(spec, context, **options).url.split('?')[0]}"
@@ -351,11 +414,30 @@ class Backend:
                 raise error
         return response
 
+    def _login_after_401(self, generation: int) -> bool:
+        """One new login for all the threads whose requests met the same expired session; a
+        thread whose session was already replaced sends again with the new one."""
+        with self.lock:
+            self._open()
+            if self.generation != generation:
+                return False
+            # A server that answers 401 before reading the request body leaves it on the
+            # connection: the login goes out on a fresh one, or it would arrive garbled.
+            fresh = reset_connections(self.transport)
+            log.info("backend answered 401; logging in again%s", " on a new connection" if fresh else "")
+            self.login(renew=True)
+            return fresh
+
+    def _open(self) -> None:
+        if self.closed:
+            raise BackendError("the session has ended (provider/disconnect)")
+
     def _send(self, make: Callable[[], HttpRequest]) -> HttpResponse:
         """Send to the current host; on a connection error go on to the next of `connection.hosts`,
         but only with a request that never reached the host or is safe to repeat."""
         resent = False  # an earlier host may have run it: the answer is to a repeat (`already_done`)
         for tried in range(1, len(self.base_urls) + 1):
+            base = self.base_url
             request = make()
             try:
                 response = self.transport.send(request)
@@ -366,22 +448,31 @@ class Backend:
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")
                 resent = resent or may_have_run(exc)
-                self._next_host(exc)
+                self._next_host(exc, base)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _next_host(self, exc: TransportError) -> None:
-        current = self.base_urls.index(self.base_url)
-        self.base_url = self.base_urls[(current + 1) % len(self.base_urls)]
-        log.warning("%s; trying %s", exc.message, self.base_url)
+    def _next_host(self, exc: TransportError, failed: str) -> None:
+        """The host after `failed`, unless another thread has moved on from it already."""
+        with self.lock:
+            if self.base_url == failed:
+                current = self.base_urls.index(failed)
+                self.base_url = self.base_urls[(current + 1) % len(self.base_urls)]
+                log.warning("%s; trying %s", exc.message, self.base_url)
 
     # --------------------------------------------------------------- auth
 
+    def _due(self) -> bool:
+        ttl, at = self.session_ttl, self.logged_in_at
+        return self.scheme.type == "session" and bool(ttl) and at is not None and self._session_now() - at >= ttl
+
     def _refresh_if_due(self) -> None:
-        ttl = self.session_ttl
-        if self.scheme.type == "session" and ttl and self.logged_in_at is not None \
-                and self._session_now() - self.logged_in_at >= ttl:
-            log.info("session older than %ss; logging in again", ttl)
-            self.login(renew=True)
+        if not self._due():
+            return
+        with self.lock:   # one renewal: whoever comes second finds the session new
+            if self._due():
+                self._open()
+                log.info("session older than %ss; logging in again", self.session_ttl)
+                self.login(renew=True)
 
     def _session_now(self) -> float:
         """The clock a session's ttl runs on: the clock's own session time if it keeps one
@@ -395,7 +486,12 @@ class Backend:
         scheme = self.scheme
         if scheme.type != "session" or scheme.login is None:
             return
-        (previous, self.auth), (known, self.endpoints) = (self.auth, {}), (self.endpoints, {})
+        with self.lock:
+            self._open()
+            self._login(scheme, renew)
+
+    def _login(self, scheme: m.AuthScheme, renew: bool) -> None:
+        previous, known = self.auth, self.endpoints   # in use until the new session replaces them
         if renew and scheme.refresh is not None and previous:
             got = self._session_request(scheme.refresh, previous, refusable=True)
             if got is not None:  # values and service URLs the refresh reply lacks stay as they were
@@ -411,7 +507,8 @@ class Backend:
         was refused."""
         base = {"settings": self.settings, "auth": previous}
         # Logging in again changes nothing on the backend: it is sent again like a GET (429, no answer).
-        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True)))
+        response = self._send(lambda: self._guarded(login, self.build(login.request, base, retry_safe=True,
+                                                                        session=False)))
         accepted = response.status in login.accept if login.accept else 200 <= response.status < 300
         if not accepted and refusable:
             return None
@@ -432,11 +529,13 @@ class Backend:
         for name, value in values.items():
             # credentials are text; numbers (expires_in) are not secrets, nor what `public` names
             if isinstance(value, str) and name not in public:
-                self.redactor.add(value)
+                self.redactor.add(value, session=True)
+        ttl = self._ttl(values)
+        self.endpoints = endpoints   # the service URLs first: a request never pairs new values with none
         self.auth = values
-        self.endpoints = endpoints
         self.logged_in_at = self._session_now()
-        self.session_ttl = self._ttl(values)
+        self.session_ttl = ttl
+        self.generation += 1
 
     def _ttl(self, values: dict) -> float | None:
         ttl = self.scheme.ttl
@@ -484,12 +583,15 @@ class Backend:
         return values
 
     def logout(self) -> None:
-        logout = self.scheme.logout
-        if logout is not None and self.auth:
-            try:
-                self._send(lambda: self.build(logout, {"settings": self.settings}))
-            except BackendError as exc:
-                log.warning("logout failed: %s", exc)
-        self.auth, self.endpoints = {}, {}
-        self.logged_in_at = None
-        self.session_ttl = None
+        """End the session; from now on no thread logs in again on this backend."""
+        with self.lock:
+            self.closed = True
+            logout = self.scheme.logout
+            if logout is not None and self.auth:
+                try:
+                    self._send(lambda: self.build(logout, {"settings": self.settings}))
+                except BackendError as exc:
+                    log.warning("logout failed: %s", exc)
+            self.auth, self.endpoints = {}, {}
+            self.logged_in_at = None
+            self.session_ttl = None

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import urllib.parse
 from typing import Any, Callable
 
-from cpfmap.errors import BackendError, TransportError
+from cpfmap.errors import BackendError, TransportError, WaitCut
 from cpfmap.http.transport import HttpResponse, may_have_run
 from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
-from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, staggered
+from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, joined, staggered
 from cpfmap.runtime.memory import Memory
 from cpfmap.runtime.reading import PARTS, body_of, extract_from, link_target, reply_part
 from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
 DONE = object()  # a lookup found that a request which got no answer took effect
+STALE_LIFETIMES = 2   # a prefetched answer is served stale until it is this many `cache` lifetimes old
 
 
 class _Again(Exception):
@@ -119,6 +121,9 @@ class StepRunner:
             return
         try:
             self.waiter(step.wait, context)  # type: ignore[misc]
+        except WaitCut as cut:
+            cut.step = step
+            raise
         except BackendError as exc:
             if self._already_done(step, context, resent, None, exc.message):
                 return
@@ -219,9 +224,11 @@ class StepRunner:
 
     def _fetch(self, step: m.Step, context: dict) -> Fetched | list | None:
         """The answer; a request that got none raises TransportError (a cached one too)."""
-        if step.paginate is not None:
+        if step.paginate is not None and step.cache:
+            fetched = self._cached(step, context)   # every page's items, one cached (and indexed) list
+        elif step.paginate is not None:
             return self._pages(step, context)
-        if step.request.method in ("GET", "HEAD"):
+        elif step.request.method in ("GET", "HEAD"):
             cached = step.cache and step.request.method == "GET"
             fetched = self._cached(step, context) if cached else self._answer(step, context)
         else:
@@ -235,16 +242,18 @@ class StepRunner:
         return fetched
 
     def _answer(self, step: m.Step, context: dict, guest: str | None = SHARED, key: str = "") -> Fetched:
+        """The answer, dated by when its request started: a reply's age counts the time it was on its way."""
+        started = self.cache.clock.now()
         try:
-            response = self.backend.send(step.request, context, retry_safe=step.idempotent)
+            response = self._pages_as_one(step, context) if step.paginate is not None else \
+                self.backend.send(step.request, context, retry_safe=step.idempotent)
         except TransportError as exc:
-            return Fetched(None, exc, self.cache.clock.now(), guest)
-        now = self.cache.clock.now()
+            return Fetched(None, exc, started, guest)
         fresh = step.prefetch is not None and self.cache.lookup(key) is None
-        return Fetched(response, None, staggered(key, now, step.cache) if fresh else now, guest)
+        return Fetched(response, None, staggered(key, started, step.cache) if fresh else started, guest)
 
     def _cached(self, step: m.Step, context: dict) -> Fetched | None:
-        key = self.backend.target(step.request, context)
+        key = sys.intern(self.backend.target(step.request, context))   # one copy: cache, budget, pending
         guest = SHARED if step.index is not None else _named_guest(key, context)
         entry = self.cache.lookup(key)
         if step.prefetch is not None:
@@ -252,35 +261,56 @@ class StepRunner:
         if self.cache.fresh(entry, step.cache) and not self._missing(step, entry, context):
             return entry
         return self.cache.fetch(key, lambda: self._answer(step, context, guest, key),
-                                lambda got: got.error is None and step.accepts(got.response.status))
+                                lambda got: got.error is None and step.accepts(got.response.status),
+                                wait=self.backend.reply.left())
 
     def _missing(self, step: m.Step, entry: Fetched, context: dict) -> bool:
         """A key absent from a reused collection: the guest may be newer than the reply."""
         if step.index is None or step.index.lookup is None or not step.accepts(entry.response.status):
             return False
-        return self._lookup(step, context) not in entry.index(step.index)
+        key = self._lookup(step, context)
+        return key != "" and key not in entry.index(step.index)   # "": this call asks for no key
 
     def _prefetched(self, step: m.Step, context: dict, key: str, guest: str | None,
                     entry: Fetched | None) -> Fetched | None:
         """Fresh: reuse. Otherwise refresh on the prefetch pool; RAS gets the stale value at
-        once, or waits up to `prefetch.wait` for a first one (then: the defaults)."""
+        once while it is less than STALE_LIFETIMES lifetimes old, or waits up to `prefetch.wait`
+        for a new one (then: the defaults). A refresh that got no answer is never kept: the
+        older answer stays, and ages out."""
+        now = self.cache.clock.now()
         if self.cache.fresh(entry, step.cache):
             return entry
-        if entry is not None and self.cache.in_flight(key):
-            return entry
-        if not self.prefetch.admit(step.where, key, step.cache, self.cache.clock.now(), entry is not None):
-            return entry   # over the refresh budget: the stale value, refreshed in a later call
+        usable = entry if self.cache.fresh(entry, step.cache * STALE_LIFETIMES) else None
+        if usable is not None and self.cache.in_flight(key):
+            return usable
+        if not self.prefetch.admit(step.where, key, step.cache, now, usable is not None):
+            return usable   # over the refresh budget: the stale value, refreshed in a later call
         ctx = dict(context)  # the caller's context changes while the refresh runs
-        job = lambda: self.cache.fetch(key, lambda: self._answer(step, ctx, guest, key), lambda _: True)  # noqa: E731
-        future = self.prefetch.submit(step.where, step.prefetch.concurrency, job)
-        if future is not None and future.done() and future.exception() is None:
-            return future.result()
-        if entry is not None or future is None:
+        future = self.prefetch.submit(step.where, step.prefetch.concurrency,
+                                      lambda: self._refresh(step, ctx, key, guest), key)
+        if future is not None and future.cancelled():   # the pool closed meanwhile
+            future = None
+        if future is not None and future.done():
+            got = future.result() if future.exception() is None else None
+            if got is not None and (got.error is None or usable is None):
+                return got
+            if usable is not None:
+                return usable
+        if usable is not None or future is None:
+            return usable
+        return self.prefetch.result(step.where, future, self.backend.reply.within(step.prefetch.wait))
+
+    def _refresh(self, step: m.Step, context: dict, key: str, guest: str | None) -> Fetched:
+        """A prefetch job: the answer, unless one came fresh while the job waited for a worker."""
+        entry = self.cache.lookup(key)
+        if self.cache.fresh(entry, step.cache):
             return entry
-        try:
-            return future.result(timeout=step.prefetch.wait)
-        except TimeoutError:
-            return None
+        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key), lambda got: got.error is None)
+
+    def _pages_as_one(self, step: m.Step, context: dict) -> HttpResponse:
+        """Every page's items as one reply (what a cached paginated step keeps), or the refusal."""
+        got = self._pages(step, context)
+        return got.response if isinstance(got, Fetched) else joined(got)
 
     def _pages(self, step: m.Step, context: dict) -> list | Fetched:
         """Every page's items joined into one list (the body extractions read)."""
