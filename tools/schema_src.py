@@ -527,6 +527,11 @@ SCHEMA = {
                                   "except the id or name of a token or key, a type or an expiry "
                                   "(README, Secrets).", ["vncproxy_port", "rootpw"], type="array",
                                   items={"type": "string", "minLength": 1}, uniqueItems=True),
+            "public_fields": prop("Field names (case-insensitive, whole names) that look secret but are not, whose "
+                                  "values recordings keep because a replay needs them (LXD's `auth: trusted`): "
+                                  "the opposite of `secret_fields`, which wins over it for the same name; known "
+                                  "secret values are masked wherever they appear all the same (README, Secrets).",
+                                  ["auth"], type="array", items={"type": "string", "minLength": 1}, uniqueItems=True),
         }, required=["base_url"], example={"base_url": "https://{{ settings.host }}:8006/api2/json",
                                             "verify_tls": "{{ settings.verify_tls }}", "read_timeout": 60}),
         "auth": prop("Authentication schemes, tried in order by their `when`.",

@@ -232,7 +232,8 @@ def _serve_transport(args: argparse.Namespace, mapping, redactor: Redactor, tran
     recording = None
     if getattr(args, "cassette", None):
         from cpfmap.recording.cassette import RecordingTransport
-        recording = RecordingTransport(transport, args.cassette, redactor, mapping.connection.secret_fields)
+        recording = RecordingTransport(transport, args.cassette, redactor, mapping.connection.secret_fields,
+                                       mapping.connection.public_fields)
     return recording or transport, clock or RealClock(), recording
 
 

@@ -21,6 +21,7 @@ with `<`; a body that starts with an XML declaration (`<?xml`) is XML under any 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Iterable
 
 MAX_DEPTH = 100
@@ -77,12 +78,31 @@ def decode(body: bytes, content_type: str | None, xml_lists: Iterable[str] = ())
 
 
 def parse_json(body: bytes) -> Any:
+    """Strict JSON: a number that is not finite (`NaN`, `Infinity`, `1e999`) is not a value (it
+    would reach RAS as text), so it is an error naming it."""
     try:
-        return json.loads(body.decode("utf-8-sig"))
+        return json.loads(body.decode("utf-8-sig"), parse_constant=_not_a_number, parse_float=_finite)
     except RecursionError:
         raise BodyError("not JSON we read (nested too deeply)") from None
+    except _NotFinite as exc:
+        raise BodyError(f"not JSON we read: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise BodyError("not JSON") from None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_a_number(name: str) -> Any:
+    raise _NotFinite(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"the number {text[:40]} is not finite")
+    return value
 
 
 def _text(body: bytes) -> str:

@@ -7,9 +7,7 @@ TransportError when no HTTP answer came back. This is the only module that impor
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import re
 import threading
 import time
@@ -80,28 +78,12 @@ class HttpResponse:
         return bodies.decode(self.body, self.header("Content-Type"), self.xml_lists)
 
     def json(self) -> Any:
-        """The body as JSON; None for an empty body; raises ValueError if not JSON. A number that
-        is not finite (`NaN`, `Infinity`, `1e999`) is not a value: it would reach RAS as text."""
-        if not self.body.strip():
-            return None
-        try:
-            return json.loads(self.body.decode("utf-8-sig"), parse_constant=_not_a_number, parse_float=_finite)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
+        """The body as JSON; None for an empty body; raises ValueError (bodies.BodyError) if it is
+        not JSON, or holds a number that is not finite (bodies.parse_json)."""
+        return bodies.parse_json(self.body) if self.body.strip() else None
 
     def text(self, limit: int = 400) -> str:
         return self.body[:limit].decode("utf-8", "replace")
-
-
-def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is not finite")
-    return value
 
 
 class Transport(Protocol):

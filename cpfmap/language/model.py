@@ -331,6 +331,7 @@ class Connection:
     refused_if: Expression | None = None   # every step's default for Step.refused_if
     params: Value | None = None  # sent with every request: in its form, else in its query
     secret_fields: frozenset = frozenset()   # more body/query field names masked in recordings (lower case)
+    public_fields: frozenset = frozenset()   # secret-looking field names kept in recordings (lower case)
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,8 @@ def _connection(c: Compiler, raw: dict) -> m.Connection:
         xml_lists=tuple(str(n) for n in raw.get("xml_lists") or ()),
         refused_if=c.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None,
         params=c.value(raw["params"], path + ("params",), known, sent=True) if "params" in raw else None,
-        secret_fields=frozenset(str(name).lower() for name in raw.get("secret_fields", ())))
+        secret_fields=frozenset(str(name).lower() for name in raw.get("secret_fields", ())),
+        public_fields=frozenset(str(name).lower() for name in raw.get("public_fields", ())))
 
 
 NEEDS = {"header": ("headers",), "basic": ("username", "password"), "bearer": ("token",),

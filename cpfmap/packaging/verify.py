@@ -95,7 +95,8 @@ def _variant_findings(variant: Variant) -> list[Finding]:
 def clear_secret_findings(mapping: CompiledMapping, cassette_file: Path) -> list[Finding]:
     """A shipped cassette must not show the value of a secret-named field (recordings are public)."""
     try:
-        exchanges = cassette.clear_fields(cassette_file, mapping.connection.secret_fields)
+        exchanges = cassette.clear_fields(cassette_file, mapping.connection.secret_fields,
+                                          mapping.connection.public_fields)
     except (CpfmapError, yaml.YAMLError, YamlLimit, AttributeError, TypeError):
         return []   # a cassette that cannot be read: the replay says so
     shown = ", ".join(f"#{n}" for n in exchanges[:5]) + (" ..." if len(exchanges) > 5 else "")

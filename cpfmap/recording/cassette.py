@@ -274,9 +274,10 @@ class RecordingTransport:
     """
 
     def __init__(self, inner: Transport, path: str | Path, redactor: Redactor,
-                 secret_fields: frozenset = frozenset()) -> None:
+                 secret_fields: frozenset = frozenset(), public_fields: frozenset = frozenset()) -> None:
         self.inner = inner
         self.secret_fields = frozenset(name.lower() for name in secret_fields)
+        self.public_fields = frozenset(name.lower() for name in public_fields)
         self.path = Path(path)
         self.redactor = redactor
         self.exchanges: list[tuple[HttpRequest, HttpResponse]] = []
@@ -321,7 +322,7 @@ class RecordingTransport:
             raise CassetteError(f"cannot write the cassette {self.path}: {exc.strerror or exc}") from None
 
     def _scrubbed(self, exchanges: list) -> list[dict]:
-        return [vcr_interaction(q, r, self.redactor, self.secret_fields) for q, r in exchanges]
+        return [vcr_interaction(q, r, self.redactor, self.secret_fields, self.public_fields) for q, r in exchanges]
 
 
 def _check_writable(path: Path) -> None:
@@ -363,11 +364,11 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present:
 
 
 def vcr_interaction(request: HttpRequest, response: HttpResponse, redactor: Redactor,
-                    fields: frozenset = frozenset()) -> dict:
+                    fields: frozenset = frozenset(), public: frozenset = frozenset()) -> dict:
     """One exchange as VCR.py writes it, scrubbed: every known secret, and the value of every
     field whose name says secret (redact.looks_secret, or a name in `fields`) in every body
     (JSON, form, XML elements) and query, in requests and in replies alike."""
-    scrub = _Scrub(redactor, fields)
+    scrub = _Scrub(redactor, fields, public)
     return {
         "request": {"body": scrub.body(request.body, request.header("Content-Type")),
                     "headers": _scrub_headers(request.headers, redactor),
@@ -388,18 +389,23 @@ def _scrub_headers(headers: tuple, redactor: Redactor) -> dict:
 
 # A secret-looking name that only identifies or describes a credential: its value is kept in
 # recordings (a replay may need it): the id or name of a token or key (PVE's `tokenid`, AWS's
-# `AccessKeyId`), a type (`token_type: Bearer`), an expiry.
-IDENTIFIES = re.compile(r"(token|key)[-_]?(id|name)$|(type|expires|expires[-_]?at|expiry|ttl|lifetime)$", re.I)
+# `AccessKeyId`), a type (`token_type: Bearer`), an expiry, a private address (EC2's
+# `privateIpAddress`, `privateDnsName`). A mapping names more with connection.public_fields.
+IDENTIFIES = re.compile(r"(token|key)[-_]?(id|name)$|(type|expires|expires[-_]?at|expiry|ttl|lifetime)$|"
+                        r"private[-_]?(ip|dns|address|network|net)", re.I)
 _XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.:-]{0,200})(\s[^<>]{0,2000})?>([^<]*)</\1\s*>")
 
 
 class _Scrub:
-    def __init__(self, redactor: Redactor, fields: frozenset) -> None:
-        self.redactor, self.fields = redactor, fields
+    def __init__(self, redactor: Redactor, fields: frozenset, public: frozenset = frozenset()) -> None:
+        self.redactor, self.fields, self.public = redactor, fields, public
 
     def secret(self, name: object) -> bool:
         text = str(name)
-        return text.lower() in self.fields or (looks_secret(text) and not IDENTIFIES.search(text))
+        name_ = text.lower()
+        if name_ in self.fields:
+            return True
+        return name_ not in self.public and looks_secret(text) and not IDENTIFIES.search(text)
 
     def pairs(self, pairs: list) -> list:
         return [(k, MASK if v and self.secret(k) else _masked(v, self.redactor)) for k, v in pairs]
@@ -458,11 +464,11 @@ class _Scrub:
         return again != text
 
 
-def clear_fields(path: Path, fields: frozenset = frozenset()) -> list[int]:
+def clear_fields(path: Path, fields: frozenset = frozenset(), public: frozenset = frozenset()) -> list[int]:
     """Exchanges of a recorded (VCR.py layout) cassette whose request query or a body shows the
     value of a secret-named field in clear: what `pack verify` refuses to ship."""
     data = parse_yaml(read_text(path, "cassette"))
-    scrub = _Scrub(Redactor(), frozenset(f.lower() for f in fields))
+    scrub = _Scrub(Redactor(), frozenset(f.lower() for f in fields), frozenset(f.lower() for f in public))
     found = []
     for n, exchange in enumerate((data or {}).get("interactions") or []):
         request, response = exchange.get("request") or {}, exchange.get("response") or {}
