@@ -196,7 +196,7 @@ def test_the_secret_set_is_bounded_oldest_first_and_a_value_added_again_stays():
         redactor.add(f"ticket-{n:06d}")
         if n % 100 == 0:
             redactor.add("the-settings-password")   # as every connect does
-    assert len(redactor._values) == redact.MAX_SECRETS
+    assert len(redactor._lasting) == redact.MAX_SECRETS
     assert redactor("ticket-000000 the-settings-password") == "ticket-000000 ***"
     assert redactor(f"ticket-{redact.MAX_SECRETS + 49:06d}") == "***"
 
