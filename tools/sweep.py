@@ -230,12 +230,6 @@ def openstack(size: int, sweeps: int, gap: float = INTERVAL) -> None:
     scheduler, conductor and fake-driver compute) with `size` servers, `gap` seconds apart.
     Run with the Python Nova is installed in (its api-paste.ini is found through sysconfig)."""
     from novacloud import ServedNova
-
-    from cpfmap.clock import RealClock
-    from cpfmap.http.transport import LiveTransport, RetryPolicy
-    from cpfmap.language import loader
-    from cpfmap.redact import Redactor
-    from cpfmap.runtime.provider import assemble
     cloud = ServedNova()
     try:
         # Small guests: the harness's one fake host (64 GiB) holds 128 of the fixtures' m1.tiny.
@@ -247,29 +241,13 @@ def openstack(size: int, sweeps: int, gap: float = INTERVAL) -> None:
             cloud.wait(sid, "ACTIVE", timeout=600)
         print(f"openstack: {size} servers booted on the Nova harness in {time.perf_counter() - started:.0f} s",
               flush=True)
-        mapping = loader.load("openstack")
-        clock = RealClock()
-        transport = Counting(LiveTransport(RetryPolicy.of(mapping.connection), clock))
-        _, server = assemble(mapping, transport, clock, Redactor(), live=True)
-
-        def call(method: str, params: dict | None = None) -> dict:
-            reply = server.handle_text(json.dumps({"method": method, "params": params or {}}))
-            if "result" not in reply:
-                raise SystemExit(f"{method}: {reply}")
-            return reply["result"]
-        call("provider/connect", {"settings": cloud.settings(page_size="1000")})
+        run = CpfmapSweeper(cloud.settings(page_size="1000"), mapping="openstack")
         print(f"{'sweep (Nova harness)':24} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
               f"{'req/guest':>9} {'ms/get':>7} {'wrong':>5}", flush=True)
-        for number in range(1, sweeps + 1):
-            before, started = transport.count, time.perf_counter()
-            guests = call("guests/list")["guests"]
-            wrong = sum(call("guests/get", {"id": guest})["state"] != "powered_on" for guest in guests)
-            wall = time.perf_counter() - started
-            if number < sweeps:
-                time.sleep(gap)
-            requests = transport.count - before
-            print(f"{'cpfmap openstack':24} {len(guests):6d} {number:5d} {wall:8.2f} {requests:8d} "
-                  f"{requests / len(guests):9.3f} {wall * 1000 / len(guests):7.2f} {wrong:5d}", flush=True)
+        for row in sweep_rounds(run, size, sweeps, gap, lambda guest: "powered_on"):
+            wall, requests = row["wall"], row["requests"]
+            print(f"{'cpfmap openstack':24} {size:6d} {row['sweep']:5d} {wall:8.2f} {requests:8d} "
+                  f"{requests / size:9.3f} {wall * 1000 / size:7.2f} {row['wrong']:5d}", flush=True)
     finally:
         cloud.stop()
 
