@@ -94,3 +94,61 @@ def test_templates_run_without_copying_the_context_yet_see_jinjas_globals(source
     template = Templates().compile(source, "test")
     assert template.render(context) == expected
     assert template.render(context) == expected   # the compiled function, reused
+
+
+# Text and dotted names are read straight from the context (templating._plain_or); every other
+# case goes to Jinja. Each template, as text and as URL path, against contexts where the plain
+# reading applies and where it must hand over (missing names, non-dict members, dict methods,
+# placeholders), must give what Jinja alone gives: the same value or the same error.
+PLAIN = ["/cluster/resources", "", "{{ params.id }}", "{{ vm.node }}", "/nodes/{{ node }}/qemu/{{ params.id }}/config",
+         "{{ x.items }}", "{{ x.keys }}", "a {{ x }} b", "{{ x }}", " {{ x }} ", "{{ x.y.z }}", "{{ now }}",
+         "{{ range }}", "{{ x }}\n", "{{x}}{{x}}", "{{ x.y }}/{{ x['y'] }}"]
+
+
+def _contexts():
+    from cpfmap.language.templating import Kept, Placeholder, RawPath
+    return [{}, {"params": {"id": "101"}, "vm": {"node": "pve1"}, "node": "pve 1/x",
+                 "x": {"items": 3, "keys": None, "y": {"z": [1, "a"]}}},
+            {"params": {"id": 7}, "vm": None, "node": None, "x": "str"},
+            {"params": {"id": True}, "node": RawPath("a/b c"), "x": Placeholder("<x from 1>")},
+            {"params": {}, "vm": {"node": {"a": 1}}, "node": 1.5, "x": {"y": {}}},
+            {"x": Kept(None), "params": {"id": "é/?"}, "node": False}]
+
+
+def _outcome(func, context):
+    try:
+        value = func(context)
+    except Exception as exc:   # noqa: BLE001 - the error itself is compared
+        return "error", type(exc).__name__, str(exc)
+    return "value", repr(value), type(value)
+
+
+@pytest.mark.parametrize("path", [False, True], ids=["text", "path"])
+@pytest.mark.parametrize("source", PLAIN)
+def test_plain_templates_give_what_jinja_gives(source, path):
+    import re
+
+    from cpfmap.language.templating import Templates, _runner
+    templates = Templates()
+    env = templates.path if path else templates.text
+    match = re.match(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", source, re.S)
+    native = bool(match and "{{" not in match["expr"] and "{%" not in match["expr"] and not path)
+    if native:
+        expr = match["expr"].strip()
+        jinja = _runner(env, env.compile_expression(expr, undefined_to_none=False)._template, "{{ " + expr + " }}", True)
+    else:
+        jinja = _runner(env, env.from_string(source), source, False)
+    template = templates.compile(source, "test", path=path)
+    for context in _contexts():
+        assert _outcome(template.func, context) == _outcome(jinja, context), context
+
+
+@pytest.mark.parametrize("obj", [{"a": 1, "items": 2, "__class__": 3, "_x": 4}, {}, {"mro": 1}, [1], "text", None])
+@pytest.mark.parametrize("attribute", ["a", "items", "keys", "__class__", "_x", "mro", "upper", "missing"])
+def test_the_sandboxs_member_reading_of_plain_dicts_is_the_sandboxs_own(obj, attribute):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from cpfmap.language.templating import Templates
+    env = Templates().text
+    ours, theirs = env.getattr(obj, attribute), ImmutableSandboxedEnvironment.getattr(env, obj, attribute)
+    assert type(ours) is type(theirs) and repr(ours) == repr(theirs)

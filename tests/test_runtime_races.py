@@ -17,7 +17,7 @@ from cpfmap.http.transport import FunctionTransport, HttpResponse
 from cpfmap.language import loader
 from cpfmap.redact import Redactor
 from cpfmap.runtime import provider as assembly
-from cpfmap.runtime.cache import Cache, Fetched, PooledPrefetch
+from cpfmap.runtime.cache import Cache, Fetched, PooledPrefetch, Quiet
 from cpfmap.runtime.provider import Provider
 
 WAIT = 30   # seconds an event may take before a test gives up (never reached when it passes)
@@ -299,3 +299,79 @@ def test_two_threads_failing_on_one_host_move_on_to_the_next_once(tmp_path):
     for thread in threads:
         thread.join(WAIT)
     assert got == [200, 200] and backend_session.base_url == "https://b/api/v1"
+
+
+# ------------------------------------------- refreshes wait for a pause in RAS's requests
+
+def _job(ran: threading.Event):
+    def job():
+        ran.set()
+        return Fetched(HttpResponse(200, body=b"{}"))
+    return job
+
+
+def test_a_refresh_nobody_waits_for_starts_only_once_the_reply_is_out():
+    pool = PooledPrefetch(quiet=Quiet(quiet=0.0, longest=3600))
+    ran, urgent = threading.Event(), threading.Event()
+    pool.begin()                                               # a CPF request is being answered
+    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    assert pool.quiet.parked.wait(WAIT)
+    first = pool.submit("first", 1, _job(urgent), "b")         # one a reply waits for: at once
+    assert first is not None and first.result(WAIT) is not None and urgent.is_set()
+    assert not ran.is_set()
+    pool.end()                                                 # the reply went out
+    assert ran.wait(WAIT)
+    pool.close(WAIT)
+
+
+def test_a_deferred_refresh_runs_while_the_reply_waits_for_a_refresh():
+    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=3600))
+    ran = threading.Event()
+    pool.begin()
+    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    assert pool.quiet.parked.wait(WAIT) and not ran.is_set()
+    with pool.quiet.waiting_for_refresh():                     # the reply waits: nothing to compete with
+        assert ran.wait(WAIT)
+    pool.end()
+    pool.close(WAIT)
+
+
+def test_a_deferred_refresh_waits_at_most_its_longest_deferral():
+    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=0.0))
+    ran = threading.Event()
+    pool.begin()                                               # RAS never pauses
+    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    assert ran.wait(WAIT)
+    pool.end()
+    pool.close(WAIT)
+
+
+def test_a_deferred_refresh_is_dropped_when_the_pool_closes():
+    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=3600))
+    ran = threading.Event()
+    pool.begin()
+    future = pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    assert pool.quiet.parked.wait(WAIT)
+    assert pool.close(WAIT) == 0                               # no worker left waiting
+    assert future is not None and future.cancelled() and not ran.is_set()
+
+
+def test_a_stale_detail_is_served_and_its_refresh_waits_for_the_pause(mapping):
+    clock = VirtualClock()
+    backend = Backend(clock)
+    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=3600))
+    server = _server(mapping, backend, prefetch=pool, clock=clock)
+    first = call(server, "guests/get", id="3")                 # the first answer: fetched for the reply
+    assert pool.settle(WAIT)
+    asked = sum(1 for r in backend.requests if r.endswith("/addresses"))
+    clock.sleep(65)                                            # the addresses are stale now
+    again = call(server, "guests/get", id="3")
+    assert again["ip_addresses"] and not first["ip_addresses"]   # the value at hand (the first get had none yet)
+    assert pool.quiet.parked.wait(WAIT)
+    assert sum(1 for r in backend.requests if r.endswith("/addresses")) == asked   # not while RAS is served
+    pool.begin()                                               # the next request waits for a refresh
+    with pool.quiet.waiting_for_refresh():
+        assert pool.settle(WAIT)
+    pool.end()
+    assert sum(1 for r in backend.requests if r.endswith("/addresses")) == asked + 1
+    pool.close(WAIT)

@@ -163,6 +163,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset(("+", "-", "*", "/", "//", "%", "**"))
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`x.key` of a plain dict is its item, as the sandbox would find it after failing the
+        attribute (dict methods such as `items` still go the sandbox's way)."""
+        if type(obj) is dict and attribute in obj and attribute not in _DICT_MEMBERS:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*" and _repeat_size(left, right) > MAX_REPEAT:
             raise ValueError(f"`*` would build more than {MAX_REPEAT} items")
@@ -260,14 +267,15 @@ class Templates:
             ast = env.parse("{{ " + match["expr"].strip() + " }}" if native else source)
             _check_known(env, ast, source)
             names = self.names[(source, path)] = frozenset(jinja2.meta.find_undeclared_variables(ast))
-        build: Callable[[], Callable]
+        full: Callable[[], Callable]
         if native:
             text = "{{ " + match["expr"].strip() + " }}"
-            build = lambda: _runner(  # noqa: E731
+            full = lambda: _runner(  # noqa: E731
                 env, env.compile_expression(match["expr"].strip(), undefined_to_none=False)._template, text, True)
         else:
-            build = lambda: _runner(env, env.from_string(source), source, False)  # noqa: E731
-        return Template(source, where, self._shared(key, build), names, native)
+            text = source
+            full = lambda: _runner(env, env.from_string(source), source, False)  # noqa: E731
+        return Template(source, where, self._shared(key, lambda: _plain_or(env, text, native, full)), names, native)
 
     def _shared(self, key: tuple, build: Callable) -> "_Lazy":
         lazy = self._lazy.get(key)
@@ -304,6 +312,73 @@ def _runner(env: jinja2.Environment, template: jinja2.Template, source: str, nat
             return ctx.vars["result"]
         return env.concat(root(ctx))  # type: ignore[attr-defined]
     return run
+
+
+_MISS = object()
+_DICT_MEMBERS = frozenset(dir(dict))   # `x.items` in Jinja is the method, not the key
+
+
+def _plain_or(env: jinja2.Environment, text: str, native: bool, full: Callable[[], Callable]) -> Callable:
+    """The runner of a template: for text and dotted names only (`/nodes/{{ node }}/qemu`,
+    `{{ params.id }}`), read straight from the context, else Jinja's (`full()`, built on first
+    need). The plain reading answers only where Jinja's could not differ (names the context
+    holds, members of plain dicts that are not dict methods); anything else goes to Jinja, which
+    gives the same value or its own error."""
+    parts = _plain_parts(env, text)
+    if parts is None:
+        return full()
+    jinja = _Lazy(full)
+    finalize = env.finalize or str
+    single = parts[0] if native and len(parts) == 1 and isinstance(parts[0], tuple) else None
+
+    def run(context: Mapping[str, Any]) -> Any:
+        if single is not None:
+            value = _plain_value(context, single)
+            return jinja(context) if value is _MISS else value
+        out = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = _plain_value(context, part)
+            if value is _MISS:
+                return jinja(context)
+            out.append(str(finalize(value)))
+        return "".join(out)
+    return run if single is not None or not native else full()
+
+
+def _plain_parts(env: jinja2.Environment, text: str) -> list | None:
+    """The template as literal texts and dotted names (tuples), or None if it is more than that."""
+    body = env.parse(text).body
+    if not body:
+        return [""]
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output):
+        return None
+    parts: list = []
+    for node in body[0].nodes:
+        if isinstance(node, jinja2.nodes.TemplateData):
+            parts.append(node.data)
+            continue
+        attrs: list[str] = []
+        while isinstance(node, jinja2.nodes.Getattr):
+            attrs.append(node.attr)
+            node = node.node
+        if not isinstance(node, jinja2.nodes.Name):
+            return None
+        parts.append((node.name, *reversed(attrs)))
+    return parts
+
+
+def _plain_value(context: Mapping[str, Any], path: tuple) -> Any:
+    if type(context) is not dict:
+        return _MISS
+    value = context.get(path[0], _MISS)
+    for attr in path[1:]:
+        if type(value) is not dict or attr in _DICT_MEMBERS:
+            return _MISS
+        value = value.get(attr, _MISS)
+    return value
 
 
 class _Lazy:

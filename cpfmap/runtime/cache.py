@@ -14,6 +14,8 @@ so what is reused never depends on how fast a recording ran.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import queue
@@ -23,7 +25,7 @@ import time
 import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cpfmap.clock import Clock
 from cpfmap.errors import BackendError, DeadlineReached, TransportError
@@ -37,6 +39,8 @@ MAX_ENTRIES = 100_000   # a bound on memory: the oldest entry goes first
 MAX_QUEUED = 20_000     # refreshes waiting for a worker; more are skipped (the next get asks again)
 WAIT_BURST = 1.0        # seconds callers of one prefetch pool may wait for answers at once...
 WAIT_SHARE = 0.05       # ...and then this share of the time (see PooledPrefetch.result)
+QUIET = 0.1             # seconds without a CPF request before a deferred refresh starts (Quiet)...
+MAX_DEFER = 15.0        # ...or after this long in the queue, whatever RAS is doing
 SHARED = None           # the guest tag of entries every guest reads (collections, calls without an id)
 
 
@@ -69,6 +73,8 @@ class Fetched:
     def body(self) -> Any:
         if self._body is _UNSET:
             body = body_of(self.response)
+            if self.guest is not SHARED:   # one of thousands of per-guest replies: its names shared
+                body = _shared_names(body)
             if self.response is not None:
                 self.response = _Parsed.of(self.response, body)
             self._body = body
@@ -84,6 +90,27 @@ class Fetched:
 
 
 _UNSET = object()
+
+
+def _shared_names(value: Any) -> Any:
+    """value with every object member name interned: JSON parsing shares names within one
+    reply, not across the thousands of per-guest replies a cache holds."""
+    if type(value) is dict:
+        return {sys.intern(k) if type(k) is str else k: _shared_names(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_shared_names(v) for v in value]
+    return value
+
+
+def parsed(entry: Fetched) -> Fetched:
+    """entry with its body parsed now (a background refresh does it, not the reply that reads
+    it); a body that cannot be read is left for that reader to report."""
+    if entry.response is not None:
+        try:
+            entry.body()
+        except BackendError:
+            pass
+    return entry
 
 
 @dataclass(frozen=True)
@@ -232,14 +259,89 @@ def staggered(key: str, now: float, seconds: float) -> float:
 
 # ------------------------------------------------------------- prefetching
 
+class Quiet:
+    """Whether the serve thread is answering RAS. A refresh of a value RAS is being served
+    meanwhile (a stale one) waits for a pause: in the same process it would compete with the
+    replies for the interpreter, so a sweep would take longer for work that can wait a few
+    seconds. It starts once no request has been answered for `quiet` seconds, or while every
+    request being answered waits for a refresh, or after `longest` seconds whatever happens.
+
+    Shared: the serve thread calls begin/end/waiting, the refresh workers wait(); every field is
+    guarded by the condition's lock. Time is the real clock (it bounds real waiting)."""
+
+    def __init__(self, quiet: float = QUIET, longest: float = MAX_DEFER,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.quiet = quiet
+        self.longest = longest
+        self.now = now
+        self.cond = threading.Condition()
+        self.answering = 0   # requests being answered
+        self.waiting = 0     # of them, those waiting for a refresh
+        self.since = now() - quiet   # when the last answer went out
+        self.released = 0    # release() calls: a pool closing ends every wait
+        self.parked = threading.Event()   # a refresh waited for a pause (tests wait on it)
+
+    def begin(self) -> None:
+        with self.cond:
+            self.answering += 1
+
+    def end(self) -> None:
+        with self.cond:
+            self.answering -= 1
+            self.since = self.now()
+            self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def waiting_for_refresh(self) -> Iterator[None]:
+        with self.cond:
+            self.waiting += 1
+            self.cond.notify_all()
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.waiting -= 1
+
+    def release(self) -> None:
+        """End every wait now (the pool is closing)."""
+        with self.cond:
+            self.released += 1
+            self.cond.notify_all()
+
+    def wait(self, queued_at: float) -> None:
+        """Until a pause (see the class), at most until queued_at + longest."""
+        until = queued_at + self.longest
+        with self.cond:
+            released = self.released
+            while True:
+                now = self.now()
+                if now >= until or self.released != released or (self.answering and self.answering == self.waiting):
+                    return
+                left = until - now
+                if not self.answering:
+                    pause = self.since + self.quiet - now
+                    if pause <= 0:
+                        return
+                    left = min(left, pause)
+                self.parked.set()
+                self.cond.wait(left)
+
+
 class InlinePrefetch:
     """Refreshes run at once on the caller's thread: deterministic (record, replay, tests)."""
+
+    def begin(self) -> None:
+        """Nothing waits for a pause here."""
+
+    def end(self) -> None:
+        """Nothing waits for a pause here."""
 
     def admit(self, pool: str, key: str, seconds: float, now: float, stale: bool) -> bool:
         """Every refresh runs: inline refreshes follow the (logical) clock alone."""
         return True
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "",
+               deferrable: bool = False) -> Future | None:
         future: Future = Future()
         try:
             future.set_result(job())
@@ -260,11 +362,15 @@ class InlinePrefetch:
 
 class PooledPrefetch:
     """Refreshes run on at most `limit` daemon threads per pool (one pool per step), so a
-    backend is never flooded; a caller waits for one only as long as the step allows."""
+    backend is never flooded; a caller waits for one only as long as the step allows. A refresh
+    nobody waits for (a stale value is served meanwhile) is deferred to a pause in RAS's
+    requests (Quiet); one a reply waits for goes first."""
 
-    def __init__(self, max_queued: int = MAX_QUEUED) -> None:
+    def __init__(self, max_queued: int = MAX_QUEUED, quiet: Quiet | None = None) -> None:
         self.max_queued = max_queued
-        self.queues: dict[str, queue.Queue] = {}
+        self.quiet = quiet or Quiet()
+        self.order = itertools.count()   # first in, first out within a priority
+        self.queues: dict[str, queue.PriorityQueue] = {}
         self.budgets: dict[str, _Budget] = {}
         self.waits: dict[str, _WaitBudget] = {}
         self.pending: dict[tuple, Future] = {}   # (pool, key) -> the refresh queued or running for it
@@ -281,9 +387,17 @@ class PooledPrefetch:
             budget = self.budgets.setdefault(pool, _Budget())
             return budget.admit(key, seconds, now, stale)
 
-    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "") -> Future | None:
+    def begin(self) -> None:
+        """A CPF request is being answered (Engine.answering)."""
+        self.quiet.begin()
+
+    def end(self) -> None:
+        self.quiet.end()
+
+    def submit(self, pool: str, limit: int, job: Callable[[], Fetched], key: str = "",
+               deferrable: bool = False) -> Future | None:
         """The refresh of key, queued; one already queued or running for key is not queued again
-        (its future is returned)."""
+        (its future is returned). deferrable: nobody waits for it (see Quiet)."""
         token = (pool, key)
         with self.lock:
             found = self.pending.get(token)
@@ -292,7 +406,9 @@ class PooledPrefetch:
             future: Future = Future()
             self.pending[token] = future
         try:
-            self._queue(pool, limit).put_nowait((job, future, token))
+            queued_at = self.quiet.now() if deferrable else None
+            self._queue(pool, limit).put_nowait((1 if deferrable else 0, next(self.order),
+                                                 (job, future, token, queued_at)))
         except queue.Full:
             with self.lock:
                 self.pending.pop(token, None)
@@ -310,7 +426,8 @@ class PooledPrefetch:
             allowed = min(wait, budget.allowance(time.monotonic()))
         started = time.monotonic()
         try:
-            return future.result(timeout=max(allowed, 0.0))
+            with self.quiet.waiting_for_refresh():
+                return future.result(timeout=max(allowed, 0.0))
         except TimeoutError:
             return None
         finally:
@@ -337,11 +454,11 @@ class PooledPrefetch:
         """Some refresh is waiting or running."""
         return any(found.unfinished_tasks for found in list(self.queues.values()))
 
-    def _queue(self, pool: str, limit: int) -> queue.Queue:
+    def _queue(self, pool: str, limit: int) -> queue.PriorityQueue:
         with self.lock:
             found = self.queues.get(pool)
             if found is None:
-                found = self.queues[pool] = queue.Queue(self.max_queued)
+                found = self.queues[pool] = queue.PriorityQueue(self.max_queued)
                 for number in range(max(limit, 1)):
                     worker = threading.Thread(target=_work, args=(found, self), daemon=True,
                                               name=f"cpfmap-prefetch-{number}")
@@ -360,11 +477,12 @@ class PooledPrefetch:
             failed, self.failed = self.failed, 0
         if failed:
             log.warning("%d background refresh(es) failed since the provider connected (see the log)", failed)
+        self.quiet.release()
         for found in queues.values():
             _drain(found)
             for _ in range(64):
                 try:
-                    found.put_nowait(None)
+                    found.put_nowait((-1, next(self.order), None))   # before any job
                 except queue.Full:
                     break
         until = time.monotonic() + max(wait, 0.0)
@@ -416,13 +534,20 @@ class _WaitBudget:
         self.tokens -= seconds
 
 
-def _work(jobs: queue.Queue, pool: PooledPrefetch) -> None:
+def _work(jobs: queue.PriorityQueue, pool: PooledPrefetch) -> None:
     while True:
-        item = jobs.get()
+        _, _, item = jobs.get()
         try:
             if item is None:
                 return
-            job, future, token = item
+            job, future, token, queued_at = item
+            if queued_at is not None:
+                pool.quiet.wait(queued_at)
+                with pool.lock:
+                    closed = jobs not in pool.queues.values()
+                if closed:   # the pool closed while it waited: not run
+                    future.cancel()
+                    continue
             ok = _run(job, future)
             with pool.lock:
                 pool.pending.pop(token, None)
@@ -447,10 +572,10 @@ def _run(job: Callable[[], Fetched], future: Future) -> bool:
     return got.error is None
 
 
-def _drain(jobs: queue.Queue) -> None:
+def _drain(jobs: queue.PriorityQueue) -> None:
     while True:
         try:
-            item = jobs.get_nowait()
+            _, _, item = jobs.get_nowait()
         except queue.Empty:
             return
         if item is not None:

@@ -71,8 +71,12 @@ class Engine:
 
     def answering(self, handler: Any, params: Mapping) -> Any:
         """handler(params) within the reply deadline (rpc.engine_handlers wraps every method)."""
-        with self.reply.until():
-            return handler(params)
+        self.prefetch.begin()   # refreshes nobody waits for wait for a pause (cache.Quiet)
+        try:
+            with self.reply.until():
+                return handler(params)
+        finally:
+            self.prefetch.end()
 
     def disconnect(self, params: Mapping) -> dict:
         """Stop the refresh workers (waiting for the running ones within the reply deadline, so

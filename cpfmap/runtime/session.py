@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -73,8 +74,21 @@ def _media(response: HttpResponse) -> str:
     return (response.header("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
+@functools.lru_cache(maxsize=4096)
+def _encoded(pairs: tuple, quote_via: Callable) -> str:
+    """urlencode(pairs): the same few queries are built for every guest of a sweep."""
+    return urllib.parse.urlencode(pairs, quote_via=quote_via)
+
+
+def _reads_settings_only(scheme: m.AuthScheme) -> bool:
+    templates = [t for _, t in scheme.headers] + [scheme.username, scheme.password, scheme.token]
+    return all(t.names <= {"settings"} for t in templates if t is not None)
+
+
 def _with_defaults(defaults: list, pairs: list) -> list:
     """connection.params first, except those the request gives itself."""
+    if not defaults:
+        return pairs
     given = {name for name, _ in pairs}
     return [pair for pair in defaults if pair[0] not in given] + pairs
 
@@ -270,6 +284,7 @@ class Backend:
         # body stays application/x-www-form-urlencoded (+ for a space): it is signed as its bytes.
         self.quote_via = urllib.parse.quote if self.signer else urllib.parse.quote_plus
         self.auth: dict[str, Any] = {}
+        self._settled: tuple | None = None   # credential headers rendered once (_credentials)
         self.endpoints: dict[str, str] = {}   # service URLs the login gave (login.endpoints)
         self.logged_in_at: float | None = None
         self.session_ttl: float | None = None
@@ -299,7 +314,7 @@ class Backend:
             pairs = _with_defaults(self.params, pairs)
         pairs += [(k, str(t.render(ctx))) for k, t in self.scheme.inject_query]
         if pairs:
-            target += ("&" if "?" in target else "?") + urllib.parse.urlencode(pairs, quote_via=self.quote_via)
+            target += ("&" if "?" in target else "?") + _encoded(tuple(pairs), self.quote_via)
         return target
 
     def build(self, spec: m.RequestSpec, context: Mapping[str, Any], *, url: str | None = None,
@@ -370,6 +385,17 @@ class Backend:
         return None, None
 
     def _credentials(self, ctx: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The credential headers; those that read only settings (a token, a password) are
+        rendered once for this session (settings do not change while it lasts)."""
+        kept = self._settled
+        if kept is not None:
+            return list(kept)
+        out = self._render_credentials(ctx)
+        if self.scheme.type in ("header", "basic", "bearer") and _reads_settings_only(self.scheme):
+            self._settled = tuple(out)
+        return out
+
+    def _render_credentials(self, ctx: Mapping[str, Any]) -> list[tuple[str, str]]:
         scheme = self.scheme
         if scheme.type == "header":
             return [(k, self._secret(t.render(ctx))) for k, t in scheme.headers]

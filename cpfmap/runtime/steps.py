@@ -3,6 +3,7 @@
 replies (cache.py)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -14,7 +15,7 @@ from cpfmap.http.transport import HttpResponse, may_have_run
 from cpfmap.language import model as m
 from cpfmap.language.templating import Template
 from cpfmap.protocol.values import string_id
-from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, joined, staggered
+from cpfmap.runtime.cache import SHARED, Cache, Fetched, InlinePrefetch, joined, parsed, staggered
 from cpfmap.runtime.memory import Memory
 from cpfmap.runtime.reading import PARTS, body_of, extract_from, link_target, reply_part
 from cpfmap.runtime.session import Backend, message_of
@@ -287,7 +288,8 @@ class StepRunner:
             return usable   # over the refresh budget: the stale value, refreshed in a later call
         ctx = dict(context)  # the caller's context changes while the refresh runs
         future = self.prefetch.submit(step.where, step.prefetch.concurrency,
-                                      lambda: self._refresh(step, ctx, key, guest), key)
+                                      lambda: self._refresh(step, ctx, key, guest), key,
+                                      deferrable=usable is not None)
         if future is not None and future.cancelled():   # the pool closed meanwhile
             future = None
         if future is not None and future.done():
@@ -305,7 +307,8 @@ class StepRunner:
         entry = self.cache.lookup(key)
         if self.cache.fresh(entry, step.cache):
             return entry
-        return self.cache.fetch(key, lambda: self._answer(step, context, guest, key), lambda got: got.error is None)
+        return self.cache.fetch(key, lambda: parsed(self._answer(step, context, guest, key)),
+                                lambda got: got.error is None)
 
     def _pages_as_one(self, step: m.Step, context: dict) -> HttpResponse:
         """Every page's items as one reply (what a cached paginated step keeps), or the refusal."""
@@ -401,6 +404,21 @@ def _guest(context: dict) -> str | None:
 def _named_guest(url: str, context: dict) -> str | None:
     """The call's guest if the request's path names it (a per-guest reply), else SHARED."""
     guest = _guest(context)
-    if guest is None or urllib.parse.quote(guest, safe="") not in urllib.parse.urlsplit(url).path.split("/"):
+    if guest is None or _quoted(guest) not in _path_of(url).split("/"):
         return SHARED
     return guest
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(guest: str) -> str:
+    return urllib.parse.quote(guest, safe="")
+
+
+def _path_of(url: str) -> str:
+    """urlsplit(url).path, for the URLs a session builds (scheme://host[:port]/path?query)."""
+    rest = url.split("#", 1)[0].split("?", 1)[0]
+    scheme = rest.find("://")
+    if scheme < 0:
+        return urllib.parse.urlsplit(url).path
+    start = rest.find("/", scheme + 3)
+    return rest[start:] if start >= 0 else ""
