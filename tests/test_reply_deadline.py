@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import serve_session
+from conftest import CONNECTOR, serve_session
 
 from cpfmap.clock import VirtualClock
 from cpfmap.errors import BackendError
@@ -267,3 +269,45 @@ def test_pve_controls_answer_within_the_deadline_when_the_vm_never_gets_there(tm
     assert "reply deadline" in replies[3]["error"]["message"], replies[3]    # the destroy was not sent
     assert replies[4]["result"]["id"] == "104"                                # the VM is still there
     assert took < 3 * 3 + 10, err
+
+
+class CloneHeldBack:
+    """Real PVE's clone worker logs "creating a clone of VM A with ID N" once it holds the new id's
+    config lock and found no config there (qemu-server API2/Qemu.pm clone_vm `$clonefn`): a
+    contended lock or a slow cluster filesystem holds that line back. fakepve 0.5.0 logs it when
+    the task starts; here it comes `clone_hold` PVE seconds later, before the copy."""
+
+    clone_hold = 0.0
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        if ttype != "qmclone" or not self.clone_hold:
+            return await super().task(node, ttype, tid, user, body, vm, lock, log)
+        upid: list = []
+
+        async def held():
+            await self.pause(self.clone_hold)
+            self.tasks[upid[0]]["log"].extend(log)
+            return await body()
+        upid.append(await super().task(node, ttype, tid, user, held, vm, lock, ()))
+        return upid[0]
+
+
+def test_pve_create_host_goes_on_behind_tasks_get_when_the_clone_wait_is_cut(tmp_path):
+    """The clone's wait for its worker to hold the new id is cut at a 2 s reply deadline: RAS gets
+    the task id, and its create-host flow ends with a working clone through tasks/get."""
+    from pve import LossyPve, ServedPve, cluster
+    served = ServedPve(time_scale=0.05, fake=type("HeldBackPve", (CloneHeldBack, LossyPve), {}))
+    cluster(served.pve)
+    served.pve.clone_hold = 120            # 6 s here, three reply deadlines
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(served.settings()))
+    try:
+        proc = subprocess.run([sys.executable, str(CONNECTOR), "conformance", _pve_mapping(tmp_path, 2),
+                               "--settings", str(settings), "--template-source", "103", "--time-scale", "0.02",
+                               "--workflows", "create-template,create-host,delete-host", "-v"],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        served.stop()
+    assert proc.returncode == 0, proc.stdout
+    assert "PASS  create-host" in proc.stdout and "PASS  delete-host" in proc.stdout, proc.stdout
+    assert "guests/clone: goes on behind its task id" in proc.stdout, proc.stdout
