@@ -192,6 +192,17 @@ def test_tasks_get_polls_the_cut_wait_then_the_methods_task(tmp_path, phase, sta
         (["GET /operations/0000beef"] if polls_the_task else [])
 
 
+def test_a_cut_wait_seen_completed_is_not_polled_again(tmp_path):
+    server, backend, clock, _, reply, _ = _cut_clone(tmp_path)
+    backend.phase = "holding"
+    _timed(server, clock, "tasks/get", id=reply["result"]["task_id"])
+    backend.phase = "gone"          # were it polled again, the clone would fail
+    backend.sent.clear()
+    answer, _ = _timed(server, clock, "tasks/get", id=reply["result"]["task_id"])
+    assert answer == {"result": {"state": "running"}}
+    assert [what for what, _ in backend.sent] == ["GET /operations/0000beef"]
+
+
 def _tampered(wait: object) -> str:
     data = {"r": "op", "v": {"op": "0000beef", "vm": "205"}, "w": wait}
     return "cpf1." + base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")

@@ -6,7 +6,9 @@ gets its context, its task id, and a reply shaped and checked the way RAS reads 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from cpfmap.clock import Clock
@@ -26,6 +28,7 @@ log = logging.getLogger("cpfmap")
 PROTOCOL_VERSION = "1.0.0"
 FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
 WAIT_RESERVE = 0.2  # of the reply deadline: a wait inside a reply ends this much before it, for the reply itself
+WAITED_KEEP = 1000  # cut waits of task ids known completed (tasks/get then polls only the method's task)
 
 
 class Engine:
@@ -39,6 +42,8 @@ class Engine:
         self.memory = Memory()   # step key `remember`: kept while this provider runs
         self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
         self.reply = ReplyDeadline(clock, mapping.connection.reply_deadline)
+        # Cut waits (in task ids) seen completed, oldest first; only the serve thread reads tasks/get.
+        self.waited: OrderedDict[str, None] = OrderedDict()
         self.backend: Backend | None = None
         # Operations whose task gives its own output on completion: name -> operation.
         self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
@@ -116,8 +121,8 @@ class Engine:
         self._tick()
         task = taskids.decode(params["id"], self.mapping.polls,
                               {name: op.task.poll for name, op in self.outputs.items()})
-        reply = self._poll(self.mapping.polls[task.wait[0]], task.wait[1], None) if task.wait else None
-        if reply is not None and reply["state"] != "completed":
+        reply = self._cut_wait(task.wait) if task.wait is not None else None
+        if reply is not None:
             return self._checked("tasks/get", reply)   # the wait cut at the reply deadline goes on, or failed
         if task.rule == taskids.COMPLETED:
             reply = {"state": "completed", "output": task.values}
@@ -125,6 +130,20 @@ class Engine:
             output = self.outputs[task.output].task.output if task.output else self.mapping.polls[task.rule].output
             reply = self._poll(self.mapping.polls[task.rule], task.values, output)
         return self._checked("tasks/get", reply)
+
+    def _cut_wait(self, wait: tuple[str, dict]) -> dict | None:
+        """A task id's wait cut at the reply deadline: its reply while it runs or when it failed;
+        None once it completed, which is kept (a completed task stays so) and not polled again."""
+        key = json.dumps(wait, sort_keys=True)
+        if key in self.waited:
+            return None
+        reply = self._poll(self.mapping.polls[wait[0]], wait[1], None)
+        if reply["state"] != "completed":
+            return reply
+        self.waited[key] = None
+        while len(self.waited) > WAITED_KEEP:
+            self.waited.popitem(last=False)
+        return None
 
     # ------------------------------------------------------------ internals
 
