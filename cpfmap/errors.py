@@ -100,7 +100,8 @@ class DeadlineReached(BackendError):
 
 
 class WaitCut(DeadlineReached):
-    step: object = None   # the step whose wait was cut (steps.py sets it)
+    step: object = None      # the step whose wait was cut (steps.py sets it)
+    pending: object = None   # (poll rule, handle values) of the task it waited for (engine.py sets it)
 
 
 @dataclass

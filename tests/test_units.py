@@ -94,14 +94,20 @@ POLLS = {"op": PollRule("op", (("op", HandleKey("[0-9a-f]{8}")), ("vm", HandleKe
 
 def test_task_ids_round_trip_and_are_strict():
     tid = taskids.encode("op", {"op": "0a1b2c3d", "vm": "17"})
-    assert taskids.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None)
-    assert taskids.decode(taskids.encode("completed", {"clone_id": "5"}), POLLS) == ("completed", {"clone_id": "5"}, None)
+    assert taskids.decode(tid, POLLS) == ("op", {"op": "0a1b2c3d", "vm": "17"}, None, None)
+    assert taskids.decode(taskids.encode("completed", {"clone_id": "5"}), POLLS) == \
+        ("completed", {"clone_id": "5"}, None, None)
     with_output = taskids.encode("op", {"op": "0a1b2c3d"}, "guests/clone")
-    assert taskids.decode(with_output, POLLS, {"guests/clone": "op"}) == ("op", {"op": "0a1b2c3d"}, "guests/clone")
+    assert taskids.decode(with_output, POLLS, {"guests/clone": "op"}) == \
+        ("op", {"op": "0a1b2c3d"}, "guests/clone", None)
+    waiting = taskids.encode("completed", {"clone_id": "5"}, wait=("op", {"op": "0a1b2c3d"}))
+    assert taskids.decode(waiting, POLLS).wait == ("op", {"op": "0a1b2c3d"})
     for bad in ["", 5, None, "cpf1.", "cpf1.$$$", "x" * 5000, taskids.encode("nope", {"op": "0a1b2c3d"}),
                 taskids.encode("op", {"op": "0a1b2c3d/../x"}), taskids.encode("op", {"vm": "1"}),
                 taskids.encode("op", {"op": "0a1b2c3d", "url": "http://x"}), "cpf1.WzFd",
-                taskids.encode("op", {"op": "0a1b2c3d"}, "guests/get"), taskids.encode("completed", {}, "guests/clone")]:
+                taskids.encode("op", {"op": "0a1b2c3d"}, "guests/get"), taskids.encode("completed", {}, "guests/clone"),
+                taskids.encode("op", {"op": "0a1b2c3d"}, wait=("completed", {})),
+                taskids.encode("op", {"op": "0a1b2c3d"}, wait=("op", {"op": "1"}))]:
         with pytest.raises(InvalidParams, match="invalid task id"):
             taskids.decode(bad, POLLS)
 

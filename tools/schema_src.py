@@ -131,7 +131,9 @@ DEFS = {
                                      "backend's message. A rule without `status` also covers the failure of "
                                      "the task the step waits for (`wait`), when its message matches: a task "
                                      "that failed before it did anything (e.g. a clone worker that found its "
-                                     "new id taken).", {
+                                     "new id taken); only while the reply waits: after the wait was cut at "
+                                     "the reply deadline, that failure is the failure of the method's "
+                                     "task.", {
                                          "times": prop("Refusals before giving up.", 5, type="integer",
                                                        minimum=1, maximum=20),
                                          "from": prop("Name of an earlier step of the same operation to "
@@ -289,7 +291,11 @@ DEFS = {
                        {"clone_id": "{{ job.result.vm_id }}"}),
     }, example={"poll": "pve", "handle": {"upid": "{{ upid }}", "node": "{{ node }}"}}),
     "wait": obj("Wait for the backend task this step started before the next step (or the reply), "
-                "so its failure is reported: e.g. stop a VM, then destroy it.", {
+                "so its failure is reported: e.g. stop a VM, then destroy it. The wait ends at "
+                "`connection.reply_deadline`; in a method with a `task`, when no later step sends a "
+                "request, the rest of the steps run and the wait goes on behind the method's task id: "
+                "tasks/get reports it running until it completes, and its failure is the task's failure "
+                "(an `on_error` `retry` for it applies only while the reply waits).", {
                     "poll": prop("Name of the poll rule under `tasks`.", "pve", type="string"),
                     "handle": prop("Values identifying the task (templates).", {"upid": "{{ upid }}"},
                                    type="object", additionalProperties=REF("template")),
@@ -477,8 +483,11 @@ SCHEMA = {
                                    "on a provider that does not answer; it keeps one request in flight). "
                                    "Each HTTP exchange of a reply gets at most what is left; a wait inside "
                                    "a reply (a task, a VM reaching a state) ends here: a control is then "
-                                   "accepted (RAS polls guests/get), anything else answers with an error "
-                                   "that says what goes on. Default 30, at most 55.",
+                                   "accepted (RAS polls guests/get); a method with a `task` answers its "
+                                   "task id, which carries the cut wait (tasks/get polls that task first, "
+                                   "then the method's own); anything else, and a cut wait followed by a "
+                                   "step that sends a request, answers with an error that says what goes "
+                                   "on. Default 30, at most 55.",
                                    30, type="number", exclusiveMinimum=1, maximum=55),
             "max_response_bytes": prop("Largest response body accepted, in bytes (after decompression); a "
                                        "larger one is an error. Default 67108864 (64 MiB).", 67108864,

@@ -2,9 +2,12 @@
 
 A task id is `cpf1.` + base64url(JSON) and carries everything needed to poll the task:
 the poll rule's name and its handle values (backend task id, node, clone id, ...), or the
-output of work that already completed. Any provider process can poll it. Decoding is
-strict: the rule must exist, the keys must be the ones the rule declares, every value a
-string matching its declared pattern. Anything else is -32602 and sends nothing.
+output of work that already completed. Any provider process can poll it. A method whose
+wait inside the reply was cut at the reply deadline also carries that wait (`w`: the waited
+task's rule and handle values), which tasks/get polls first. Decoding is strict: each rule must
+exist, the keys must be the ones the rule declares, every value a string matching its declared
+pattern. Anything else is -32602 and sends nothing. An id never holds settings or secrets: only
+handle values the backend gave, and names from the mapping.
 """
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ import base64
 import binascii
 import json
 import re
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, NamedTuple, Protocol
 
-from cpfmap.errors import InvalidParams
+from cpfmap.errors import BackendError, InvalidParams
 
 PREFIX = "cpf1."
 MAX_ID = 4096
@@ -34,35 +37,69 @@ class PollRule(Protocol):
     def handle(self) -> tuple: ...
 
 
-def encode(rule: str, values: Mapping[str, str], output: str | None = None) -> str:
-    """output: the operation whose own task `output` applies when the task completes."""
+class TaskId(NamedTuple):
+    rule: str                  # the poll rule, or COMPLETED
+    values: dict[str, str]     # its handle values (COMPLETED: the output)
+    output: str | None = None  # the operation whose own task `output` applies when the task completes
+    wait: tuple[str, dict[str, str]] | None = None   # (rule, values) of a wait cut at the reply deadline
+
+
+def encode(rule: str, values: Mapping[str, str], output: str | None = None,
+           wait: tuple[str, Mapping[str, str]] | None = None) -> str:
+    """output: the operation whose own task `output` applies when the task completes; wait: the
+    task a wait inside the reply was still waiting for at the reply deadline (polled first)."""
     data: dict = {"r": rule, "v": dict(values)}
     if output is not None:
         data["o"] = output
+    if wait is not None:
+        data["w"] = {"r": wait[0], "v": dict(wait[1])}
     payload = json.dumps(data, separators=(",", ":"), sort_keys=True)
-    return PREFIX + base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
+    task_id = PREFIX + base64.urlsafe_b64encode(payload.encode("utf-8")).decode("ascii").rstrip("=")
+    if len(task_id) > MAX_ID:
+        raise BackendError(f"the task id would be {len(task_id)} characters, more than {MAX_ID}: "
+                           "the backend's task handle is too long")
+    return task_id
 
 
-def decode(task_id: Any, polls: Mapping[str, PollRule],
-           outputs: Mapping[str, str] | None = None) -> tuple[str, dict[str, str], str | None]:
-    """(rule name, values, operation whose output applies or None), or InvalidParams saying what
-    is wrong with the id. outputs: operation -> the poll rule of its task, for those with an output."""
+def decode(task_id: Any, polls: Mapping[str, PollRule], outputs: Mapping[str, str] | None = None) -> TaskId:
+    """The id's parts, or InvalidParams saying what is wrong with it. outputs: operation -> the
+    poll rule of its task, for those with an output."""
     payload = _payload(task_id)
     rule, values, output = payload.get("r"), payload.get("v"), payload.get("o")
-    if not {"r", "v"} <= set(payload) <= {"r", "v", "o"} or not isinstance(rule, str) \
-            or not isinstance(values, dict):
+    if not {"r", "v"} <= set(payload) <= {"r", "v", "o", "w"}:
+        raise _bad("it is not a task id of this provider")
+    _check_values(rule, values)
+    wait = _wait(payload["w"], polls) if "w" in payload else None
+    if rule == COMPLETED and output is None:
+        return TaskId(rule, values, None, wait)
+    if output is not None and (not isinstance(output, str) or (outputs or {}).get(output) != rule):
+        raise _bad("it names no task output of this mapping")
+    _check_rule(rule, values, polls)
+    return TaskId(rule, values, output, wait)
+
+
+def _wait(data: Any, polls: Mapping[str, PollRule]) -> tuple[str, dict[str, str]]:
+    """The cut wait an id carries: (rule, values) of a task of a poll rule of this mapping."""
+    if not isinstance(data, dict) or set(data) != {"r", "v"}:
+        raise _bad("its pending wait is not a task")
+    rule, values = data["r"], data["v"]
+    _check_values(rule, values)
+    _check_rule(rule, values, polls)
+    return rule, values
+
+
+def _check_values(rule: Any, values: Any) -> None:
+    if not isinstance(rule, str) or not isinstance(values, dict):
         raise _bad("it is not a task id of this provider")
     if not all(isinstance(v, str) and len(v) <= MAX_VALUE for v in values.values()):
         raise _bad("its values are not short strings")
-    if rule == COMPLETED and output is None:
-        return rule, values, None
-    if output is not None and (not isinstance(output, str) or (outputs or {}).get(output) != rule):
-        raise _bad("it names no task output of this mapping")
+
+
+def _check_rule(rule: str, values: dict, polls: Mapping[str, PollRule]) -> None:
     spec = polls.get(rule)
     if spec is None:
         raise _bad(f"this mapping has no task kind `{rule}`")
     check_handle(spec, values)
-    return rule, values, output
 
 
 def _payload(task_id: Any) -> dict:

@@ -6,7 +6,9 @@ gets its context, its task id, and a reply shaped and checked the way RAS reads 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from cpfmap.clock import Clock
@@ -26,6 +28,7 @@ log = logging.getLogger("cpfmap")
 PROTOCOL_VERSION = "1.0.0"
 FIRST_WAIT = 0.25  # seconds before the first re-poll of a task a reply waits for
 WAIT_RESERVE = 0.2  # of the reply deadline: a wait inside a reply ends this much before it, for the reply itself
+WAITED_KEEP = 1000  # cut waits of task ids known completed (tasks/get then polls only the method's task)
 
 
 class Engine:
@@ -39,6 +42,8 @@ class Engine:
         self.memory = Memory()   # step key `remember`: kept while this provider runs
         self.prefetch = prefetch or InlinePrefetch()  # cache.PooledPrefetch where RAS is served live
         self.reply = ReplyDeadline(clock, mapping.connection.reply_deadline)
+        # Cut waits (in task ids) seen completed, oldest first; only the serve thread reads tasks/get.
+        self.waited: OrderedDict[str, None] = OrderedDict()
         self.backend: Backend | None = None
         # Operations whose task gives its own output on completion: name -> operation.
         self.outputs = {op.name: op for op in (*mapping.methods.values(), *mapping.controls.values())
@@ -118,14 +123,31 @@ class Engine:
 
     def task_status(self, params: Mapping) -> dict:
         self._tick()
-        rule, values, started_by = taskids.decode(params["id"], self.mapping.polls,
-                                                {name: op.task.poll for name, op in self.outputs.items()})
-        if rule == taskids.COMPLETED:
-            reply: dict = {"state": "completed", "output": values}
+        task = taskids.decode(params["id"], self.mapping.polls,
+                              {name: op.task.poll for name, op in self.outputs.items()})
+        reply = self._cut_wait(task.wait) if task.wait is not None else None
+        if reply is not None:
+            return self._checked("tasks/get", reply)   # the wait cut at the reply deadline goes on, or failed
+        if task.rule == taskids.COMPLETED:
+            reply = {"state": "completed", "output": task.values}
         else:
-            output = self.outputs[started_by].task.output if started_by else self.mapping.polls[rule].output
-            reply = self._poll(self.mapping.polls[rule], values, output)
+            output = self.outputs[task.output].task.output if task.output else self.mapping.polls[task.rule].output
+            reply = self._poll(self.mapping.polls[task.rule], task.values, output)
         return self._checked("tasks/get", reply)
+
+    def _cut_wait(self, wait: tuple[str, dict]) -> dict | None:
+        """A task id's wait cut at the reply deadline: its reply while it runs or when it failed;
+        None once it completed, which is kept (a completed task stays so) and not polled again."""
+        key = json.dumps(wait, sort_keys=True)
+        if key in self.waited:
+            return None
+        reply = self._poll(self.mapping.polls[wait[0]], wait[1], None)
+        if reply["state"] != "completed":
+            return reply
+        self.waited[key] = None
+        while len(self.waited) > WAITED_KEEP:
+            self.waited.popitem(last=False)
+        return None
 
     # ------------------------------------------------------------ internals
 
@@ -144,7 +166,13 @@ class Engine:
         return StepRunner(backend, self.cache, self._wait_for, self.prefetch, self.memory)
 
     def _wait_for(self, task: m.TaskStart, context: dict) -> None:
-        self._wait(self._start_task(task, context))
+        task_id = self._start_task(task, context)
+        try:
+            self._wait(task_id)
+        except WaitCut as cut:
+            found = taskids.decode(task_id, self.mapping.polls)   # never COMPLETED: that one is not waited for
+            cut.pending = (found.rule, found.values)
+            raise
 
     def _context(self, backend: Backend, params: Mapping) -> dict:
         return {"settings": backend.settings, "params": dict(params), "remembered": self.memory.view()}
@@ -153,14 +181,31 @@ class Engine:
         backend = self._connected()
         if op.name.startswith("control "):
             return self._control(op, backend, params)
-        context = self._runner(backend).run(op.steps, self._context(backend, params))
         if op.task is None:
+            context = self._runner(backend).run(op.steps, self._context(backend, params))
             return op.result.eval(context) if op.result is not None else {}
-        task_id = self._start_task(op.task, context, op.name if op.task.output is not None else None)
+        context, pending = self._task_steps(op, backend, params)
+        task_id = self._start_task(op.task, context, op.name if op.task.output is not None else None, pending)
         extra = op.result.eval(context) if op.result is not None else {}
         if not isinstance(extra, dict):
             raise BackendError(f"{op.name}: `result` of a task method must be an object")
         return {"task_id": task_id, **extra}
+
+    def _task_steps(self, op: m.Operation, backend: Backend, params: Mapping) -> tuple[dict, tuple | None]:
+        """The steps of a method with a task: (context, the wait cut at the reply deadline or None).
+        A cut wait goes on behind the method's task id (tasks/get polls it first) when no later step
+        sends a request: the later steps (`set`, `remember`, `fail`) run now. One cut before a
+        later request did not do all RAS asked."""
+        runner, context = self._runner(backend), self._context(backend, params)
+        try:
+            return runner.run(op.steps, context), None
+        except WaitCut as cut:
+            step, pending = cut.step, cut.pending
+            if not isinstance(pending, tuple) or not isinstance(step, m.Step) or _requests_after(op.steps, step):
+                raise BackendError(f"{op.name}: {cut.message}; the rest was not done, RAS may ask again") from None
+            log.info("%s: goes on behind its task id; %s", op.name, cut.message)
+            runner.finish(op.steps, step, context)
+            return context, pending
 
     def _control(self, op: m.Operation, backend: Backend, params: Mapping) -> dict:
         """A control whose last wait (the VM reaching its state) ends at the reply deadline is
@@ -174,11 +219,13 @@ class Engine:
             log.info("%s of guest %s: accepted; %s", op.name, params.get("id"), cut.message)
         return {}
 
-    def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None) -> str:
-        """started_by: the operation whose own task `output` applies when the task completes."""
+    def _start_task(self, task: m.TaskStart, context: dict, started_by: str | None = None,
+                    pending: tuple | None = None) -> str:
+        """started_by: the operation whose own task `output` applies when the task completes;
+        pending: (rule, values) of a wait cut at the reply deadline, which tasks/get polls first."""
         if task.completed is not None or (task.when is not None and not task.when.render(context)):
             output = task.completed.eval(context) if task.completed is not None else {}
-            return taskids.encode(taskids.COMPLETED, _strings(output, "task output"))
+            return taskids.encode(taskids.COMPLETED, _strings(output, "task output"), wait=pending)
         values = {}
         declared = dict(self.mapping.polls[task.poll].handle) if task.poll in self.mapping.polls else {}
         for key, template in task.handle:
@@ -192,7 +239,7 @@ class Engine:
             taskids.check_handle(self.mapping.polls[task.poll], values)
         except CpfmapError as exc:
             raise BackendError(f"the backend's task handle is not what the mapping expects: {exc.message}") from None
-        return taskids.encode(task.poll, values, started_by)
+        return taskids.encode(task.poll, values, started_by, pending)
 
     def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()

@@ -73,10 +73,20 @@ class StepRunner:
             context[name] = value.eval(context)
         if step.request is not None:
             self._request(step, context)
+        self._remember(step, context)
+
+    def _remember(self, step: m.Step, context: dict) -> None:
         if step.remember:
             for name, value in step.remember:
                 self.memory.add(name, value.eval(context))
             context["remembered"] = self.memory.view()
+
+    def finish(self, steps: tuple, cut: m.Step, context: dict) -> None:
+        """What follows a wait cut at the reply deadline (engine.py, when none of it sends a
+        request): the cut step's `remember`, then the steps after it, at every level it is nested in."""
+        self._remember(cut, context)
+        for level, index in reversed(_path(steps, cut)):
+            self.run(level[index + 1:], context)
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
@@ -387,6 +397,17 @@ def _restart(steps: tuple, index: int, name: str) -> int:
         if steps[back].name == name:
             return back
     raise BackendError(f"retry from `{name}`: no such step before `{steps[index].name or steps[index].where}`")
+
+
+def _path(steps: tuple, step: m.Step) -> list[tuple[tuple, int]]:
+    """(steps, index) at each level from the top down to `step`; [] if it is not there."""
+    for index, item in enumerate(steps):
+        if item is step:
+            return [(steps, index)]
+        inner = _path(item.steps or (), step)
+        if inner:
+            return [(steps, index), *inner]
+    return []
 
 
 def _page_size(value: Any) -> int:
