@@ -162,3 +162,12 @@ def test_a_repeat_sent_to_another_host_after_a_lost_answer_may_be_already_done(t
     provider = Engine(load(tmp_path, hosts), FunctionTransport(cluster), VirtualClock(), Redactor())
     provider.connect({"settings": dict(SETTINGS, url="https://a, https://b")})
     assert provider.control({"id": "1", "control": "start"}) == {}
+
+
+def test_a_lookup_that_cannot_tell_fails_the_call_and_never_sends_again(tmp_path):
+    backend = Backend({"POST /machines/9/clone": [lost(), answer(202, {"vm_id": 42})],
+                       "GET /machines": [answer(500, {"error": {"message": "list broken"}})]})
+    with pytest.raises(BackendError, match="Connection aborted; not sent again: it may have taken effect, and the "
+                                           "lookup that finds out could not tell .*list broken"):
+        engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend).call("guests/clone", {"id": "9", "name": "h"})
+    assert backend.sent.count("POST /machines/9/clone") == 1

@@ -252,6 +252,13 @@ DEFS = {
                                          minimum=0, maximum=60),
                         }, example={"concurrency": 4, "wait": 1}),
         "paginate": REF("paginate"),
+        "for_each": prop("Send this read (GET or HEAD) once per item of a list (a value), one at a time, "
+                         "with the item as `item` in the request, extractions and on_error rules: each "
+                         "extraction (and each on_error `set` name) becomes a list of the items' values, in "
+                         "the items' order; an empty list sends nothing. For details one per item with no "
+                         "bulk source, e.g. the log of each task a list names. Not with cache, index, "
+                         "prefetch, paginate, lookup, wait, remember, idempotent, already_done or an "
+                         "on_error `retry`.", "{{ tasks }}"),
         "extract": prop("Step variables from the reply: name -> extraction.", {"node": "data.node"},
                         type="object", additionalProperties=REF("extraction")),
         "set": prop("Step variables computed from values: name -> value.", {"newid": "{{ nextid | int }}"},

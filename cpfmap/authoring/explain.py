@@ -202,6 +202,8 @@ def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Reda
         lines = [_unquoted(line) for line in show_request(backend.build(step.request, context), redactor)]
     except BackendError as exc:
         lines = [f"{step.request.method} {step.request.path.source}   (cannot be rendered here: {exc.message})"]
+    if step.for_each is not None:
+        lines.append("  sent once per item of `for_each` (as `item`); each extraction is a list")
     if step.paginate is not None:
         lines.append(f"  every page ({step.paginate.type} pagination), items from `{step.paginate.items.source}`")
     if step.extract:

@@ -70,12 +70,29 @@ class StepRunner:
             raise BackendError(str(step.fail.render(context)))
         for name, value in step.set:
             context[name] = value.eval(context)
-        if step.request is not None:
+        if step.for_each is not None:
+            self._each(step, context)
+        elif step.request is not None:
             self._request(step, context)
         if step.remember:
             for name, value in step.remember:
                 self.memory.add(name, value.eval(context))
             context["remembered"] = self.memory.view()
+
+    def _each(self, step: m.Step, context: dict) -> None:
+        """`for_each`: the step's read once per item (as `item`), one at a time; each variable it
+        gives (extractions, an on_error rule's `set`) becomes a list of the items' values, in order."""
+        items = step.for_each.eval(context)
+        if not isinstance(items, list):
+            raise BackendError(f"{step.name or 'a step'}: `for_each` gave {type(items).__name__}, not a list")
+        names = list(dict.fromkeys([name for name, _ in step.extract] + [
+            key for rule in step.on_error if isinstance(rule.set, m.DictValue) for key, _ in rule.set.items]))
+        rows = []
+        for item in items:
+            inner = {**context, **dict.fromkeys(names), "item": item}
+            self._request(step, inner)
+            rows.append([inner[name] for name in names])
+        context.update({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
@@ -160,8 +177,8 @@ class StepRunner:
             self.run(step.lookup.steps, context)
             return bool(step.lookup.found.render(context))
         except BackendError as exc:
-            raise BackendError(f"{lost.message}; the lookup that finds out whether it took effect failed: "
-                               f"{exc.message}") from None
+            raise BackendError(f"{lost.message}; not sent again: it may have taken effect, and the lookup that "
+                               f"finds out could not tell ({exc.message})") from None
 
     def _already_done(self, step: m.Step, context: dict, resent: bool, status: int | None, message: str) -> bool:
         if not resent or not any(rule.covers(status, message) for rule in step.already_done):
