@@ -160,19 +160,33 @@ class LossyPve(ClusterPve):
     request that has run (its effect made) never reaches the client, `cut(method, path)` whether
     the connection drops before it runs. Counts fakepve's own dropped connections
     (flaky_network), which drop a request before it runs. `heard(method, path)` is told of each
-    request that ran (on fakepve's event loop: a test's hooks can set its asyncio events)."""
+    request that ran (on fakepve's event loop: a test's hooks can set its asyncio events).
+    `late(method, path)`: the connection drops before any answer, and the request runs only once
+    `late_gate` (an asyncio.Event) is set; requests to the same path wait until it has run."""
 
     lose = None
     cut = None
     heard = None
+    late = None
+    late_gate = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.dropped: list = []   # (method, path) of requests the flaky network dropped
         self.lost: list = []      # (method, path) of requests whose answer was lost
+        self._late: dict = {}     # (method, path) -> asyncio.Event set once the late request ran
 
     @web.middleware
     async def _middleware(self, request, handler):
+        key = (request.method, request.path)
+        if key in self._late:
+            await self._late[key].wait()
+        if self.late is not None and self.late(*key):
+            await request.read()   # kept for the handler, which runs after the connection is gone
+            self._late[key] = asyncio.Event()
+            asyncio.ensure_future(self._run_late(request, handler, self._late[key]))
+            request.transport.close()
+            raise ConnectionResetError("test: the connection dropped before PVE answered")
         if self.cut is not None and self.cut(request.method, request.path):
             self.dropped.append((request.method, request.path))
             request.transport.close()
@@ -189,6 +203,15 @@ class LossyPve(ClusterPve):
             request.transport.close()
             raise ConnectionResetError("test: the answer is lost")
         return response
+
+
+    async def _run_late(self, request, handler, done: asyncio.Event) -> None:
+        try:
+            await self.late_gate.wait()
+            await FakePve._middleware(self, request, handler)
+            self.lost.append((request.method, request.path))
+        finally:
+            done.set()
 
 
 class ServedPve:

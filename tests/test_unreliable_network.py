@@ -215,3 +215,33 @@ def test_a_lost_clone_that_cannot_be_told_from_a_rivals_unnamed_worker_fails_and
     assert "not sent again: it may have taken effect" in message and "reply deadline" in message, message
     assert len(clone_posts(pve)) == 1 and pve.pve.dropped == [clone_posts(pve)[0]]   # the dropped one, no other
     assert "VDI-A" not in [vm.name for vm in pve.pve.vms]
+
+
+@pytest.mark.parametrize("mapping", ["proxmox-ve", "mappings/proxmox-ve/linked.yaml"])
+def test_a_clone_that_ran_after_its_lookup_looked_is_found_when_the_repeat_is_refused(pve, mapping):
+    """The connection drops before PVE answers and PVE runs the clone only after the lookup
+    found nothing: the repeat meets the first clone's id ("config file already exists"), and
+    the lookup, asked again, finds the first clone instead of running the clone under a new id."""
+    pve.pve.late_gate = gate = asyncio.Event()
+
+    def heard(method: str, path: str) -> None:
+        if path.endswith("/cluster/resources") and pve.pve.late is None:
+            gate.set()   # the lookup has looked: now the first attempt runs, before the repeat
+    pve.pve.heard = heard
+    late = once("POST", "/clone")
+
+    def first_only(method: str, path: str) -> bool:
+        hit = late(method, path)
+        if hit:
+            pve.pve.late = None
+        return hit
+    pve.pve.late = first_only
+    replies, err, _ = serve_session(mapping, [connect(pve), call("guests/clone", id="900", name="VDI-Z")])
+    pve.pve.heard = None
+    result = replies[1].get("result")
+    assert result, (replies, err)
+    assert len([r for r in pve.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]) == 2
+    assert [vm.name for vm in pve.pve.vms].count("VDI-Z") == 1
+    assert pve.pve.vm(int(result["clone_id"])).name == "VDI-Z"
+    replies, err, _ = serve_session(mapping, [connect(pve), call("tasks/get", id=result["task_id"])])
+    assert replies[1]["result"] == {"state": "completed", "output": {"clone_id": result["clone_id"]}}, err

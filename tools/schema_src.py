@@ -149,7 +149,12 @@ DEFS = {
                   "find out whether it took effect. If `found` is true, the step succeeds with the lookup's "
                   "variables standing in for its extractions (its `wait` is skipped); if false, the request "
                   "is sent again (up to connection.retries attempts in all), except after a read timeout "
-                  "(the backend may still be at work): then the call fails.", {
+                  "(the backend may still be at work): then the call fails. When that repeat is refused, or "
+                  "the task it waits for fails, the steps look once more before `on_error` applies: the "
+                  "first attempt may have taken effect after they looked (a connection that dropped before "
+                  "the backend answered), and the refusal be its doing (its new id taken). When the steps "
+                  "themselves fail (or a `wait` among them reaches the reply deadline), the call fails "
+                  "and the request is not sent again.", {
                       "steps": REF("steps"),
                       "found": prop(f"True if the request took effect ({TEMPLATE}; one expression).",
                                     "{{ made is not none }}", type="string"),
