@@ -14,7 +14,7 @@ from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 from fakepve.model import PveError, TaskError
-from fakepve.server import USER, ok
+from fakepve.server import USER, ok, params
 
 _hosts = itertools.count(11)
 TOKEN_USER = "root@pam"
@@ -97,22 +97,24 @@ class ClusterPve(FullListPve):
             self.time_scale = scale
 
     async def _task_list(self, request):
-        response = await super()._task_list(request)
-        query = request.query
-        source, since = query.get("source", "archive"), int(query.get("since", 0))
-        kept = []
-        for item in json.loads(response.text)["data"]:
-            running = "endtime" not in item
-            if (source == "archive" and running) or (source == "active" and not running):
-                continue
-            if query.get("typefilter") and item["type"] != query["typefilter"]:
-                continue
-            if query.get("userfilter") and query["userfilter"].lower() not in item["user"].lower():
-                continue
-            if item["starttime"] < since:
-                continue
-            kept.append(dict(item, status="RUNNING") if running else item)
-        return ok(kept)
+        node, user = request.match_info["node"], request[USER]
+        p = self._verify(request, await params(request))
+        audit = self.allowed(user, "/nodes/" + node, "Sys.Audit")
+        data = [self._task_view(t, True) for t in self.tasklog
+                if t["node"] == node and (audit or self._task_owner(user, t)) and self._listed(t, p)]
+        data = [dict(item, status="RUNNING") if "endtime" not in item else item for item in data]
+        data.sort(key=lambda t: -t["starttime"])
+        start = p.get("start", 0)
+        return ok(data[start:start + p.get("limit", 50)])   # PVE: start and limit after the filters
+
+    @staticmethod
+    def _listed(task: dict, p: dict) -> bool:
+        running, source = "endtime" not in task, p.get("source", "archive")
+        return ((source != "archive" or not running) and (source != "active" or running)
+                and (p.get("vmid") is None or task["id"] == str(p["vmid"]))
+                and (not p.get("typefilter") or task["type"] == p["typefilter"])
+                and (not p.get("userfilter") or p["userfilter"].lower() in task["user"].lower())
+                and task["starttime"] >= int(p.get("since") or 0))
 
     async def _qm_clone(self, v, user):
         target = v.get("target")

@@ -219,7 +219,8 @@ def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Reda
 def _if_lost(step: m.Step) -> str:
     """What happens to this request after an answer that never came (GETs say nothing)."""
     if step.lookup is not None:
-        return f"{len(step.lookup.steps)} lookup step(s), then sent again only if `{step.lookup.found.source}` is false"
+        return (f"{len(step.lookup.steps)} lookup step(s), then sent again only if `{step.lookup.found.source}` "
+                "is false (a refusal of that repeat is looked up once more)")
     if step.idempotent:
         done = ", ".join(rule.match or f"HTTP {list(rule.statuses)}" for rule in step.already_done)
         return "sent again" + (f"; a repeat refused with `{done}` counts as done" if done else "")
