@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
-from fakepve.model import PveError
-from fakepve.server import USER, ok
+from fakepve.model import PveError, TaskError
+from fakepve.server import USER, ok, params
 
 _hosts = itertools.count(11)
 TOKEN_USER = "root@pam"
@@ -48,11 +48,73 @@ class FullListPve(FakePve):
 class ClusterPve(FullListPve):
     """Where fakepve 0.5.0's clone differs from real PVE (qemu-server API2/Qemu.pm clone_vm):
     PVE refuses a clone to another node unless every disk of the source is on shared storage
-    ("can't clone VM to node 'X' (VM uses local storage)"), and logs "creating a clone of VM A
-    with ID N" only after its checks, in the worker. `node_free` gives nodes their own free
-    memory (GiB) in /cluster/resources, where fakepve gives every node the same."""
+    ("can't clone VM to node 'X' (VM uses local storage)"); and fakepve writes the new VM's
+    config before it answers and logs "creating a clone of VM A with ID N" at once, where PVE's
+    worker does both after it answered (`$clonefn`: the line once it holds the new id's config
+    lock and found no config there, then the temporary config `lock: clone`). Here the worker
+    does both, and fails as PVE's does when the id was taken meanwhile. For tests, `clone_gate`
+    (an asyncio.Event) holds every clone worker before it takes its id until it is set, and
+    `clone_hold` after it took it (before it copies the disks).
+    fakepve's task list ignores `typefilter`, `userfilter`, `source` and `since`; here they
+    filter as pve-manager API2/Tasks.pm node_tasks does (source `archive`, the default: ended
+    tasks; `active`: running ones, status RUNNING; `all`: both). `node_free` gives nodes their
+    own free memory (GiB) in /cluster/resources, where fakepve gives every node the same."""
 
     node_free: dict = {}
+    clone_gate = None
+    clone_hold = None
+    _clone_upid: dict | None = None   # where the next task's UPID goes (task() below)
+
+    def _upid(self, node, ttype, tid, user):
+        made = super()._upid(node, ttype, tid, user)
+        if self._clone_upid is not None:
+            self._clone_upid["upid"], self._clone_upid = made[0], None
+        return made
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        if ttype != "qmclone" or vm is None or vm not in self.vms:
+            return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
+        self.vms.remove(vm)   # not yet: the worker writes it
+        box: dict = {}
+        self._clone_upid = box
+
+        async def worker():
+            if self.clone_gate is not None:
+                await self.clone_gate.wait()
+            if self._qm_taken(vm.vmid):
+                raise TaskError(f"unable to create VM {vm.vmid}: config file already exists")
+            self.tasks[box["upid"]]["log"].extend(log)
+            self.vms.append(vm)
+            if self.clone_hold is not None:
+                await self.clone_hold.wait()
+            return await body()
+        scale = self.time_scale
+        if (self.clone_gate is not None or self.clone_hold is not None) and not scale:
+            self.time_scale = 1e-9   # fakepve runs the worker inline only at time_scale 0
+        try:
+            return await super().task(node, ttype, tid, user, worker, vm=vm, lock=lock)
+        finally:
+            self.time_scale = scale
+
+    async def _task_list(self, request):
+        node, user = request.match_info["node"], request[USER]
+        p = self._verify(request, await params(request))
+        audit = self.allowed(user, "/nodes/" + node, "Sys.Audit")
+        data = [self._task_view(t, True) for t in self.tasklog
+                if t["node"] == node and (audit or self._task_owner(user, t)) and self._listed(t, p)]
+        data = [dict(item, status="RUNNING") if "endtime" not in item else item for item in data]
+        data.sort(key=lambda t: -t["starttime"])
+        start = p.get("start", 0)
+        return ok(data[start:start + p.get("limit", 50)])   # PVE: start and limit after the filters
+
+    @staticmethod
+    def _listed(task: dict, p: dict) -> bool:
+        running, source = "endtime" not in task, p.get("source", "archive")
+        return ((source != "archive" or not running) and (source != "active" or running)
+                and (p.get("vmid") is None or task["id"] == str(p["vmid"]))
+                and (not p.get("typefilter") or task["type"] == p["typefilter"])
+                and (not p.get("userfilter") or p["userfilter"].lower() in task["user"].lower())
+                and task["starttime"] >= int(p.get("since") or 0))
 
     async def _qm_clone(self, v, user):
         target = v.get("target")
@@ -97,28 +159,61 @@ class ClusterPve(FullListPve):
 
 class LossyPve(ClusterPve):
     """FakePve that can also lose answers: `lose(method, path)` says whether the answer to a
-    request that has run (its effect made) never reaches the client. Counts fakepve's own
-    dropped connections (flaky_network), which drop a request before it runs."""
+    request that has run (its effect made) never reaches the client, `cut(method, path)` whether
+    the connection drops before it runs. Counts fakepve's own dropped connections
+    (flaky_network), which drop a request before it runs. `heard(method, path)` is told of each
+    request that ran (on fakepve's event loop: a test's hooks can set its asyncio events).
+    `late(method, path)`: the connection drops before any answer, and the request runs only once
+    `late_gate` (an asyncio.Event) is set; requests to the same path wait until it has run."""
 
     lose = None
+    cut = None
+    heard = None
+    late = None
+    late_gate = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.dropped: list = []   # (method, path) of requests the flaky network dropped
         self.lost: list = []      # (method, path) of requests whose answer was lost
+        self._late: dict = {}     # (method, path) -> asyncio.Event set once the late request ran
 
     @web.middleware
     async def _middleware(self, request, handler):
+        key = (request.method, request.path)
+        if key in self._late:
+            await self._late[key].wait()
+        if self.late is not None and self.late(*key):
+            await request.read()   # kept for the handler, which runs after the connection is gone
+            self._late[key] = asyncio.Event()
+            asyncio.ensure_future(self._run_late(request, handler, self._late[key]))
+            request.transport.close()
+            raise ConnectionResetError("test: the connection dropped before PVE answered")
+        if self.cut is not None and self.cut(request.method, request.path):
+            self.dropped.append((request.method, request.path))
+            request.transport.close()
+            raise ConnectionResetError("test: the connection dropped before the request ran")
         try:
             response = await FakePve._middleware(self, request, handler)
         except ConnectionResetError:
             self.dropped.append((request.method, request.path))
             raise
+        if self.heard is not None:
+            self.heard(request.method, request.path)
         if self.lose is not None and self.lose(request.method, request.path):
             self.lost.append((request.method, request.path))
             request.transport.close()
             raise ConnectionResetError("test: the answer is lost")
         return response
+
+
+    async def _run_late(self, request, handler, done: asyncio.Event) -> None:
+        try:
+            await self.late_gate.wait()
+            await FakePve._middleware(self, request, handler)
+            self.lost.append((request.method, request.path))
+        finally:
+            done.set()
 
 
 class ServedPve:

@@ -137,7 +137,8 @@ def test_explain_shows_service_urls_from_the_login_as_placeholders():
 
 
 @pytest.mark.parametrize("method,params,says", [
-    ("guests/clone", ["id=103", "name=h"], "if its answer is lost: 1 lookup step(s), then sent again only if"),
+    ("guests/clone", ["id=103", "name=h"], "if its answer is lost: 8 lookup step(s), then sent again only if `{{ mine is not none or made "
+     "is not none }}` is false (a refusal of that repeat is looked up once more)"),
     ("guests/control", ["id=103", "control=start"],
      "if its answer is lost: sent again; a repeat refused with `already running` counts as done"),
 ])

@@ -162,3 +162,39 @@ def test_a_repeat_sent_to_another_host_after_a_lost_answer_may_be_already_done(t
     provider = Engine(load(tmp_path, hosts), FunctionTransport(cluster), VirtualClock(), Redactor())
     provider.connect({"settings": dict(SETTINGS, url="https://a, https://b")})
     assert provider.control({"id": "1", "control": "start"}) == {}
+
+
+def test_a_lookup_that_cannot_tell_fails_the_call_and_never_sends_again(tmp_path):
+    backend = Backend({"POST /machines/9/clone": [lost(), answer(202, {"vm_id": 42})],
+                       "GET /machines": [answer(500, {"error": {"message": "list broken"}})]})
+    with pytest.raises(BackendError, match="Connection aborted; not sent again: it may have taken effect, and the "
+                                           "lookup that finds out could not tell .*list broken"):
+        engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend).call("guests/clone", {"id": "9", "name": "h"})
+    assert backend.sent.count("POST /machines/9/clone") == 1
+
+
+def test_a_refused_repeat_looks_again_and_finds_the_first_attempt_that_ran_late(tmp_path):
+    """The connection dropped before the backend answered; the first attempt ran after the lookup
+    looked, and the repeat is refused because of it: the second look finds it, nothing else is sent."""
+    backend = Backend({"POST /machines/9/clone": [lost(), answer(409, {"error": {"message": "name taken"}})],
+                       "GET /machines": [answer(body={"items": []}), answer(body={"items": [{"id": 41}]})]})
+    reply = engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend).call(
+        "guests/clone", {"id": "9", "name": "host-1"})
+    assert reply["clone_id"] == "41"
+    assert backend.sent[-4:] == ["POST /machines/9/clone", "GET /machines", "POST /machines/9/clone", "GET /machines"]
+
+
+def test_a_refused_repeat_the_second_look_does_not_explain_is_the_refusal(tmp_path):
+    backend = Backend({"POST /machines/9/clone": [lost(), answer(409, {"error": {"message": "name taken"}})],
+                       "GET /machines": [answer(body={"items": []}), answer(body={"items": []})]})
+    with pytest.raises(BackendError, match="HTTP 409: name taken"):
+        engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend).call("guests/clone", {"id": "9", "name": "h"})
+    assert backend.sent.count("POST /machines/9/clone") == 2
+
+
+def test_a_refusal_of_a_repeat_the_transport_made_is_not_looked_up(tmp_path):
+    """A request whose connection never opened was not run: its refusal is just a refusal."""
+    backend = Backend({"POST /machines/9/clone": [answer(409, {"error": {"message": "name taken"}}, resent=True)]})
+    with pytest.raises(BackendError, match="HTTP 409: name taken"):
+        engine(tmp_path, {"methods": {"guests/clone": CLONE}}, backend).call("guests/clone", {"id": "9", "name": "h"})
+    assert "GET /machines" not in backend.sent

@@ -151,7 +151,12 @@ DEFS = {
                   "find out whether it took effect. If `found` is true, the step succeeds with the lookup's "
                   "variables standing in for its extractions (its `wait` is skipped); if false, the request "
                   "is sent again (up to connection.retries attempts in all), except after a read timeout "
-                  "(the backend may still be at work): then the call fails.", {
+                  "(the backend may still be at work): then the call fails. When that repeat is refused, or "
+                  "the task it waits for fails, the steps look once more before `on_error` applies: the "
+                  "first attempt may have taken effect after they looked (a connection that dropped before "
+                  "the backend answered), and the refusal be its doing (its new id taken). When the steps "
+                  "themselves fail (or a `wait` among them reaches the reply deadline), the call fails "
+                  "and the request is not sent again.", {
                       "steps": REF("steps"),
                       "found": prop(f"True if the request took effect ({TEMPLATE}; one expression).",
                                     "{{ made is not none }}", type="string"),
@@ -254,6 +259,13 @@ DEFS = {
                                          minimum=0, maximum=60),
                         }, example={"concurrency": 4, "wait": 1}),
         "paginate": REF("paginate"),
+        "for_each": prop("Send this read (GET or HEAD) once per item of a list (a value), one at a time, "
+                         "with the item as `item` in the request, extractions and on_error rules: each "
+                         "extraction (and each on_error `set` name) becomes a list of the items' values, in "
+                         "the items' order; an empty list sends nothing. For details one per item with no "
+                         "bulk source, e.g. the log of each task a list names. Not with cache, index, "
+                         "prefetch, paginate, lookup, wait, remember, idempotent, already_done or an "
+                         "on_error `retry`.", "{{ tasks }}"),
         "extract": prop("Step variables from the reply: name -> extraction.", {"node": "data.node"},
                         type="object", additionalProperties=REF("extraction")),
         "set": prop("Step variables computed from values: name -> value.", {"newid": "{{ nextid | int }}"},

@@ -202,6 +202,8 @@ def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Reda
         lines = [_unquoted(line) for line in show_request(backend.build(step.request, context), redactor)]
     except BackendError as exc:
         lines = [f"{step.request.method} {step.request.path.source}   (cannot be rendered here: {exc.message})"]
+    if step.for_each is not None:
+        lines.append("  sent once per item of `for_each` (as `item`); each extraction is a list")
     if step.paginate is not None:
         lines.append(f"  every page ({step.paginate.type} pagination), items from `{step.paginate.items.source}`")
     if step.extract:
@@ -217,7 +219,8 @@ def _request_lines(step: m.Step, context: dict, backend: Backend, redactor: Reda
 def _if_lost(step: m.Step) -> str:
     """What happens to this request after an answer that never came (GETs say nothing)."""
     if step.lookup is not None:
-        return f"{len(step.lookup.steps)} lookup step(s), then sent again only if `{step.lookup.found.source}` is false"
+        return (f"{len(step.lookup.steps)} lookup step(s), then sent again only if `{step.lookup.found.source}` "
+                "is false (a refusal of that repeat is looked up once more)")
     if step.idempotent:
         done = ", ".join(rule.match or f"HTTP {list(rule.statuses)}" for rule in step.already_done)
         return "sent again" + (f"; a repeat refused with `{done}` counts as done" if done else "")

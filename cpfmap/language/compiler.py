@@ -229,11 +229,14 @@ class Compiler:
         kinds = [k for k in ("request", "set", "fail") if k in raw]
         if len(kinds) != 1 and not (not kinds and "remember" in raw):
             self.error(path, "a step has exactly one of: request, set, fail, use (or only `remember`)")
-        request = self.request(raw["request"], path + ("request",), known) if "request" in raw else None
+        for_each = self.for_each(raw, path, known)
+        here = known | {"item"} if for_each is not None else known   # what the request and extractions see
+        request = self.request(raw["request"], path + ("request",), here) if "request" in raw else None
         if request is None and any(k in raw for k in ("extract", "accept", "cache", "paginate", "on_error",
-                                                      "idempotent", "already_done", "lookup", "refused_if")):
-            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done, lookup and "
-                             "refused_if go with a request")
+                                                      "idempotent", "already_done", "lookup", "refused_if",
+                                                      "for_each")):
+            self.error(path, "extract, accept, cache, paginate, on_error, idempotent, already_done, lookup, "
+                             "refused_if and for_each go with a request")
         already_done, lookup = self.repeat_safety(raw, path, known, fragments or {})
         if "wait" in raw and request is None:
             self.error(path + ("wait",), "`wait` goes with a request that starts a backend task")
@@ -243,8 +246,8 @@ class Compiler:
             if key in raw and not raw.get("cache"):
                 self.error(path + (key,), f"`{key}` works on a cached reply: give the step `cache: seconds`")
         index = self.index(raw["index"], path + ("index",), known) if "index" in raw else None
-        rules = tuple(self.error_rule(r, path + ("on_error", i), known) for i, r in enumerate(raw.get("on_error", [])))
-        extract = self.extractions(raw.get("extract"), path + ("extract",), known)
+        rules = tuple(self.error_rule(r, path + ("on_error", i), here) for i, r in enumerate(raw.get("on_error", [])))
+        extract = self.extractions(raw.get("extract"), path + ("extract",), here)
         for name, extraction in extract:
             if extraction.source == "entry" and (index is None or index.lookup is None):
                 self.error(path + ("extract", name), "`from: entry` reads the item an `index` with `lookup` finds")
@@ -266,7 +269,22 @@ class Compiler:
             extract=extract, set=tuple(sets), remember=remember,
             fail=self.template(raw["fail"], path + ("fail",), known) if "fail" in raw else None,
             on_error=rules, wait=self.task(raw["wait"], path + ("wait",), known) if "wait" in raw else None,
-            refused_if=self.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None)
+            refused_if=self.expression(raw["refused_if"], path + ("refused_if",)) if "refused_if" in raw else None,
+            for_each=for_each)
+
+    def for_each(self, raw: dict, path: tuple, known: set) -> m.Value | None:
+        """`for_each`: a read (GET, HEAD) sent once per item of a list, one at a time."""
+        if "for_each" not in raw:
+            return None
+        method = (raw.get("request") or {}).get("method", "GET")
+        if method not in ("GET", "HEAD"):
+            self.error(path + ("for_each",), f"`for_each` sends a read once per item; {method} is not a read")
+        clash = sorted(k for k in FOR_EACH_EXCLUDES if k in raw)
+        if clash:
+            self.error(path + ("for_each",), f"`for_each` does not go with {', '.join(clash)}")
+        if any("retry" in rule for rule in raw.get("on_error", [])):
+            self.error(path + ("for_each",), "`for_each` does not go with an on_error `retry`")
+        return self.value(raw["for_each"], path + ("for_each",), known)
 
     def index(self, raw: dict, path: tuple, known: set) -> m.Index | None:
         items = self.expression(raw["items"], path + ("items",))
@@ -376,6 +394,11 @@ class Compiler:
             poll_known = self.poll_known.get(raw.get("poll"), {"task"})
             output = self.value(raw["output"], path + ("output",), set(poll_known))
         return m.TaskStart(raw.get("poll"), handle, completed, when, output)
+
+
+# Keys a per-item read does not take: they concern one request, a write or a shared reply.
+FOR_EACH_EXCLUDES = ("cache", "index", "prefetch", "paginate", "lookup", "wait", "remember", "idempotent",
+                     "already_done")
 
 
 def _where(path: tuple) -> str:

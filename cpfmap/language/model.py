@@ -225,6 +225,7 @@ class Step:
     wait: "TaskStart | None" = None
     steps: tuple = ()     # a `use` with `when`: the fragment's steps, run only if `when` holds
     refused_if: Expression | None = None   # over an accepted reply: a refusal in a 2xx (RPC-style)
+    for_each: "Value | None" = None   # a read once per item (`item`); each extraction a list, in order
 
     def accepts(self, status: int) -> bool:
         return status in self.accept if self.accept else 200 <= status < 300

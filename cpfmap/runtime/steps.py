@@ -22,6 +22,7 @@ from cpfmap.runtime.session import Backend, message_of
 
 log = logging.getLogger("cpfmap")
 DONE = object()  # a lookup found that a request which got no answer took effect
+AFTER_LOOKUP = "after lookup"   # (truthy) a repeat sent because the lookup found nothing
 STALE_LIFETIMES = 2   # a prefetched answer is served stale until it is this many `cache` lifetimes old
 
 
@@ -71,7 +72,9 @@ class StepRunner:
             raise BackendError(str(step.fail.render(context)))
         for name, value in step.set:
             context[name] = value.eval(context)
-        if step.request is not None:
+        if step.for_each is not None:
+            self._each(step, context)
+        elif step.request is not None:
             self._request(step, context)
         self._remember(step, context)
 
@@ -87,6 +90,21 @@ class StepRunner:
         self._remember(cut, context)
         for level, index in reversed(_path(steps, cut)):
             self.run(level[index + 1:], context)
+
+    def _each(self, step: m.Step, context: dict) -> None:
+        """`for_each`: the step's read once per item (as `item`), one at a time; each variable it
+        gives (extractions, an on_error rule's `set`) becomes a list of the items' values, in order."""
+        items = step.for_each.eval(context)
+        if not isinstance(items, list):
+            raise BackendError(f"{step.name or 'a step'}: `for_each` gave {type(items).__name__}, not a list")
+        names = list(dict.fromkeys([name for name, _ in step.extract] + [
+            key for rule in step.on_error if isinstance(rule.set, m.DictValue) for key, _ in rule.set.items]))
+        rows = []
+        for item in items:
+            inner = {**context, **dict.fromkeys(names), "item": item}
+            self._request(step, inner)
+            rows.append([inner[name] for name in names])
+        context.update({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
     def _request(self, step: m.Step, context: dict) -> None:
         try:
@@ -104,7 +122,8 @@ class StepRunner:
         refusal = self._refusal_inside(step, response) if reply is not None and step.accepts(reply.status) else None
         if reply is not None and (refusal is not None or not step.accepts(reply.status)):
             message = refusal if refusal is not None else message_of(reply, self.backend.mapping.connection.error_message)
-            if self._already_done(step, context, resent, reply.status, message):
+            if self._already_done(step, context, resent, reply.status, message) or \
+                    self._took_effect_after_all(step, context, resent, message):
                 return
             if not self._refused(step, context, reply.status, message, None, reply):
                 return  # the rule that recovered said wait: false
@@ -127,7 +146,7 @@ class StepRunner:
         message = message_of(fetched.response, conn.error_message) if conn.error_message else ""
         return message or json.dumps(found, sort_keys=True)
 
-    def _wait(self, step: m.Step, context: dict, resent: bool) -> None:
+    def _wait(self, step: m.Step, context: dict, resent: bool | str) -> None:
         if step.wait is None or self.waiter is None:
             return
         try:
@@ -136,45 +155,60 @@ class StepRunner:
             cut.step = step
             raise
         except BackendError as exc:
-            if self._already_done(step, context, resent, None, exc.message):
+            if self._already_done(step, context, resent, None, exc.message) or \
+                    self._took_effect_after_all(step, context, resent, exc.message):
                 return
             for rule in step.on_error:  # a task that failed before it did anything: run again
                 if rule.retry and not rule.statuses and rule.covers(None, exc.message):
                     raise _Again(rule, step, exc) from None
             raise
 
-    def _send(self, step: m.Step, context: dict) -> tuple[Any, bool]:
+    def _send(self, step: m.Step, context: dict) -> tuple[Any, bool | str]:
         """The answer, and whether it answers a repeat of a request that may have taken effect
-        (`already_done` reads those); DONE when the step's lookup found that it took effect."""
-        attempts, resent = self.backend.mapping.connection.retries, False
+        (`already_done` reads those; AFTER_LOOKUP: sent again because the lookup found nothing);
+        DONE when the step's lookup found that it took effect."""
+        attempts = self.backend.mapping.connection.retries
+        resent: bool | str = False
         for attempt in range(1, attempts + 1):
             try:
                 response = self._fetch(step, context)
             except TransportError as exc:
                 if step.lookup is None or not may_have_run(exc):
                     raise
-                if self._took_effect(step, context, exc):
+                if self._took_effect(step, context, exc.message):
                     return DONE, True
                 # After a read timeout the backend may still be at work: look, but never send again.
                 if getattr(exc, "hung", False) or attempt == attempts:
                     raise
                 log.info("%s: no answer, and the lookup says it did not take effect; sending it again",
                          self._label(step, context))
-                resent = True
+                resent = AFTER_LOOKUP
                 continue
             reply = response.response if isinstance(response, Fetched) else response
             return response, resent or bool(getattr(reply, "resent", False))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _took_effect(self, step: m.Step, context: dict, lost: TransportError) -> bool:
+    def _took_effect(self, step: m.Step, context: dict, lost: str) -> bool:
         try:
             self.run(step.lookup.steps, context)
             return bool(step.lookup.found.render(context))
         except BackendError as exc:
-            raise BackendError(f"{lost.message}; the lookup that finds out whether it took effect failed: "
-                               f"{exc.message}") from None
+            raise BackendError(f"{lost}; not sent again: it may have taken effect, and the lookup that "
+                               f"finds out could not tell ({exc.message})") from None
 
-    def _already_done(self, step: m.Step, context: dict, resent: bool, status: int | None, message: str) -> bool:
+    def _took_effect_after_all(self, step: m.Step, context: dict, resent: bool | str, message: str) -> bool:
+        """A repeat sent after the lookup found nothing was refused (or its task failed): the first
+        attempt may have taken effect after the lookup looked (a connection that dropped before the
+        backend answered), and the refusal may be its doing (e.g. its id taken). Look once more."""
+        if resent != AFTER_LOOKUP or step.lookup is None:
+            return False
+        found = self._took_effect(step, context, f"{self._label(step, context)}: the repeat was refused ({message})")
+        if found:
+            log.info("%s: the repeat was refused (%s), and the lookup now finds the first attempt",
+                     self._label(step, context), message)
+        return found
+
+    def _already_done(self, step: m.Step, context: dict, resent: bool | str, status: int | None, message: str) -> bool:
         if not resent or not any(rule.covers(status, message) for rule in step.already_done):
             return False
         log.info("%s: the repeat was refused as already done (%s): the first attempt took effect",
