@@ -16,7 +16,7 @@ import yaml
 from conftest import CONNECTOR, serve_session
 
 from cpfmap.clock import VirtualClock
-from cpfmap.errors import BackendError
+from cpfmap.errors import BackendError, TransportError
 from cpfmap.http.transport import FunctionTransport, HttpResponse
 from cpfmap.language import loader
 from cpfmap.protocol import taskids
@@ -109,6 +109,25 @@ def test_each_exchange_gets_at_most_what_is_left_of_the_deadline(tmp_path):
     assert deadlines[0] == pytest.approx(20) and 12 < deadlines[1] <= 13   # a wait keeps a reserve for the reply
     assert all(d <= 20 - 7 * n + 1e-6 for n, d in enumerate(deadlines))
     assert reply == {"result": {}} and took <= 20 + 7   # the last exchange was given what was left
+
+
+class CutOff(Stalled):
+    """An operation's poll that the reply deadline cuts: it takes what was left and gets nothing."""
+
+    def __call__(self, request) -> HttpResponse:
+        if "/operations/" in request.url:
+            self.sent.append((f"GET {request.url}", request.deadline))
+            self.clock.sleep(request.deadline)
+            raise TransportError(f"no complete answer within {request.deadline:g}s")
+        return super().__call__(request)
+
+
+def test_a_poll_the_reply_deadline_cuts_is_the_deadline_not_an_unreachable_backend(tmp_path):
+    clock = VirtualClock()
+    server = _server(tmp_path, CutOff(clock), clock, reply_deadline=10)
+    reply, took = _timed(server, clock, "guests/control", id="101", control="stop")
+    assert reply == {"result": {}}, reply   # accepted: RAS polls guests/get
+    assert took <= 10
 
 
 # ------------------------------------------- a method with a task, its wait cut
@@ -285,18 +304,18 @@ def test_pve_controls_answer_within_the_deadline_when_the_vm_never_gets_there(tm
 class CloneHeldBack:
     """Real PVE's clone worker logs "creating a clone of VM A with ID N" once it holds the new id's
     config lock and found no config there (qemu-server API2/Qemu.pm clone_vm `$clonefn`): a
-    contended lock or a slow cluster filesystem holds that line back. fakepve 0.5.0 logs it when
-    the task starts; here it comes `clone_hold` PVE seconds later, before the copy."""
+    contended lock or a slow cluster filesystem holds that line back. tests/pve.py's worker logs
+    it as soon as it runs; here it comes `clone_late` PVE seconds later, before the copy."""
 
-    clone_hold = 0.0
+    clone_late = 0.0
 
     async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
-        if ttype != "qmclone" or not self.clone_hold:
+        if ttype != "qmclone" or not self.clone_late:
             return await super().task(node, ttype, tid, user, body, vm, lock, log)
         upid: list = []
 
         async def held():
-            await self.pause(self.clone_hold)
+            await self.pause(self.clone_late)
             self.tasks[upid[0]]["log"].extend(log)
             return await body()
         upid.append(await super().task(node, ttype, tid, user, held, vm, lock, ()))
@@ -309,7 +328,7 @@ def test_pve_create_host_goes_on_behind_tasks_get_when_the_clone_wait_is_cut(tmp
     from pve import LossyPve, ServedPve, cluster
     served = ServedPve(time_scale=0.05, fake=type("HeldBackPve", (CloneHeldBack, LossyPve), {}))
     cluster(served.pve)
-    served.pve.clone_hold = 120            # 6 s here, three reply deadlines
+    served.pve.clone_late = 120            # 6 s here, three reply deadlines
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps(served.settings()))
     try:

@@ -207,6 +207,9 @@ def _no_line_breaks(headers: list) -> None:
                                f"a setting or a login reply); refused")
 
 
+MIN_EXCHANGE = 0.05   # seconds: less than this left of a reply deadline is too little for an HTTP exchange
+
+
 class ReplyDeadline:
     """When the reply now being built must be out, per thread: the serve thread sets it for
     each CPF request (`connection.reply_deadline`); a background refresh has none and is bounded
@@ -237,15 +240,20 @@ class ReplyDeadline:
         at = self.at()
         return None if at is None else at - self.clock.now()
 
+    def passed(self) -> bool:
+        """Whether the reply deadline has passed (an exchange that failed then was cut by it)."""
+        left = self.left()
+        return left is not None and left < MIN_EXCHANGE
+
     def within(self, seconds: float) -> float:
         """seconds, or what is left of the reply deadline if that is less (never below 0)."""
         left = self.left()
         return seconds if left is None else max(0.0, min(seconds, left))
 
     def check(self, what: str) -> float | None:
-        """What is left; DeadlineReached if nothing is."""
+        """What is left; DeadlineReached if less than an exchange needs (MIN_EXCHANGE)."""
         left = self.left()
-        if left is not None and left <= 0:
+        if left is not None and left < MIN_EXCHANGE:
             raise DeadlineReached(f"{what}: the reply deadline ({self.seconds:g}s, connection.reply_deadline) "
                                   "has passed; RAS may ask again")
         return left
@@ -471,6 +479,10 @@ class Backend:
                 return dataclasses.replace(response, resent=response.resent or resent, xml_lists=lists) \
                     if resent or lists else response
             except TransportError as exc:
+                if request.method in SAFE_RETRY_METHODS and self.reply.passed():
+                    raise DeadlineReached(f"{request.method} {request.url.split('?')[0]}: the reply deadline "
+                                          f"({self.reply.seconds:g}s, connection.reply_deadline) ended the "
+                                          "exchange") from None
                 if tried == len(self.base_urls) or not _may_fail_over(request, exc):
                     raise exc.context("backend unreachable")
                 resent = resent or may_have_run(exc)
