@@ -29,8 +29,11 @@ class Memory:
             self._values[name] = kept[-KEEP:]
 
     def view(self) -> dict[str, list[str]]:
+        """Every name's values. Each call reads them (every get): the lists are not copied, and
+        add() replaces a name's list rather than changing it, so a view never changes under its
+        reader (templates run sandboxed and cannot change a list either)."""
         with self._lock:
-            return {name: list(values) for name, values in self._values.items()}
+            return dict(self._values)
 
 
 def _text(value: Any, name: str) -> str:
