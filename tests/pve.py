@@ -29,8 +29,44 @@ def next_host() -> str:
 
 
 class FullListPve(FakePve):
-    """fakepve 0.5.0 leaves qmpstatus out of `GET /nodes/{node}/qemu?full=1`; real PVE lists it
-    for running VMs there (vmstatus with full), and the pack's sweep reads it from that list."""
+    """Where fakepve 0.5.0's VM lists differ from real PVE:
+
+    - it leaves qmpstatus out of `GET /nodes/{node}/qemu?full=1`; real PVE lists it for
+      running VMs there (qemu-server QemuServer.pm vmstatus with full);
+    - its `/cluster/resources` gives each VM's live `status` (running/stopped). Real PVE gives
+      what pvestatd last wrote to the VM's RRD entry (pve-manager PVE/Service/pvestatd.pm
+      update_qemu_status: `$d->{qmpstatus} || $d->{status}`, every 10 s; PVE/API2Tools.pm
+      extract_vm_stats: status, name and template from that entry): QEMU's run state
+      (`paused`, `io-error`, ...) or `stopped`, up to one cycle old, and `unknown` for a VM
+      pvestatd has not seen yet. `lock` and `tags` come live from the config there
+      (PVE/API2/Cluster.pm resources, get_guest_config_properties), `hastate` from HA.
+
+    Here that lag is explicit and deterministic: `pvestatd()` is one cycle (the RRD entries of
+    every VM, as now); nothing else updates them, so a test sees what PVE shows between cycles.
+    `cluster()` runs one cycle after making its VMs; a VM added later is `unknown` until the
+    next."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rrd: dict[int, dict] = {}   # vmid -> status, name, template as of the last cycle
+
+    def pvestatd(self) -> None:
+        """One pvestatd cycle: every VM's RRD entry from its state now (offline nodes' VMs
+        keep theirs: no pvestatd runs there)."""
+        for vm in self.vms:
+            if self.nodes.get(vm.node, {}).get("online", True):
+                self.rrd[vm.vmid] = {"status": vm.qmpstatus if vm.status == "running" else vm.status,
+                                     "name": vm.name, "template": 1 if vm.template else 0}
+
+    async def _resources(self, request):
+        response = await super()._resources(request)
+        body = json.loads(response.text)
+        for item in body["data"]:
+            if item.get("type") == "qemu":
+                item.pop("name", None), item.pop("template", None)
+                online = self.nodes.get(item["node"], {}).get("online", True)
+                item.update(self.rrd.get(item["vmid"], {"status": "unknown"}) if online else {"status": "unknown"})
+        return web.json_response(body)
 
     async def _qemu_list(self, request):
         node, user = request.match_info["node"], request[USER]
@@ -307,3 +343,5 @@ def cluster(pve: FakePve) -> None:
                config={"net0": "virtio=BC:24:11:AA:09:00,bridge=vmbr0", "scsi0": "local-lvm:base-900-disk-0,size=32G",
                        "template": 1})
     pve.add_ct(200, "dns-ct", node="pve1", status="running")
+    if isinstance(pve, FullListPve):
+        pve.pvestatd()

@@ -48,7 +48,7 @@ def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_gue
     assert headers == ["step 1.1", "step 1.2", "step 2", "step 3", "step 4", "step 5.1", "step 5.2", "step 6", "step 7"]
     assert "null" not in out and "skipped" not in out
     assert "step 1.1 (fragment resolve_vm: find the VM in the cluster):" in out
-    assert "(decided by <listed from step 2>)" in out    # step 3's `when` depends on a reply
+    assert "(decided by <vm from step 1.1>)" in out    # step 3's `when` depends on a reply
     assert "sets is_template = <is_template, computed in step 5.2 from native_template, tags>" in out
 
 
@@ -137,7 +137,7 @@ def test_explain_shows_service_urls_from_the_login_as_placeholders():
 
 
 @pytest.mark.parametrize("method,params,says", [
-    ("guests/clone", ["id=103", "name=h"], "if its answer is lost: 8 lookup step(s), then sent again only if `{{ mine is not none or made "
+    ("guests/clone", ["id=103", "name=h"], "if its answer is lost: 10 lookup step(s), then sent again only if `{{ mine is not none or made "
      "is not none }}` is false (a refusal of that repeat is looked up once more)"),
     ("guests/control", ["id=103", "control=start"],
      "if its answer is lost: sent again; a repeat refused with `already running` counts as done"),

@@ -11,9 +11,8 @@ import sys
 import pytest
 from aiohttp import web
 from conftest import CONNECTOR, serve_session
-from fakepve import FakePve
 from fakepve.model import TaskError
-from pve import ClusterPve, ServedPve, cluster, next_host
+from pve import ClusterPve, FullListPve, ServedPve, cluster, next_host
 
 LINKED = "mappings/proxmox-ve/linked.yaml"
 USER, TOKEN, SECRET = "ras@pve", "cpf", "3b1f2f8e-6a0d-4c47-9d0e-1f5a7c2b9e44"
@@ -36,7 +35,7 @@ def control(vmid, name):
     return call("guests/control", id=vmid, control=name)
 
 
-def served_with(fake=FakePve, **kw):
+def served_with(fake=FullListPve, **kw):
     served = ServedPve(fake=fake, **kw)
     cluster(served.pve)
     return served
@@ -44,7 +43,7 @@ def served_with(fake=FakePve, **kw):
 
 # ------------------------------------------------------------------ 1. parallel clones
 
-class NextidReservesNothing(FakePve):
+class NextidReservesNothing(FullListPve):
     """/cluster/nextid as PVE answers it while other clone workers have not yet written their
     configs: the first `stale` callers all get the same id."""
 
@@ -110,7 +109,7 @@ def test_power_and_delete_wait_for_an_ha_managed_vm_to_change():
 
 # ------------------------------------------------------- 4. reason phrase, old PVE 8
 
-class ReasonPhraseOnly(FakePve):
+class ReasonPhraseOnly(FullListPve):
     """PVE before libpve-http-server-perl 5.2.0: an error's text is only in the reason phrase."""
 
     def _build_app(self):
@@ -243,8 +242,9 @@ def test_delete_refuses_while_a_disk_storage_is_offline_and_destroys_nothing(pve
 
 # ------------------------------------------------------- 10. linked: fresh template
 
-class ResourcesLag(FakePve):
-    """/cluster/resources as pvestatd serves it for ~10 s after a convert: not yet a template."""
+class ResourcesLag(FullListPve):
+    """/cluster/resources as pvestatd serves it for ~10 s after a convert: not yet a template
+    (FullListPve's RRD lags so too; this also leaves `template` out, as for an unseen VM)."""
 
     async def _resources(self, request):
         response = await super()._resources(request)
@@ -285,7 +285,7 @@ def test_a_node_that_cannot_be_reached_is_skipped():
 
 # ------------------------------------------------------------------ 13. VM ids
 
-class RivalTakesTheId(FakePve):
+class RivalTakesTheId(FullListPve):
     """Real PVE writes a clone's temporary config inside the worker (qemu-server API2/Qemu.pm
     clone_vm `$clonefn`), not before it answers as fakepve does: another clone given the same id
     can write it first, and this worker then fails at its own check without logging "creating a
@@ -400,7 +400,7 @@ def test_a_clone_does_not_keep_its_templates_protection_onboot_or_template_tag(p
 
 # ------------------------------------------------------------ 16. HA relocation
 
-class HaRelocates(FakePve):
+class HaRelocates(FullListPve):
     """The HA manager starts the VM on another node than the one asked (relocate policy, a node in
     maintenance mode): the request's node no longer has the VM."""
 
@@ -528,3 +528,88 @@ def test_a_token_with_the_role_on_a_pool_only_passes_every_workflow_and_sees_onl
     replies, err, _ = serve_session("proxmox-ve", [{"method": "provider/connect", "params": {"settings": settings}},
                                                    call("guests/list")])
     assert "102" not in replies[1]["result"]["guests"] and "101" in replies[1]["result"]["guests"], err
+
+
+# ------------------------------------------- 20. state from the cluster list (pvestatd's RRD)
+
+def status_reads(served) -> list[str]:
+    """The per-VM and per-node status requests fakepve answered (QMP on a real node)."""
+    return [path for method, path, *_ in served.pve.requests
+            if method == "GET" and (path.endswith("/status/current") or path.endswith("/qemu"))]
+
+
+@pytest.mark.parametrize("status,qmp,lock,template,tags,state,is_template", [
+    ("running", "paused", None, False, None, "suspended", False),
+    ("running", "io-error", None, False, None, "suspended", False),
+    ("running", "prelaunch", None, False, None, "suspended", False),
+    ("running", "guest-panicked", None, False, None, "powered_off", False),
+    ("running", "shutdown", None, False, None, "powering_off", False),
+    ("running", "running", "backup", False, None, "powered_on", False),
+    ("running", "running", "suspending", False, None, "suspending", False),
+    ("stopped", "stopped", "suspended", False, None, "suspended", False),
+    ("stopped", "stopped", None, True, None, "powered_off", True),
+    ("stopped", "stopped", None, False, "prod;ras-template", "powered_off", True),
+])
+def test_the_sweep_reads_exact_states_from_the_cluster_list_without_asking_qemu(
+        pve, status, qmp, lock, template, tags, state, is_template):
+    config = {"scsi0": "local-lvm:vm-150-disk-0", **({"tags": tags} if tags else {})}
+    pve.pve.add_vm(150, "odd", status=status, qmpstatus=qmp, lock=lock, template=template, config=config)
+    pve.pve.pvestatd()
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/get", id="150")])
+    assert (replies[1]["result"]["state"], replies[1]["result"]["is_template"]) == (state, is_template), err
+    assert status_reads(pve) == []
+
+
+def test_a_vm_pvestatd_has_not_seen_is_read_from_its_own_status(pve):
+    pve.pve.add_vm(150, "new", status="running", qmpstatus="io-error", config={"scsi0": "local-lvm:vm-150-disk-0"})
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), call("guests/get", id="150")])
+    assert replies[1]["result"]["state"] == "suspended", err
+    assert status_reads(pve) == ["/api2/json/nodes/pve1/qemu/150/status/current"]
+
+
+def test_a_change_made_outside_ras_shows_at_pvestatds_next_cycle(pve):
+    """PVE's lag, as documented: the list shows QEMU's state as of pvestatd's last cycle."""
+    pve.pve.vm(101).qmpstatus = "paused"
+    get = call("guests/get", id="101")
+    before, err, _ = serve_session("proxmox-ve", [connect(pve), get])
+    pve.pve.pvestatd()
+    after, err2, _ = serve_session("proxmox-ve", [connect(pve), get])
+    assert [before[1]["result"]["state"], after[1]["result"]["state"]] == ["powered_on", "suspended"], err + err2
+
+
+@pytest.mark.parametrize("vmid,name,state", [("101", "stop", "powered_off"), ("101", "suspend", "suspended"),
+                                             ("103", "start", "powered_on")])
+def test_a_vm_ras_just_controlled_never_reads_as_before_the_write(pve, vmid, name, state):
+    rrd = dict(pve.pve.rrd[int(vmid)])
+    replies, err, _ = serve_session("proxmox-ve", [connect(pve), control(vmid, name), call("guests/get", id=vmid)])
+    assert pve.pve.rrd[int(vmid)] == rrd   # no pvestatd cycle: the cluster list still shows the old state
+    assert replies[2]["result"]["state"] == state, err
+
+
+def test_a_vm_ras_just_made_a_native_template_reads_as_one(pve):
+    assert pve.pve.rrd[103]["template"] == 0
+    replies, err, _ = serve_session(LINKED, [connect(pve), call("guests/convert", id="103", is_template=True),
+                                             call("guests/get", id="103")])
+    assert replies[2]["result"]["is_template"] is True, err
+    assert pve.pve.rrd[103]["template"] == 0
+
+
+def test_after_the_write_window_the_cluster_list_is_read_again(pve):
+    from cpfmap import Provider
+    from cpfmap.language import loader
+    wall = [1_800_000_000.0]
+    mapping = loader.load("proxmox-ve")
+    kept, mapping.templates.wall = mapping.templates.wall, lambda: wall[0]
+    try:
+        provider = Provider(mapping)
+        assert "result" in provider.call("provider/connect", {"settings": pve.settings()})
+        assert "result" in provider.call("guests/control", {"id": "101", "control": "stop"})
+        states = []
+        for step in (59, 2):   # the window is 60 s from the write (and from the end of its wait)
+            wall[0] += step
+            pve.pve.requests.clear()
+            states.append((provider.call("guests/get", {"id": "101"})["result"]["state"], len(status_reads(pve))))
+    finally:
+        mapping.templates.wall = kept
+    # after the window: pvestatd's stale view (no cycle ran here), read without asking QEMU
+    assert states == [("powered_off", 1), ("powered_on", 0)]

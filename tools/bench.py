@@ -21,6 +21,7 @@
   and the lxd and busybox-static packages), containers of a busybox image (tools/sweep_lxd.py).
 
     python tools/bench.py sweep [--guests 1000 5000] [--latency 0 0.02] [--sweeps 4] [--gap 15]
+                                [--state resources full-list]   # state source, see tools/sweep.py
     python tools/bench.py cold
     python tools/bench.py lxd-sweep [--guests 200] [--sweeps 4]
     python tools/bench.py openstack --guests 200   # the openstack pack on the Nova harness
@@ -132,6 +133,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, nargs="+", default=[0.0, 0.02],
                         help="seconds fakepve holds each answer (slow_network); one run per value")
     parser.add_argument("--gap", type=float, default=15.0, help="wall-clock seconds between sweeps (RAS's polling rate)")
+    parser.add_argument("--state", nargs="+", default=["resources"], choices=("resources", "full-list"),
+                        help="where the sweep reads state: /cluster/resources (the pack) or the nodes' full=1 lists")
     parser.add_argument("--baseline-max", type=int, default=1000, help="largest farm the baseline sweeps")
     parser.add_argument("child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,7 +148,7 @@ def main() -> None:
         bench_cold(5 if args.quick else 15)
     if args.what in ("all", "sweep"):
         import sweep
-        sweep.bench(args.guests, args.sweeps, args.baseline_max, tuple(args.latency), args.gap)
+        sweep.bench(args.guests, args.sweeps, args.baseline_max, tuple(args.latency), args.gap, tuple(args.state))
     if args.what == "openstack":   # not in "all": it needs the Python Nova is installed in
         import sweep
         for size in args.guests:

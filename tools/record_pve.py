@@ -60,6 +60,7 @@ def record(variant: str, mapping: str, plan: list) -> None:
             session = Path(tempfile.gettempdir()) / f"cpfmap-pve-{variant}-{name}.jsonl"  # what record wrote
             argv = [sys.executable, str(ROOT / "connector.py"), "record", mapping, "--cassette", str(cassette),
                     "--session", str(session), "--log-level", "WARNING"]
+            served.pve.pvestatd()   # a pvestatd cycle between workflows (every 10 s on a real node)
             options = Options(settings=served.settings(), time_scale=0, **extra)
             # keep: the next workflow builds on what this one changed (the template, the clone)
             checks = runner.run(argv, options, ["connect"] + workflows, keep=True)

@@ -1,13 +1,18 @@
 """The sweep benchmark of tools/bench.py: RAS polling a large farm on fakepve.
 
     python tools/bench.py sweep [--guests 1000 5000] [--sweeps 4] [--baseline-max 1000]
+                                [--state resources full-list]
 
-fakepve (tests/pve.py, with the full=1 VM list real PVE has) runs in its own process with
-the farm: four nodes, half the VMs running with a guest agent. Each provider runs in its
-own process (so peak RSS is its own), sweeping like RAS: guests/list, then guests/get of
-every guest, sweeps 15 s apart on an injected clock (no real waiting). Per sweep: wall time
-to the last reply, HTTP requests (prefetches included, counted until they settle), ms per
-get, peak RSS.
+fakepve (tests/pve.py: the full=1 VM list and the lagging /cluster/resources real PVE has,
+with a pvestatd cycle every 10 s) runs in its own process with the farm: four nodes, half the
+VMs running with a guest agent. Each provider runs in its own process (so peak RSS is its
+own), sweeping like RAS: guests/list, then guests/get of every guest, sweeps 15 s apart on
+the wall clock. Per sweep: wall time to the last reply, HTTP requests (prefetches included,
+counted until they settle), of them the nodes' full=1 VM lists and per-VM status/current
+reads (the requests that cost QMP on a real node, tools/qmp_cost.py), ms per get, peak RSS.
+`--state`: `resources` is the pack (state from /cluster/resources), `full-list` the pack with
+its earlier guests/get (state from each node's full=1 list, tools/pve_full_list.yaml).
+fakepve answers either without QEMU: what the QMP costs a real node is not in these times.
 """
 from __future__ import annotations
 
@@ -24,18 +29,24 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 NODES = ("pve1", "pve2", "pve3", "pve4")
 INTERVAL = 15.0   # RAS's guests_polling_rate in the Proxmox pack
+PVESTATD = 10.0   # pvestatd's cycle (pve-manager PVE/Service/pvestatd.pm `$updatetime`)
+# --state -> (label, mapping)
+STATES = {"resources": ("cpfmap proxmox-ve", "proxmox-ve"),
+          "full-list": ("cpfmap full=1 node lists", str(ROOT / "tools" / "pve_full_list.yaml"))}
 
 
-def bench(sizes: list[int], sweeps: int, baseline_max: int, latencies: tuple = (0.0,), gap: float = INTERVAL) -> None:
+def bench(sizes: list[int], sweeps: int, baseline_max: int, latencies: tuple = (0.0,), gap: float = INTERVAL,
+          states: tuple = ("resources",)) -> None:
     print(f"{'sweep (fakepve)':24} {'ms lat':>6} {'guests':>6} {'sweep':>5} {'wall s':>8} {'requests':>8} "
-          f"{'req/guest':>9} {'ms/get':>7} {'wrong':>5} {'MACs':>5} {'peak RSS MiB':>12}", flush=True)
+          f"{'req/guest':>9} {'cl/res':>6} {'lists':>5} {'st/cur':>6} {'ms/get':>7} {'wrong':>5} {'MACs':>5} {'peak RSS MiB':>12}",
+          flush=True)
     for latency in latencies:
         for size in sizes:
             farm = subprocess.Popen([sys.executable, __file__, "farm", str(size), str(latency)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
             try:
                 where = json.loads(farm.stdout.readline())
-                runs = [("cpfmap proxmox-ve", "cpfmap", sweeps)]
+                runs = [(STATES[state][0], state, sweeps) for state in states]
                 if size <= baseline_max and not latency:
                     runs.append(("hand-written baseline", "baseline", 1))
                 for label, provider, count in runs:
@@ -55,8 +66,8 @@ def _run(label: str, provider: str, size: int, sweeps: int, where: dict, latency
     for line in proc.stdout.splitlines():
         row = json.loads(line)
         print(f"{label:24} {latency * 1000:6.0f} {size:6d} {row['sweep']:5d} {row['wall']:8.2f} {row['requests']:8d} "
-              f"{row['requests'] / size:9.3f} {row['wall'] * 1000 / size:7.2f} {row['wrong']:5d} {row['macs']:5d} "
-              f"{row['rss'] or 0:12.1f}", flush=True)
+              f"{row['requests'] / size:9.3f} {row['cluster']:6d} {row['lists']:5d} {row['status']:6d} {row['wall'] * 1000 / size:7.2f} "
+              f"{row['wrong']:5d} {row['macs']:5d} {row['rss'] or 0:12.1f}", flush=True)
 
 
 # ------------------------------------------------------------------ the farm
@@ -77,25 +88,51 @@ def farm(size: int, latency: float = 0.0) -> None:
                                status="running" if running else "stopped", config=config)
         if running:
             vm.agent = {"interfaces": AGENT_IFACES}
+    served.call(_first_cycle(served.pve))
+    ticking = threading.Event()
+    threading.Thread(target=_pvestatd, args=(served, ticking), daemon=True, name="pvestatd").start()
     settings = served.settings()
     token = {"username": TOKEN_USER, "token_name": TOKEN_NAME, "token_secret": TOKEN_SECRET}
     print(json.dumps({"url": f"https://{settings['host']}:{settings['port']}", "ca": settings["ca_file"],
                       "token": token}), flush=True)
     sys.stdin.read()
+    ticking.set()
     served.stop()
 
 
+async def _first_cycle(pve) -> None:
+    pve.pvestatd()
+
+
+def _pvestatd(served, stop: threading.Event) -> None:
+    """pvestatd's cycle on fakepve's own loop, every 10 s until `stop`."""
+    while not stop.wait(PVESTATD):
+        served.loop.call_soon_threadsafe(served.pve.pvestatd)
+
+
 # --------------------------------------------------------------- providers
+
+def kind(path: str) -> str | None:
+    """The requests that cost QMP on a real node (a node's VM list, a VM's status/current),
+    and the cluster's resource list (pmxcfs and the RRD: no QMP)."""
+    path = path.split("?", 1)[0]
+    return ("lists" if path.endswith("/qemu") else "status" if path.endswith("/status/current")
+            else "cluster" if path.endswith("/cluster/resources") else None)
+
 
 class Counting:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.count = 0
+        self.kinds = {"lists": 0, "status": 0, "cluster": 0}
         self.lock = threading.Lock()
 
     def send(self, request):
+        which = kind(request.url)
         with self.lock:
             self.count += 1
+            if which:
+                self.kinds[which] += 1
         return self.inner.send(request)
 
     def close(self) -> None:
@@ -106,7 +143,7 @@ def child(provider: str, size: int, sweeps: int, url: str, ca: str, token: dict,
     """One provider's sweeps, `gap` seconds apart on the wall clock. It imports nothing of the
     fake (tests/pve.py pulls in aiohttp): its peak RSS is the provider's own."""
     settings = {"host": url.split("//")[1].split(":")[0], "port": url.rsplit(":", 1)[1], "ca_file": ca, **token}
-    run = CpfmapSweeper(settings) if provider == "cpfmap" else BaselineSweeper(url, ca, token)
+    run = BaselineSweeper(url, ca, token) if provider == "baseline" else CpfmapSweeper(settings, STATES[provider][1])
     for row in sweep_rounds(run, size, sweeps, gap, _expected_state):
         print(json.dumps({**row, "rss": _peak_rss()}), flush=True)
 
@@ -117,7 +154,7 @@ def sweep_rounds(run, size: int, sweeps: int, gap: float = INTERVAL, expected=No
     and the guests with MACs. Sweeps are `gap` seconds apart on the wall clock: RAS's next poll,
     while refreshes run; after the last one the sweeper settles (bounded), so they count."""
     for number in range(1, sweeps + 1):
-        before = run.requests()
+        before, kinds_before = run.requests(), dict(run.kinds())
         started = time.perf_counter()
         ids = run.list()
         wrong = macs = 0
@@ -131,7 +168,8 @@ def sweep_rounds(run, size: int, sweeps: int, gap: float = INTERVAL, expected=No
             time.sleep(gap)
         else:
             run.settle()
-        yield {"sweep": number, "wall": wall, "requests": run.requests() - before, "wrong": wrong, "macs": macs}
+        kinds = {name: count - kinds_before[name] for name, count in run.kinds().items()}
+        yield {"sweep": number, "wall": wall, "requests": run.requests() - before, **kinds, "wrong": wrong, "macs": macs}
 
 
 def _expected_state(guest: str) -> str:
@@ -162,6 +200,10 @@ class CpfmapSweeper:
     def requests(self) -> int:
         return self.transport.count
 
+    def kinds(self) -> dict:
+        with self.transport.lock:
+            return dict(self.transport.kinds)
+
     def list(self) -> list[str]:
         return self._call("guests/list")["guests"]
 
@@ -191,14 +233,20 @@ class BaselineSweeper:
         self.session.trust_env = False   # REQUESTS_CA_BUNDLE would override verify
         self.session.headers["Authorization"] = f"PVEAPIToken={token['username']}!{token['token_name']}={token['token_secret']}"
         self.sent = 0
+        self.counted = {"lists": 0, "status": 0, "cluster": 0}
 
     def _get(self, path: str, **query) -> object:
         self.sent += 1
+        if kind(path):
+            self.counted[kind(path)] += 1
         reply = self.session.get(self.base + path, params=query, timeout=(10, 60))
         return reply.json()["data"] if reply.status_code == 200 else None
 
     def requests(self) -> int:
         return self.sent
+
+    def kinds(self) -> dict:
+        return dict(self.counted)
 
     def list(self) -> list[str]:
         return [str(r["vmid"]) for r in self._get("/cluster/resources", type="vm") if r["type"] == "qemu"]
