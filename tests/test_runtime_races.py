@@ -310,12 +310,19 @@ def _job(ran: threading.Event):
     return job
 
 
+def _deferred(quiet: float, longest: float):
+    """A pool whose serve thread is answering a request, with one refresh nobody waits for."""
+    pool = PooledPrefetch(quiet=Quiet(quiet=quiet, longest=longest))
+    ran = threading.Event()
+    pool.begin()
+    future = pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    return pool, ran, future
+
+
 def test_a_refresh_nobody_waits_for_starts_only_once_the_reply_is_out():
-    pool = PooledPrefetch(quiet=Quiet(quiet=0.0, longest=3600))
-    ran, urgent = threading.Event(), threading.Event()
-    pool.begin()                                               # a CPF request is being answered
-    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    pool, ran, _ = _deferred(quiet=0.0, longest=3600)
     assert pool.quiet.parked.wait(WAIT)
+    urgent = threading.Event()
     first = pool.submit("first", 1, _job(urgent), "b")         # one a reply waits for: at once
     assert first is not None and first.result(WAIT) is not None and urgent.is_set()
     assert not ran.is_set()
@@ -324,33 +331,21 @@ def test_a_refresh_nobody_waits_for_starts_only_once_the_reply_is_out():
     pool.close(WAIT)
 
 
-def test_a_deferred_refresh_runs_while_the_reply_waits_for_a_refresh():
-    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=3600))
-    ran = threading.Event()
-    pool.begin()
-    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
-    assert pool.quiet.parked.wait(WAIT) and not ran.is_set()
-    with pool.quiet.waiting_for_refresh():                     # the reply waits: nothing to compete with
-        assert ran.wait(WAIT)
-    pool.end()
-    pool.close(WAIT)
-
-
-def test_a_deferred_refresh_waits_at_most_its_longest_deferral():
-    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=0.0))
-    ran = threading.Event()
-    pool.begin()                                               # RAS never pauses
-    pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+@pytest.mark.parametrize("longest, waiting", [(3600, True), (0.0, False)],
+                         ids=["the reply waits for a refresh", "longest deferral reached"])
+def test_a_deferred_refresh_runs_before_the_pause_when_nothing_competes_or_it_waited_long_enough(longest, waiting):
+    pool, ran, _ = _deferred(quiet=3600, longest=longest)      # RAS never pauses
+    if waiting:
+        assert pool.quiet.parked.wait(WAIT) and not ran.is_set()
+        with pool.quiet.waiting_for_refresh():
+            assert ran.wait(WAIT)
     assert ran.wait(WAIT)
     pool.end()
     pool.close(WAIT)
 
 
 def test_a_deferred_refresh_is_dropped_when_the_pool_closes():
-    pool = PooledPrefetch(quiet=Quiet(quiet=3600, longest=3600))
-    ran = threading.Event()
-    pool.begin()
-    future = pool.submit("stale", 1, _job(ran), "a", deferrable=True)
+    pool, ran, future = _deferred(quiet=3600, longest=3600)
     assert pool.quiet.parked.wait(WAIT)
     assert pool.close(WAIT) == 0                               # no worker left waiting
     assert future is not None and future.cancelled() and not ran.is_set()
