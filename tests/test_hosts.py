@@ -248,3 +248,31 @@ def test_a_login_value_extracted_under_a_public_name_is_not_a_secret_and_the_oth
     server, _ = provider(tmp_path, handler, public)
     assert connect(server, "https://a") == {"result": {}}
     assert server.redactor.scrub("t-123456 2026-12-07T14:00:00Z") == "*** 2026-12-07T14:00:00Z"
+
+
+@pytest.mark.parametrize("added, read_at, seen", [
+    ([("a", None, 0)], 10_000, ["a"]),                               # for the provider's lifetime
+    ([("a", 60, 0)], 59.9, ["a"]),
+    ([("a", 60, 0)], 60, []),                                        # `for` seconds, then gone
+    ([("a", 60, 0), ("b", 10, 5)], 20, ["a"]),
+    ([("a", 60, 0), ("a", 60, 30)], 70, ["a"]),                      # kept again: a new lifetime
+    ([("a", 60, 0), ("b", None, 1), ("a", 5, 2)], 8, ["b"]),         # the newest lifetime counts
+])
+def test_remembered_values_kept_for_a_time_are_gone_after_it(added, read_at, seen):
+    from cpfmap.runtime.memory import Memory
+    memory = Memory()
+    for value, seconds, at in added:
+        memory.add("ids", value, seconds, at)
+        memory.view(at)                                              # a view built between adds
+    assert memory.view(read_at).get("ids", []) == seen
+
+
+@pytest.mark.parametrize("seconds", [0, -1, "60", True])
+def test_remember_for_must_be_seconds_above_zero(tmp_path, seconds):
+    bad = loader.merge(WORKER_RETRY, {"methods": {"guests/clone": {"steps": [
+        {"set": {"new": "1"}, "remember": {"ids": {"value": "{{ new }}", "for": seconds}}}], "task": {"completed": {}},
+        "result": {}}}})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(loader.merge(BASE, bad)))
+    with pytest.raises(Exception, match="`for` must be a number of seconds above 0"):
+        loader.load(path)

@@ -275,8 +275,12 @@ DEFS = {
                          "`set` and request. Every later call sees `remembered.NAME`: the values kept "
                          "under that name, oldest first, the newest 1,000 (values over 1,024 characters "
                          "are refused). For what a backend forgets too soon, e.g. ids recently handed out "
-                         "or deleted, which the backend's own 'next free id' would hand out again.",
-                         {"vmids": "{{ newid }}"}, type="object", additionalProperties=True),
+                         "or deleted, which the backend's own 'next free id' would hand out again. "
+                         "`{value: V, for: SECONDS}` keeps V only that long (on the engine's clock), e.g. the "
+                         "guests written to in the last minute, while a backend's bulk list may still show "
+                         "them as they were.",
+                         {"vmids": "{{ newid }}", "written": {"value": "{{ params.id }}", "for": 60}},
+                         type="object", additionalProperties=True),
         "fail": prop(f"Fail the call with this message ({TEMPLATE}); use with `when`.",
                      "Guest {{ params.id }} not found", type="string"),
         "on_error": prop("Rules for a refused request.", [{"status": [404], "fail": "Guest {{ params.id }} not found"}],

@@ -125,6 +125,17 @@ class Compiler:
                     self.error(path, f"var('{name}'): `settings.{setting}` is not a declared setting"
                                      f"{_suggest(setting, self.settings)}")
 
+    def kept(self, name: str, raw: Any, path: tuple, known: set) -> tuple:
+        """A `remember` entry: (name, value, seconds kept or None: the provider's lifetime)."""
+        if isinstance(raw, dict) and set(raw) == {"value", "for"}:
+            seconds = raw["for"]
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+                self.error(path + ("for",), f"`for` must be a number of seconds above 0, not {seconds!r}")
+                seconds = None
+            return name, self.value(raw["value"], path + ("value",), known), \
+                float(seconds) if seconds is not None else None
+        return name, self.value(raw, path, known), None
+
     def value(self, raw: Any, path: tuple, known: set, *, sent: bool = False) -> m.Value:
         """sent: the value goes into a request, where `{literal: X}` is sent as written, nulls too."""
         if isinstance(raw, dict) and set(raw) == {"jmespath"}:
@@ -258,7 +269,7 @@ class Compiler:
             known.add(str(key))
         for rule in raw.get("on_error", []):
             known.update(map(str, (rule.get("set") or {}).keys()))
-        remember = tuple((str(key), self.value(raw_value, path + ("remember", key), known))
+        remember = tuple(self.kept(str(key), raw_value, path + ("remember", key), known)
                          for key, raw_value in (raw.get("remember") or {}).items())
         return m.Step(
             where=_where(path), name=raw.get("name", ""), when=when, request=request,

@@ -219,7 +219,7 @@ class Step:
     prefetch: Prefetch | None = None
     extract: tuple = ()   # ((name, Extraction), ...)
     set: tuple = ()       # ((name, Value), ...)
-    remember: tuple = ()  # ((name, Value), ...): values kept for the provider's lifetime
+    remember: tuple = ()  # ((name, Value, seconds or None: the provider's lifetime), ...)
     fail: Template | None = None
     on_error: tuple = ()  # (ErrorRule, ...)
     wait: "TaskStart | None" = None

@@ -102,13 +102,16 @@ def _shared_names(value: Any) -> Any:
     return value
 
 
-def parsed(entry: Fetched) -> Fetched:
-    """entry with its body parsed now (a background refresh does it, not the reply that reads
-    it); a body that cannot be read is left for that reader to report."""
-    if entry.response is not None:
+def parsed(entry: Fetched, expressions: tuple = ()) -> Fetched:
+    """entry with its body parsed and `expressions` (context-free: Fetched.search) searched now,
+    by a background refresh rather than the reply that reads them; a body or search that fails
+    is left for that reader to report."""
+    if entry.response is not None and entry.error is None:
         try:
             entry.body()
-        except BackendError:
+            for expression in expressions:
+                entry.search(expression)
+        except (BackendError, ValueError, TypeError, LookupError):
             pass
     return entry
 

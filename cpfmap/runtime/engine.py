@@ -175,7 +175,7 @@ class Engine:
             raise
 
     def _context(self, backend: Backend, params: Mapping) -> dict:
-        return {"settings": backend.settings, "params": dict(params), "remembered": self.memory.view()}
+        return {"settings": backend.settings, "params": dict(params), "remembered": self.memory.view(self.clock.now())}
 
     def _run(self, op: m.Operation, params: Mapping) -> Any:
         backend = self._connected()
@@ -244,7 +244,7 @@ class Engine:
     def _poll(self, rule: m.PollRule, values: dict, output_value: m.Value | None) -> dict:
         backend = self._connected()
         context = self._runner(backend).run(rule.steps, {"settings": backend.settings, "task": values,
-                                                         "remembered": self.memory.view()})
+                                                         "remembered": self.memory.view(self.clock.now())})
         state = rule.state.eval(context)
         if state not in TASK_STATES:
             raise BackendError(f"task state {state!r} is not one of {', '.join(TASK_STATES)}")

@@ -80,9 +80,10 @@ class StepRunner:
 
     def _remember(self, step: m.Step, context: dict) -> None:
         if step.remember:
-            for name, value in step.remember:
-                self.memory.add(name, value.eval(context))
-            context["remembered"] = self.memory.view()
+            now = self.cache.clock.now()
+            for name, value, seconds in step.remember:
+                self.memory.add(name, value.eval(context), seconds, now)
+            context["remembered"] = self.memory.view(now)
 
     def finish(self, steps: tuple, cut: m.Step, context: dict) -> None:
         """What follows a wait cut at the reply deadline (engine.py, when none of it sends a
@@ -351,7 +352,7 @@ class StepRunner:
         entry = self.cache.lookup(key)
         if self.cache.fresh(entry, step.cache):
             return entry
-        return self.cache.fetch(key, lambda: parsed(self._answer(step, context, guest, key)),
+        return self.cache.fetch(key, lambda: parsed(self._answer(step, context, guest, key), _searched(step)),
                                 lambda got: got.error is None)
 
     def _pages_as_one(self, step: m.Step, context: dict) -> HttpResponse:
@@ -421,6 +422,13 @@ def _json_or_none(response: HttpResponse | None) -> Any:
         return response.data() if response is not None else None
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _searched(step: m.Step) -> tuple:
+    """The step's extractions that _extract searches once per reply (Fetched.search)."""
+    return tuple(extraction.expression for _, extraction in step.extract
+                 if extraction.source not in PARTS and extraction.source != "entry"
+                 and not extraction.expression.reads_context and extraction.expression.path is None)
 
 
 def _restart(steps: tuple, index: int, name: str) -> int:
