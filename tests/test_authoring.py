@@ -45,11 +45,11 @@ def test_explain_renders_requests_masks_secrets_and_says_what_depends(tmp_path):
 def test_explain_numbers_steps_as_the_mapping_does_one_header_each_and_never_guesses_a_when():
     code, out, _ = cli("explain", "proxmox-ve", "guests/get", "--param", "id=101")
     headers = [line.split(" (")[0].rstrip(":") for line in out.splitlines() if line.startswith("step ")]
-    assert headers == ["step 1.1", "step 1.2", "step 2", "step 3", "step 4", "step 5.1", "step 5.2", "step 6", "step 7"]
+    assert headers == ["step 1.1", "step 1.2", "step 2", "step 3", "step 4.1", "step 4.2", "step 5", "step 6"]
     assert "null" not in out and "skipped" not in out
     assert "step 1.1 (fragment resolve_vm: find the VM in the cluster):" in out
-    assert "(decided by <vm from step 1.1>)" in out    # step 3's `when` depends on a reply
-    assert "sets is_template = <is_template, computed in step 5.2 from native_template, tags>" in out
+    assert "(decided by <vm from step 1.1>)" in out    # step 2's `when` depends on a reply
+    assert "sets is_template = <is_template, computed in step 4.2 from native_template, tags>" in out
 
 
 def test_explain_says_skipped_only_when_it_knows():

@@ -363,12 +363,15 @@ def test_windows_bundle_has_wheels_for_every_python(wheel, tmp_path):
 
 def test_embedding_api_replays_a_recording():
     lines = INVENTORY.with_suffix(".jsonl").read_text().splitlines()
+    recorded = [json.loads(line)["recorded"]["reply"] for line in lines if "recorded" in json.loads(line)]
     with cpfmap.Provider("proxmox-ve", recording=INVENTORY.with_suffix(".yaml")) as provider:
-        replies = [provider.call_line(line) for line in lines]
-        assert provider.call("guests/list") == replies[2]
-        assert provider.call("guests/get", {"id": "101"}, request_id=5)["id"] == 5
+        replies = [provider.call_line(line) for line in lines[:2]]     # initialize, connect
+        replies.append(provider.call("guests/list"))                    # the session's own requests, by call()
+        replies.append(provider.call("guests/get", {"id": "101"}, request_id=5))
+        replies += [provider.call_line(line) for line in lines[4:]]
         assert provider.exchanges
-    assert all("result" in reply for reply in replies)
+    assert replies[3]["id"] == 5 and all("result" in reply for reply in replies)
+    assert replies[2] == recorded[2] and replies[3]["result"] == recorded[3]["result"]
     assert isinstance(cpfmap.load("proxmox-ve:linked"), cpfmap.CompiledMapping)
     assert [p.name for p in cpfmap.packs()] == ["ec2", "lxd", "openstack", "proxmox-ve"]
 
