@@ -152,3 +152,48 @@ def test_the_sandboxs_member_reading_of_plain_dicts_is_the_sandboxs_own(obj, att
     env = Templates().text
     ours, theirs = env.getattr(obj, attribute), ImmutableSandboxedEnvironment.getattr(env, obj, attribute)
     assert type(ours) is type(theirs) and repr(ours) == repr(theirs)
+
+
+def test_a_table_remembers_its_answers_per_combination_of_the_fields_its_rules_read():
+    """Table.translate keeps what its rules gave per combination of the fields they read: the
+    same answers as the rules, whatever order the values come in (1 and True differ, a list
+    field is not kept), and an error stays an error."""
+    from cpfmap import errors
+    from cpfmap.language.expressions import Matcher, Rule, Table
+    table = Table("t", "guest_state", rules=(
+        Rule((("status", Matcher(("running",))), ("qmp", Matcher(("paused",)))), "suspended"),
+        Rule((("status", Matcher(("running",))),), "powered_on"),
+        Rule((("status", Matcher(("1",))),), "one"),
+        Rule((("status", Matcher(("true",))),), "true"),
+        Rule((("lock", Matcher(absent=True)), ("status", Matcher(regex="^stop"))), "powered_off")))
+    values = [{"status": "running"}, {"status": "running", "qmp": "paused"}, {"status": 1}, {"status": True},
+              {"status": "stopped"}, {"status": "stopped", "lock": "backup"}, {"status": ["running"]},
+              {"status": "running", "qmp": ["paused"]}, {"status": 1.0}, {"status": None}]
+
+    def fresh(value):
+        return Table("t", "guest_state", rules=table.rules).translate(value)
+
+    def outcome(translate, value):
+        try:
+            return translate(value)
+        except errors.BackendError as exc:
+            return f"error: {exc.message}"
+    for value in values + values[::-1] + values:
+        assert outcome(table.translate, value) == outcome(fresh, value), value
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("10.0.0.5", "10.0.0.5"), (" 10.0.0.5 ", "10.0.0.5"), ("10.0.0.5/24", "10.0.0.5"), ("fe80::1%eth0", None),
+    ("127.0.0.1", None), ("::", None), ("2001:DB8::1", "2001:db8::1"), ("not-an-ip", "error"), ("", "error"),
+    (5, "error"), (None, "error"), ("10.0.0.256", "error")])
+def test_addresses_read_the_same_the_first_time_and_from_the_kept_reading(value, expected):
+    from cpfmap.errors import BackendError
+    from cpfmap.protocol.values import read_ip
+
+    def outcome():
+        try:
+            return read_ip(value)
+        except BackendError as exc:
+            assert repr(value) in exc.message
+            return "error"
+    assert outcome() == expected and outcome() == expected

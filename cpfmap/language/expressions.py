@@ -7,6 +7,7 @@ so a filter can compare against a request parameter:
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -274,6 +275,7 @@ def _field(obj: Mapping, name: str) -> tuple[bool, Any]:
 
 
 _NO_DEFAULT = object()
+MAX_SEEN = 4096   # field combinations a table keeps the answer of
 
 
 @dataclass(frozen=True)
@@ -285,13 +287,39 @@ class Table:
     map: tuple = ()        # ((key, value), ...)
     rules: tuple = ()      # (Rule, ...)
     default: Any = _NO_DEFAULT
+    # what the rules gave for each combination of the fields they read (a pure function of
+    # them): the same few combinations come back for every guest of every sweep
+    _seen: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def _key(self, value: Mapping) -> tuple | None:
+        """The fields the rules read, as a key (with their types: 1 and True differ); None if a
+        field holds something that is no key (a list, an object)."""
+        key = []
+        for name in self._fields:
+            present, found = _field(value, name)
+            if not isinstance(found, (str, int, float, type(None))):
+                return None
+            key.append((present, type(found), found))
+        return tuple(key)
+
+    @functools.cached_property
+    def _fields(self) -> tuple:
+        return tuple(dict.fromkeys(name for rule in self.rules for name, _ in rule.when))
 
     def translate(self, value: Any) -> Any:
         if self.rules:
             if not isinstance(value, Mapping):
                 raise BackendError(f"table `{self.name}` translates objects, got {value!r}")
+            fields = self._key(value)
+            found = self._seen.get(fields, _NO_DEFAULT) if fields is not None else _NO_DEFAULT
+            if found is not _NO_DEFAULT:
+                return found
             for rule in self.rules:
                 if rule.matches(value):
+                    if fields is not None:
+                        if len(self._seen) >= MAX_SEEN:
+                            self._seen.clear()
+                        self._seen[fields] = rule.then
                     return rule.then
             shown = {name: value.get(name) for rule in self.rules for name, _ in rule.when}
         else:

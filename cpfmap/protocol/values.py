@@ -3,9 +3,10 @@ what a backend gives into what RAS accepts)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from cpfmap.errors import BackendError
 
@@ -30,7 +31,11 @@ IP_NOTATIONS = "IPv4 or IPv6, optionally with /prefix or %zone"
 
 def normal_mac(value: Any) -> str | None:
     """Any of MAC_NOTATIONS -> 00:15:5d:8a:3c:ff; None if not a MAC."""
-    text = str(value).strip()
+    return _mac_of(str(value).strip())
+
+
+@functools.lru_cache(maxsize=16384)   # the same few thousand addresses at every poll sweep
+def _mac_of(text: str) -> str | None:
     if not _MAC.match(text):
         return None
     digits = re.sub(r"[^0-9a-fA-F]", "", text).lower()
@@ -56,11 +61,19 @@ def read_mac(value: Any, where: str = "macs()") -> str:
 def read_ip(value: Any, where: str = "ips()") -> str | None:
     """The address of `addr`, `addr/prefix` or `addr%zone` as text; None for loopback, link-local
     and unspecified addresses, which RAS must not see; BackendError for text that is no address."""
-    text = str(value).strip().split("%")[0].split("/")[0] if isinstance(value, str) else None
+    found = _ip_of(value) if isinstance(value, str) else False
+    if found is False:
+        raise BackendError(f"{where}: cannot read {value!r} as an IP address (it takes {IP_NOTATIONS})")
+    return found
+
+
+@functools.lru_cache(maxsize=16384)   # the same few thousand addresses at every poll sweep
+def _ip_of(value: str) -> str | None | Literal[False]:
+    """The address as text, None for loopback, link-local and unspecified ones, False for no address."""
     try:
-        addr = ipaddress.ip_address(text)
+        addr = ipaddress.ip_address(value.strip().split("%")[0].split("/")[0])
     except ValueError:
-        raise BackendError(f"{where}: cannot read {value!r} as an IP address (it takes {IP_NOTATIONS})") from None
+        return False
     if addr.is_loopback or addr.is_link_local or addr.is_unspecified:
         return None
     return str(addr)
