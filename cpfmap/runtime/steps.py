@@ -223,7 +223,7 @@ class StepRunner:
             data: Any = reply_part(fetched.response, extraction.source)
         elif extraction.source == "entry":
             data = fetched.index(step.index).get(self._lookup(step, context))
-        elif extraction.expression.reads_context or extraction.expression.path is not None:
+        elif not _searched_once(extraction):
             data = fetched.body()
         else:
             return extract_from(extraction, fetched, context, fetched.search)
@@ -424,11 +424,15 @@ def _json_or_none(response: HttpResponse | None) -> Any:
         return None
 
 
+def _searched_once(extraction: m.Extraction) -> bool:
+    """An extraction of the body that reads nothing else: searched once per reply (Fetched.search)."""
+    return extraction.source not in PARTS and extraction.source != "entry" \
+        and not extraction.expression.reads_context and extraction.expression.path is None
+
+
 def _searched(step: m.Step) -> tuple:
-    """The step's extractions that _extract searches once per reply (Fetched.search)."""
-    return tuple(extraction.expression for _, extraction in step.extract
-                 if extraction.source not in PARTS and extraction.source != "entry"
-                 and not extraction.expression.reads_context and extraction.expression.path is None)
+    """The step's extractions that _extract searches once per reply: a refresh searches them first."""
+    return tuple(extraction.expression for _, extraction in step.extract if _searched_once(extraction))
 
 
 def _restart(steps: tuple, index: int, name: str) -> int:
